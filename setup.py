@@ -1,0 +1,33 @@
+"""MDRN for BasicSR: the MDRN denoiser, an AWGN dataset, knowledge distillation, and a ``basicsr`` command."""
+from setuptools import find_packages, setup
+
+setup(
+    name='mdrn-basicsr',
+    version='0.1.0',
+    description='MDRN (Multiple Degradation and Reconstruction Network) denoising with HADS/HMDS distillation, '
+    'as a BasicSR plugin',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.9',
+    packages=find_packages(include=['mdrn_arch', 'mdrn_arch.*', 'mdrn_models', 'mdrn_models.*', 'datasets_prep',
+                                    'datasets_prep.*']),
+    install_requires=[
+        'torch>=2.0',
+        'torchvision>=0.15',
+        'basicsr==1.4.2',
+        'numpy',
+        'opencv-python',
+        'pyyaml',
+        'lmdb',
+        'tb-nightly',
+        'tqdm',
+        'scikit-image',  # the demo data set is built from scikit-image's bundled images
+    ],
+    extras_require={'test': ['pytest']},
+    entry_points={
+        'console_scripts': ['basicsr = mdrn_models.cli:main'],
+        # Other packages can add their archs/models/datasets to the `basicsr` command the same way.
+        'basicsr.plugins': ['mdrn = mdrn_models'],
+    },
+)
