@@ -1,2 +1,3 @@
 """BasicSR plugin pieces of MDRN: importing this package registers every plugin class (arch, dataset, models)."""
 import mdrn_arch  # noqa: F401  (first: applies the basicsr compatibility alias and registers MDRN)
+from . import awgn_dataset  # noqa: F401

@@ -1,0 +1,196 @@
+"""AWGN denoising dataset on BasicSR's data pipeline.
+
+Clean images are read through BasicSR's ``FileClient`` (``disk`` folder, ``disk`` + ``meta_info`` list, or an
+``lmdb`` written by ``basicsr.utils.lmdb_util``); the noisy input is made on the fly:
+
+    lq = gt + n,   n ~ N(0, (sigma / 255)^2),   gt float32 in [0, 1]
+
+Convention: the noisy input is **not clipped** to [0, 1] (as in DnCNN/FFDNet's synthetic AWGN protocol), so the
+noise is exactly Gaussian with the stated std; only saved images (``tensor2img``) are clipped and quantised.
+
+* ``phase: train`` -- random ``gt_size`` crop (``basicsr.data.transforms.paired_random_crop``), flips/rotations
+  (``augment``), noise drawn per sample from torch's global RNG (BasicSR seeds every worker). ``sigma`` is a number,
+  or ``[low, high]`` for blind training (sigma ~ U(low, high) per sample).
+* ``phase: val`` / ``test`` -- the whole image, and the noise of image ``k`` is a pure function of
+  ``(noise_seed, k)``: ``numpy.random.default_rng([noise_seed, k])``. Rerunning, changing ``num_worker_per_gpu``
+  or testing another model gives bit-identical noisy inputs. ``k`` is the index in the sorted image list.
+* ``sigma_teacher`` (optional, HMDS distillation): also returns ``lq_teacher = gt + (sigma_teacher / sigma) * n``,
+  the *same* clean image with the *same* noise draw scaled down to the teacher's lower level. Because student and
+  teacher see one noise realisation (only its amplitude differs), the teacher's features differ from the
+  student's only through the noise level, not through an unrelated random pattern, which is what HMDS transfers.
+
+Returned keys match BasicSR's paired datasets: ``lq``, ``gt`` (CHW float32 tensors), ``lq_path``, ``gt_path``
+(plus ``sigma`` as a float, and ``lq_teacher`` when requested), so ``SRModel`` validation, metrics and image
+saving work unchanged.
+
+Option keys: ``dataroot_gt``, ``meta_info`` (optional), ``io_backend`` (``{type: disk}`` or ``{type: lmdb}``),
+``channels`` (1 or 3; gray is read with OpenCV's grayscale conversion), ``sigma``, ``sigma_teacher``,
+``noise_seed`` (val/test, default 0), ``gt_size`` (train), ``use_hflip``, ``use_rot``, plus BasicSR's loader keys.
+"""
+import os.path as osp
+from numbers import Real
+
+import numpy as np
+import torch
+from torch.utils import data as data
+
+import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
+from basicsr.data.data_util import paths_from_lmdb
+from basicsr.data.transforms import augment, paired_random_crop
+from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils.registry import DATASET_REGISTRY
+
+IMG_EXTENSIONS = ('.png', '.PNG', '.jpg', '.JPG', '.jpeg', '.JPEG', '.bmp', '.BMP', '.tif', '.TIF', '.tiff',
+                  '.TIFF', '.ppm', '.PPM', '.webp')
+PREP_HINT = 'run python -m datasets_prep.testset / datasets_prep.div2k / datasets_prep.demo, or fix the path'
+
+
+def parse_sigma(sigma, key='sigma'):
+    """``sigma`` option -> (low, high) in 0..255 units (low == high for a fixed level). Raises ValueError."""
+    if isinstance(sigma, (list, tuple)):
+        if len(sigma) != 2 or not all(isinstance(s, Real) and not isinstance(s, bool) for s in sigma):
+            raise ValueError(f'{key} must be a number or [low, high], got {sigma!r}.')
+        low, high = float(sigma[0]), float(sigma[1])
+        if low > high:
+            raise ValueError(f'{key} range [low, high] needs low <= high, got {sigma!r}.')
+    elif isinstance(sigma, Real) and not isinstance(sigma, bool):
+        low = high = float(sigma)
+    else:
+        raise ValueError(f'{key} must be a number or [low, high] (0..255 scale), got {sigma!r}.')
+    if not (0 < low <= 255 and 0 < high <= 255):
+        raise ValueError(f'{key} must lie in (0, 255] (pixel scale, e.g. 25), got {sigma!r}.')
+    return low, high
+
+
+def eval_noise(shape, noise_seed, index):
+    """Standard-normal float32 noise for evaluation image ``index``: a pure function of (noise_seed, index, shape)."""
+    rng = np.random.default_rng([int(noise_seed), int(index)])
+    return torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
+
+
+@DATASET_REGISTRY.register()
+class AWGNDenoisingDataset(data.Dataset):
+    """Clean images + additive white Gaussian noise; see the module docstring for options and conventions."""
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.phase = opt.get('phase', 'train')
+        self.is_train = self.phase == 'train'
+        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.backend = self.io_backend_opt.get('type', 'disk')
+        self.file_client = None
+
+        self.channels = opt.get('channels', 3)
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (gray) or 3 (color), got {self.channels!r}.")
+        if 'sigma' not in opt:
+            raise ValueError('sigma is required: a noise level on the 0..255 scale (e.g. 25), or [low, high].')
+        self.sigma_range = parse_sigma(opt['sigma'])
+        if self.sigma_range[0] != self.sigma_range[1] and not self.is_train:
+            raise ValueError(f'sigma range {opt["sigma"]!r} is for training only; val/test need one fixed sigma.')
+        self.sigma_teacher = opt.get('sigma_teacher')
+        if self.sigma_teacher is not None:
+            st = parse_sigma(self.sigma_teacher, 'sigma_teacher')
+            if st[0] != st[1]:
+                raise ValueError(f'sigma_teacher must be one number, got {self.sigma_teacher!r}.')
+            self.sigma_teacher = st[0]
+            if self.sigma_teacher >= self.sigma_range[0]:
+                raise ValueError(f'sigma_teacher ({self.sigma_teacher:g}) must be lower than sigma '
+                                 f'({opt["sigma"]!r}): the teacher sees the lighter noise.')
+        self.noise_seed = opt.get('noise_seed', 0)
+        if not isinstance(self.noise_seed, int) or isinstance(self.noise_seed, bool) or self.noise_seed < 0:
+            raise ValueError(f'noise_seed must be a non-negative integer, got {self.noise_seed!r}.')
+        if self.is_train:
+            gt_size = opt.get('gt_size')
+            if not isinstance(gt_size, int) or isinstance(gt_size, bool) or gt_size <= 0:
+                raise ValueError(f'gt_size (training crop size) must be a positive integer, got {gt_size!r}.')
+            self.gt_size = gt_size
+
+        root = opt.get('dataroot_gt')
+        if not root:
+            raise ValueError(f'dataroot_gt is missing: set it to a folder or .lmdb of clean images ({PREP_HINT}).')
+        self.gt_folder = str(root)
+        if not osp.isdir(self.gt_folder):
+            raise ValueError(f"dataroot_gt '{self.gt_folder}' does not exist: {PREP_HINT}.")
+        meta_info = opt.get('meta_info')
+        if meta_info is not None and not osp.isfile(meta_info):
+            raise ValueError(f"meta_info '{meta_info}' does not exist: fix the path or remove the key.")
+
+        if self.backend == 'lmdb':
+            if not self.gt_folder.endswith('.lmdb') or not osp.isfile(osp.join(self.gt_folder, 'data.mdb')):
+                raise ValueError(f"dataroot_gt '{self.gt_folder}' is not an LMDB (a '*.lmdb' folder with data.mdb "
+                                 'and meta_info.txt): build it with python -m datasets_prep.div2k, or use '
+                                 'io_backend: {type: disk}.')
+            self.io_backend_opt['db_paths'] = [self.gt_folder]
+            self.io_backend_opt['client_keys'] = ['gt']
+            if meta_info is not None:
+                self.paths = [line.split(' ')[0].split('.')[0] for line in _read_lines(meta_info)]
+            else:
+                if not osp.isfile(osp.join(self.gt_folder, 'meta_info.txt')):
+                    raise ValueError(f"'{self.gt_folder}/meta_info.txt' is missing: rebuild the LMDB with "
+                                     'python -m datasets_prep.div2k --force.')
+                self.paths = paths_from_lmdb(self.gt_folder)
+        elif self.backend == 'disk':
+            if meta_info is not None:
+                self.paths = [osp.join(self.gt_folder, line.split(' ')[0]) for line in _read_lines(meta_info)]
+            else:
+                self.paths = sorted(
+                    osp.join(self.gt_folder, p) for p in scandir(self.gt_folder, suffix=IMG_EXTENSIONS))
+        else:
+            raise ValueError(f"io_backend type must be 'disk' or 'lmdb', got {self.backend!r}.")
+        if not self.paths:
+            raise ValueError(f"no images found in '{self.gt_folder}'"
+                             f"{' (meta_info ' + meta_info + ')' if meta_info else ''}: {PREP_HINT}.")
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _read_gt(self, index):
+        if self.file_client is None:
+            self.file_client = FileClient(self.io_backend_opt.pop('type'), **self.io_backend_opt)
+        path = self.paths[index]
+        try:
+            img_bytes = self.file_client.get(path, 'gt')
+        except (OSError, KeyError, TypeError) as err:  # lmdb returns None -> TypeError in np.frombuffer later
+            raise ValueError(f"cannot read '{path}' from {self.gt_folder}: {err}; "
+                             'check the path or run python -m datasets_prep.verify') from err
+        if img_bytes is None:
+            raise ValueError(f"key '{path}' is not in LMDB '{self.gt_folder}': check meta_info or run "
+                             f'python -m datasets_prep.verify {self.gt_folder}')
+        img = imfrombytes(img_bytes, flag='grayscale' if self.channels == 1 else 'color', float32=True)
+        if img is None:
+            raise ValueError(f"'{path}' is not a decodable image: replace it or run python -m datasets_prep.verify")
+        if img.ndim == 2:
+            img = img[..., None]
+        return path, img
+
+    def __getitem__(self, index):
+        gt_path, img_gt = self._read_gt(index)
+        if self.is_train:
+            h, w = img_gt.shape[:2]
+            if h < self.gt_size or w < self.gt_size:
+                raise ValueError(f"image '{gt_path}' is {h}x{w}, smaller than gt_size {self.gt_size}: lower "
+                                 'gt_size or remove the image.')
+            img_gt, _ = paired_random_crop(img_gt, img_gt, self.gt_size, 1, gt_path)
+            img_gt = augment(img_gt, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
+        img_gt = np.ascontiguousarray(img_gt)
+        gt = img2tensor(img_gt, bgr2rgb=True, float32=True)
+
+        if self.is_train:
+            low, high = self.sigma_range
+            sigma = low if low == high else low + (high - low) * torch.rand(()).item()
+            noise = torch.randn(gt.shape)
+        else:
+            sigma = self.sigma_range[0]
+            noise = eval_noise(gt.shape, self.noise_seed, index)
+        noise = noise * (sigma / 255.)
+        out = {'lq': gt + noise, 'gt': gt, 'lq_path': gt_path, 'gt_path': gt_path, 'sigma': float(sigma)}
+        if self.sigma_teacher is not None:
+            out['lq_teacher'] = gt + noise * (self.sigma_teacher / sigma)
+        return out
+
+
+def _read_lines(path):
+    with open(path) as fin:
+        return [line.strip() for line in fin if line.strip()]
