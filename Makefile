@@ -1,0 +1,19 @@
+# Two commands do all setup on a fresh machine:  `make demo`  and  `make test`.
+# Both install first (once; the stamp file is redone when setup.py changes) into the active Python environment.
+PYTHON ?= python3
+# torch/torchvision pinned to the pair that installs together (torchvision from the registry does not work with
+# other torch builds here); users on another CUDA can install their own pair first and run `pip install -e .`.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test
+install: .installed
+.installed: setup.py
+	$(PYTHON) -m pip install $(TORCH_PIN)
+	$(PYTHON) -m pip install -e ".[test]"
+	touch $@
+
+demo: install
+	$(PYTHON) -m mdrn_models.demo
+
+test: install
+	$(PYTHON) -m pytest -q tests

@@ -1,0 +1,94 @@
+"""Fixes for BasicSR 1.4.2's own train/test pipelines on torch 2.14, CPU and a console command.
+
+BasicSR's ``train_pipeline``/``test_pipeline`` look ``load_resume_state``, ``parse_options`` and ``init_dist`` up as
+module globals, so the ``basicsr`` command swaps these three functions for the versions below (``install()``) instead
+of copying the pipelines. Each fix names the pitfall it answers (../shared/reference/basicsr_pitfalls.md):
+
+* #2 resume on CPU: BasicSR maps the resume state onto ``torch.cuda.current_device()``; we load it on the CPU (the
+  optimizer's ``load_state_dict`` moves it to the parameters' device).
+* #3 resume from any directory: BasicSR searches ``experiments/`` relative to the CWD while it saves under the root
+  path; we search ``opt['path']['training_states']``, which is under the root the command was given.
+* #4 ``weights_only``: a resume state holds a ``collections.Counter`` (the LR milestones), which torch's safe loader
+  refuses; we allow exactly that class and keep ``weights_only=True``.
+* #5 distributed init: gloo when there is no CUDA, the device from ``LOCAL_RANK`` (multi-node safe) when there is.
+* #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
+  checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
+  saved by the run, so it is excluded from both rewrites.
+* #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
+"""
+import collections
+import os
+from os import path as osp
+
+import mdrn_arch.basicsr_compat  # noqa: F401
+
+import basicsr.test
+import basicsr.train
+import basicsr.utils.options
+import torch
+import torch.distributed as dist
+from basicsr.utils import check_resume, scandir
+from basicsr.utils import dist_util
+
+FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
+
+_original_parse_options = basicsr.utils.options.parse_options
+
+
+def load_resume_state(opt):
+    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load."""
+    path = opt['path'].get('resume_state')
+    if opt['auto_resume']:
+        state_dir = opt['path']['training_states']
+        iters = [int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state')] if osp.isdir(
+            state_dir) else []
+        if iters:
+            path = opt['path']['resume_state'] = osp.join(state_dir, f'{max(iters)}.state')
+    if not path:
+        return None
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'resume state not found: {path} (fix path.resume_state or use --auto_resume)')
+    with torch.serialization.safe_globals([collections.Counter]):
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    _check_resume(opt, state['iter'])
+    return state
+
+
+def _check_resume(opt, resume_iter):
+    """BasicSR's ``check_resume`` with frozen networks (teachers) kept out of its path and param_key rewrites."""
+    frozen = [net for net in FROZEN_NETWORKS if net in opt]
+    ignore = list(opt['path'].get('ignore_resume_networks') or [])
+    opt['path']['ignore_resume_networks'] = ignore + [net for net in frozen if net not in ignore]
+    kept = {key: opt['path'][key] for net in frozen
+            for key in [f"param_key_{net[len('network_'):]}"] if key in opt['path']}
+    check_resume(opt, resume_iter)
+    opt['path'].update(kept)
+
+
+def parse_options(root_path, is_train=True):
+    """BasicSR's ``parse_options`` plus defaults its SRModel assumes are present (pitfall #12)."""
+    opt, args = _original_parse_options(root_path, is_train)
+    if 'val' in opt:
+        opt['val'].setdefault('suffix', None)
+        opt['val'].setdefault('save_img', False)
+    return opt, args
+
+
+def init_dist(launcher, backend=None, **kwargs):
+    """``torchrun``/slurm process-group init that also works without CUDA (gloo) and uses ``LOCAL_RANK``."""
+    cuda = torch.cuda.is_available()
+    backend = backend or ('nccl' if cuda else 'gloo')
+    if launcher == 'pytorch':
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+        dist.init_process_group(backend=backend, **kwargs)
+    else:
+        dist_util.init_dist(launcher, backend=backend, **kwargs)
+
+
+def install():
+    """Point BasicSR's pipelines at the fixed functions above (idempotent)."""
+    basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.parse_options = parse_options
+    basicsr.test.parse_options = parse_options
+    basicsr.utils.options.init_dist = init_dist

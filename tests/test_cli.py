@@ -1,0 +1,207 @@
+"""The ``basicsr`` command end to end (real subprocesses) and the BasicSR pipeline fixes it installs.
+
+The pipeline tests use BasicSR's own ``PairedImageDataset`` on noisy/clean pairs written at test time, so they check
+the foundation (packaging, CLI, resume, test pipeline) independently of the project's AWGN dataset.
+"""
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch.distributed as dist
+
+from mdrn_models import cli, pipeline_fixes
+
+
+@pytest.fixture(scope='module')
+def pairs(tmp_path_factory):
+    """Four 24x24 gray clean images and fixed noisy copies (sigma 25)."""
+    root = tmp_path_factory.mktemp('pairs')
+    rng = np.random.default_rng(0)
+    for sub in ('gt', 'lq'):
+        (root / sub).mkdir()
+    for k in range(4):
+        yy, xx = np.mgrid[:24, :24]
+        clean = (127 + 100 * np.sin(xx / (2 + k)) * np.cos(yy / 3)).clip(0, 255)
+        noisy = (clean + rng.normal(0, 25, clean.shape)).clip(0, 255)
+        cv2.imwrite(str(root / 'gt' / f'im{k}.png'), clean.astype(np.uint8))
+        cv2.imwrite(str(root / 'lq' / f'im{k}.png'), noisy.astype(np.uint8))
+    return root
+
+
+def write_yml(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def train_yml(path, pairs, name, total_iter):
+    return write_yml(path, f"""
+        name: {name}
+        model_type: SRModel
+        scale: 1
+        num_gpu: 0
+        manual_seed: 0
+        datasets:
+          train:
+            name: pairs
+            type: PairedImageDataset
+            dataroot_gt: {pairs / 'gt'}
+            dataroot_lq: {pairs / 'lq'}
+            io_backend: {{type: disk}}
+            color: y
+            gt_size: 16
+            use_hflip: true
+            use_rot: true
+            num_worker_per_gpu: 0
+            batch_size_per_gpu: 2
+            dataset_enlarge_ratio: 1
+          val:
+            name: pairs_val
+            type: PairedImageDataset
+            dataroot_gt: {pairs / 'gt'}
+            dataroot_lq: {pairs / 'lq'}
+            io_backend: {{type: disk}}
+            color: y
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{pretrain_network_g: ~, strict_load_g: true, resume_state: ~}}
+        train:
+          optim_g: {{type: Adam, lr: !!float 1e-3}}
+          scheduler: {{type: MultiStepLR, milestones: [3], gamma: 0.5}}
+          total_iter: {total_iter}
+          warmup_iter: -1
+          pixel_opt: {{type: L1Loss, loss_weight: 1.0}}
+        val:
+          val_freq: 100
+          save_img: false
+          metrics:
+            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+        logger: {{print_freq: 1, save_checkpoint_freq: 2, use_tb_logger: false}}
+        dist_params: {{backend: gloo, port: 29500}}
+        """)
+
+
+def test_yaml_to_train_to_checkpoint_to_test_psnr(tmp_path, pairs, basicsr_cli):
+    root = tmp_path / 'root'
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_e2e', total_iter=4)
+    # --local-rank=0 is what torch.distributed.launch passes (pitfall #7); the command maps it for BasicSR
+    basicsr_cli('train', '-opt', yml, '--root', root, '--local-rank=0', cwd=tmp_path)
+    models = root / 'experiments' / 'tiny_e2e' / 'models'
+    assert {'net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth'} <= set(os.listdir(models))
+
+    # no val.suffix although save_img is on (pitfall #12)
+    test_yml = write_yml(tmp_path / 'test.yml', f"""
+        name: tiny_e2e_test
+        model_type: SRModel
+        scale: 1
+        num_gpu: 0
+        datasets:
+          test_1:
+            name: pairs_test
+            type: PairedImageDataset
+            dataroot_gt: {pairs / 'gt'}
+            dataroot_lq: {pairs / 'lq'}
+            io_backend: {{type: disk}}
+            color: y
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{pretrain_network_g: {models / 'net_g_latest.pth'}, strict_load_g: true}}
+        val:
+          save_img: true
+          metrics:
+            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+        """)
+    out = basicsr_cli('test', '-opt', test_yml, '--root', root, cwd=tmp_path).stdout
+    psnr = float(re.search(r'# psnr: ([-\w.]+)', out).group(1))
+    assert math.isfinite(psnr) and psnr > 10
+    assert len(list((root / 'results' / 'tiny_e2e_test' / 'visualization' / 'pairs_test').glob('*.png'))) == 4
+
+
+def test_auto_resume_on_cpu_from_another_directory(tmp_path, pairs, basicsr_cli):
+    # pitfalls #2 (CUDA-only state loading), #3 (CWD-relative search), #4 (Counter in a weights_only load)
+    root = tmp_path / 'root'
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_resume', total_iter=2)
+    basicsr_cli('train', '-opt', yml, '--root', root, cwd=tmp_path)
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    out = basicsr_cli('train', '-opt', yml, '--root', root, '--auto_resume', '--force_yml', 'train:total_iter=4',
+                      cwd=elsewhere).stdout
+    assert 'Resuming training from epoch' in out and 'iter: 2.' in out
+    exp = root / 'experiments'
+    assert (exp / 'tiny_resume' / 'models' / 'net_g_4.pth').is_file()
+    assert [p.name for p in exp.iterdir()] == ['tiny_resume']  # nothing renamed to *_archived_*
+    assert not (elsewhere / 'experiments').exists()
+
+
+def test_option_file_cannot_run_code(tmp_path, basicsr_cli):
+    marker = tmp_path / 'PWNED'
+    yml = tmp_path / 'evil.yml'
+    yml.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\nmodel_type: SRModel\n')
+    proc = basicsr_cli('train', '-opt', yml, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert 'evil.yml:1: refused YAML tag' in proc.stdout
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    ('name: [unclosed\n', 'is not valid YAML'),
+    ('- a list\n', 'must hold a YAML mapping'),
+])
+def test_malformed_option_files_get_one_line_errors(tmp_path, content, message):
+    yml = tmp_path / 'bad.yml'
+    yml.write_text(content)
+    with pytest.raises(cli.OptionFileError, match=message):
+        cli.check_option_file(yml)
+    with pytest.raises(cli.OptionFileError, match='option file not found'):
+        cli.check_option_file(tmp_path / 'missing.yml')
+
+
+def test_plugins_from_entry_points_are_loaded(tmp_path):
+    # a distribution on the path that declares a module in the basicsr.plugins group
+    pkg = tmp_path / 'toyplugin'
+    pkg.mkdir()
+    (pkg / '__init__.py').write_text(textwrap.dedent("""
+        from torch import nn
+        from basicsr.utils.registry import ARCH_REGISTRY
+
+        @ARCH_REGISTRY.register()
+        class ToyPluginNet(nn.Identity):
+            pass
+        """))
+    dist_info = tmp_path / 'toyplugin-0.1.dist-info'
+    dist_info.mkdir()
+    (dist_info / 'METADATA').write_text('Metadata-Version: 2.1\nName: toyplugin\nVersion: 0.1\n')
+    (dist_info / 'entry_points.txt').write_text('[basicsr.plugins]\ntoy = toyplugin\n')
+    code = ('from mdrn_models import cli; cli.load_plugins(); from basicsr.utils.registry import ARCH_REGISTRY; '
+            'ARCH_REGISTRY.get("ToyPluginNet"); ARCH_REGISTRY.get("MDRN"); print("ok")')
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), os.getcwd()])}
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == 'ok', proc.stderr[-3000:]
+
+
+def test_resume_keeps_teacher_path_and_param_key():
+    # pitfalls #8 and #9: a teacher is never saved by the run, so check_resume must not redirect it
+    opt = {'network_g': {}, 'network_t': {},
+           'path': {'resume_state': 'x.state', 'models': '/run/models', 'pretrain_network_g': 'old_g.pth',
+                    'pretrain_network_t': 'teacher.pth', 'param_key_t': 'params_ema', 'param_key_g': 'params_ema'}}
+    pipeline_fixes._check_resume(opt, 100)
+    assert opt['path']['pretrain_network_t'] == 'teacher.pth'
+    assert opt['path']['param_key_t'] == 'params_ema'
+    assert opt['path']['pretrain_network_g'] == os.path.join('/run/models', 'net_g_100.pth')
+    assert opt['path']['param_key_g'] == 'params'
+
+
+def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
+    # pitfall #5: BasicSR divides by torch.cuda.device_count() and hard-wires nccl
+    monkeypatch.setattr('torch.cuda.is_available', lambda: False)
+    for key, value in {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': '29517', 'RANK': '0', 'WORLD_SIZE': '1',
+                       'LOCAL_RANK': '0'}.items():
+        monkeypatch.setenv(key, value)
+    pipeline_fixes.init_dist('pytorch')
+    try:
+        assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
+    finally:
+        dist.destroy_process_group()

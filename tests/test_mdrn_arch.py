@@ -1,0 +1,83 @@
+"""MDRN architecture: the paper's parameter counts, any input size, feature taps, gradients, registration."""
+import pytest
+import torch
+from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from mdrn_arch import MDRN
+from mdrn_arch.mdrn_arch import MSAG, channel_shuffle
+
+
+def n_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize('num_block, paper_count', [(8, 2.38e6), (2, 0.77e6)])
+def test_parameter_count_matches_paper(num_block, paper_count):
+    # Paper §4.2 / Table 3: gray, 64 features, 3 levels -> MDRN 2.38M, MDRN (2B) 770K.
+    net = MDRN(num_in_ch=1, num_out_ch=1, num_feat=64, num_block=num_block, num_level=3)
+    assert abs(n_params(net) - paper_count) / paper_count < 0.02, n_params(net)
+
+
+def test_registered_and_built_from_yaml_dict():
+    assert ARCH_REGISTRY.get('MDRN') is MDRN
+    net = build_network({'type': 'MDRN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1})
+    assert isinstance(net, MDRN)
+
+
+def test_nested_pyramid_structure():
+    net = MDRN(num_feat=8, num_block=1, num_level=3)
+    msags = {name for name, m in net.named_modules() if isinstance(m, MSAG)}
+    # inverted pyramid: 4 + 3 + 2 + 1 MSAGs, three learned downsamplings, six deconvs (one per node with j > 0)
+    assert msags == {f'msag_{i}_{j}' for i in range(4) for j in range(4 - i)}
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2) for m in net.modules()) == 3
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules()) == 6
+    # dense connection (eq. 1): MSAG-4 fuses MSAG-1..3 and the upsampled MSAG below it
+    assert net.msag_0_3.fusion.in_channels == 4 * 8
+    assert net.paper_kd_taps() == ['msag_0_1', 'msag_0_2', 'msag_0_3']
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+@pytest.mark.parametrize('size', [(8, 8), (17, 23), (3, 5), (40, 9)])
+def test_any_size_gray_and_color(channels, size):
+    net = MDRN(num_in_ch=channels, num_out_ch=channels, num_feat=8, num_block=1).eval()
+    x = torch.rand(2, channels, *size)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_global_residual_returns_input_when_tail_is_zero():
+    net = MDRN(num_feat=8, num_block=1)
+    torch.nn.init.zeros_(net.tail.weight)
+    torch.nn.init.zeros_(net.tail.bias)
+    x = torch.rand(1, 1, 13, 16)
+    assert torch.equal(net(x), x)
+
+
+def test_full_resolution_taps_have_num_feat_channels():
+    net = MDRN(num_feat=8, num_block=1)
+    seen = {}
+    handles = [getattr(net, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+               for name in net.paper_kd_taps()]
+    net(torch.rand(1, 1, 15, 20))
+    for h in handles:
+        h.remove()
+    assert {k: tuple(v.shape) for k, v in seen.items()} == {n: (1, 8, 16, 24) for n in net.paper_kd_taps()}
+
+
+def test_every_parameter_gets_a_gradient():
+    net = MDRN(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2)
+    net(torch.rand(1, 3, 16, 16)).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_channel_shuffle_interleaves_groups():
+    x = torch.arange(6.).view(1, 6, 1, 1)
+    assert channel_shuffle(x, 2).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_odd_num_feat_is_rejected():
+    with pytest.raises(ValueError, match='num_feat must be even'):
+        MDRN(num_feat=7)
