@@ -1,0 +1,95 @@
+"""Capture the outputs of named sub-modules with forward hooks (in the spirit of timm's ``FeatureHooks``).
+
+    hooks = FeatureHooks(net, ['msag_0_1', 'msag_0_2'])
+    with hooks.capturing():
+        net(x)
+    feats = hooks.pop()       # {'msag_0_1': tensor, ...}; the store is emptied by the read
+    hooks.remove()            # detach the hooks (the handles are kept until then)
+
+Nothing is stored unless capturing is switched on (``capturing()`` or ``enabled = True``), so a net can stay hooked
+while it is validated or tested without keeping feature maps alive.
+"""
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def unwrap(net):
+    """The bare module under DataParallel / DistributedDataParallel."""
+    return net.module if isinstance(net, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else net
+
+
+def resolve_modules(net, names, what='network'):
+    """Return ``{name: module}`` for ``names`` of ``net``; unknown names raise one ``ValueError`` that lists some valid
+    names (module names as ``net.named_modules()`` spells them)."""
+    modules = dict(unwrap(net).named_modules())
+    unknown = [n for n in names if n not in modules or n == '']
+    if unknown:
+        valid = [n for n in modules if n]
+        tops = [n for n in valid if '.' not in n]
+        hint = ', '.join((tops if len(tops) >= 3 else valid)[:12])
+        raise ValueError(f'unknown layer name(s) {unknown} in the {what} ({type(unwrap(net)).__name__}); '
+                         f'use module names from named_modules(), e.g. {hint}')
+    return {n: modules[n] for n in names}
+
+
+class FeatureHooks:
+    """Forward hooks that store the output tensor of each named module while capturing is enabled.
+
+    Args:
+        net (nn.Module): the network (DataParallel/DDP wrappers are looked through).
+        names (list[str]): module names (``net.named_modules()`` keys).
+        what (str): how to call the net in error messages (e.g. ``'student network_g'``).
+    """
+
+    def __init__(self, net, names, what='network'):
+        self.names = list(dict.fromkeys(names))
+        self.enabled = False
+        self._store = {}
+        self.handles = []
+        for name, module in resolve_modules(net, self.names, what).items():
+            self.handles.append(module.register_forward_hook(self._make_hook(name)))
+
+    def _make_hook(self, name):
+
+        def hook(module, inputs, output):
+            if not self.enabled:
+                return
+            if isinstance(output, (tuple, list)):  # take the first tensor of multi-output modules
+                output = next((o for o in output if torch.is_tensor(o)), None)
+            if not torch.is_tensor(output):
+                raise TypeError(f'layer {name!r} ({type(module).__name__}) does not output a tensor; hook another '
+                                'module')
+            self._store[name] = output
+
+        return hook
+
+    @contextmanager
+    def capturing(self):
+        """Enable capturing for the duration of the block (restores the previous state afterwards)."""
+        previous, self.enabled = self.enabled, True
+        try:
+            yield self
+        finally:
+            self.enabled = previous
+
+    def pop(self):
+        """Return the captured ``{name: tensor}`` and empty the store. A hooked layer that did not run raises."""
+        missing = [n for n in self.names if n not in self._store]
+        out, self._store = self._store, {}
+        if missing:
+            raise RuntimeError(f'hooked layer(s) {missing} produced no output in the last forward pass')
+        return out
+
+    def clear(self):
+        self._store = {}
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        self._store = {}
+
+    def __len__(self):
+        return len(self._store)

@@ -1,0 +1,361 @@
+"""``HKDModel``: heterogeneous knowledge distillation (paper §3.2-3.3, eq. 2-4) as a BasicSR model type.
+
+A frozen, pretrained teacher (``network_t`` / ``path.pretrain_network_t``) runs next to the student ``network_g``;
+forward hooks capture named features of both, and the student minimises
+
+    L_total = L_pix(student(lq), gt) + sum_pairs loss_weight * KD(adapter(S_layer), T_layer)
+
+* HADS: teacher = a bigger net (MDRN, ``num_block: 8``), student = MDRN-2B, same noise level and input ``lq``.
+* HMDS: same architecture; the teacher was trained at a lower sigma_t and sees ``lq_teacher`` (the dataset's
+  ``sigma_teacher``), set with ``train.kd_opt.teacher_input: lq_teacher``.
+* Beyond the paper: layer pairs may name any modules of any two registered archs; where channel counts differ a
+  learnable 1x1 conv (``adapter``) maps the student feature to the teacher's width. Adapters are optimised with
+  ``net_g`` and saved in the student's checkpoint under the key ``adapters`` (so resuming restores them from
+  ``pretrain_network_g``, which BasicSR's ``check_resume`` already rewrites to the latest ``net_g_<iter>.pth``).
+
+Option keys (besides SRModel's)::
+
+    network_t: {type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 64, num_block: 8, num_level: 3}
+    path: {pretrain_network_t: teacher.pth, param_key_t: params, strict_load_t: true}
+    train:
+      kd_opt:
+        type: L1Loss              # any loss in BasicSR's LOSS_REGISTRY taking (pred, target)
+        loss_weight: 1.0          # per layer pair
+        layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher}
+        teacher_input: lq         # lq (HADS) | lq_teacher (HMDS)
+    val: {self_ensemble: false}   # x8 self-ensemble (MDRN+) when testing
+
+The teacher is frozen: ``eval()``, ``requires_grad_(False)``, run under ``no_grad``, in no optimiser, moved with a
+plain ``.to(device)`` (never DDP), never saved. Its checkpoint is loaded with ``weights_only=True``.
+"""
+import os
+import re
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+from torch import nn
+
+import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
+from basicsr.archs import build_network  # noqa: E402
+from basicsr.losses import build_loss  # noqa: E402
+from basicsr.utils import get_root_logger  # noqa: E402
+from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+
+from .denoise_model import DenoiseModel  # noqa: E402
+from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
+
+TEACHER_INPUTS = ('lq', 'lq_teacher')
+
+
+def _arch_desc(net_opt):
+    return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
+
+
+def _example(keys, n=3):
+    keys = list(keys)
+    return ', '.join(keys[:n]) + (', ...' if len(keys) > n else '')
+
+
+def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
+    """Load a teacher checkpoint into ``net`` with ``weights_only=True``; every problem is one clear line.
+
+    Like BasicSR's ``load_network``: ``param_key`` falls back to ``params``, a ``module.`` prefix is stripped, and a
+    non-strict load skips keys whose shape differs. A checkpoint that is a bare state dict is accepted too.
+    """
+    if not load_path or not os.path.isfile(load_path):
+        hint = ''
+        if load_path and re.fullmatch(r'net_t_(\d+|latest)\.pth', os.path.basename(str(load_path))):
+            hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
+                    'project\'s basicsr command')
+        raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
+    try:
+        ckpt = torch.load(load_path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001  (unpickling errors have several types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f'teacher checkpoint {load_path} cannot be read with weights_only=True ({first}); re-save '
+                         'it as {"params": state_dict} holding tensors only') from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f'teacher checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of weights')
+    if param_key in ckpt and isinstance(ckpt[param_key], dict):
+        state = ckpt[param_key]
+    elif 'params' in ckpt and isinstance(ckpt['params'], dict):
+        get_root_logger().info(f'Teacher checkpoint has no [{param_key}]; using [params].')
+        state = ckpt['params']
+    elif ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        state = ckpt
+    else:
+        raise ValueError(f'teacher checkpoint {load_path} has no [{param_key}] weights (keys: {_example(ckpt, 6)}); '
+                         'set path.param_key_t')
+    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
+
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    fix = (f'set network_t ({_arch_desc(net_opt)}) to the architecture and options the teacher was trained with, '
+           'or point path.pretrain_network_t at a checkpoint of this teacher')
+    if (strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own):
+        parts = []
+        if missing:
+            parts.append(f'{len(missing)} missing keys ({_example(missing)})')
+        if unexpected:
+            parts.append(f'{len(unexpected)} unexpected keys ({_example(unexpected)})')
+        if shape:
+            k = shape[0]
+            parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
+                         f'{list(own[k].shape)})')
+        raise ValueError(f'teacher checkpoint {load_path} does not fit network_t: {"; ".join(parts)}; {fix}')
+    if shape:  # non-strict: skip, as BasicSR does
+        get_root_logger().warning(f'Teacher: skipping {len(shape)} keys of another shape: {_example(shape)}')
+        for k in shape:
+            state.pop(k)
+    net.load_state_dict(state, strict=strict)
+
+
+def _in_channels(net, net_opt):
+    if isinstance(net_opt, dict) and isinstance(net_opt.get('num_in_ch'), int):
+        return net_opt['num_in_ch']
+    for m in unwrap(net).modules():
+        if isinstance(getattr(m, 'in_channels', None), int):
+            return m.in_channels
+    raise ValueError(f'cannot tell the input channels of {type(unwrap(net)).__name__}; set num_in_ch in its options')
+
+
+def _adapter_key(name):
+    return name.replace('.', '_') or 'root'
+
+
+@MODEL_REGISTRY.register()
+class HKDModel(DenoiseModel):
+    """Student ``net_g`` + frozen teacher ``net_t``; pixel loss + feature distillation through forward hooks."""
+
+    # ------------------------------------------------------------------ setup
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        kd_opt = deepcopy(train_opt.get('kd_opt') or {})
+        self.teacher_input = kd_opt.pop('teacher_input', 'lq')
+        layers = kd_opt.pop('layers', None)
+        self.kd_dry_run_size = int(kd_opt.pop('dry_run_size', 0) or 0)
+        self._check_teacher_input()
+        self._setup_teacher()
+        self._setup_layers(layers)
+        kd_opt.setdefault('type', 'L1Loss')
+        kd_opt.setdefault('loss_weight', 1.0)
+        self.cri_kd = build_loss(kd_opt).to(self.device)
+        self._load_adapters()
+        super().init_training_settings()  # EMA, pixel loss, optimizers (with adapters), schedulers
+
+    def _check_teacher_input(self):
+        if self.teacher_input not in TEACHER_INPUTS:
+            raise ValueError(f'train.kd_opt.teacher_input must be one of {TEACHER_INPUTS}, got '
+                             f'{self.teacher_input!r}')
+        ds = (self.opt.get('datasets') or {}).get('train') or {}
+        if self.teacher_input == 'lq_teacher' and ds.get('sigma_teacher') is None and \
+                ds.get('type') == 'AWGNDenoisingDataset':
+            raise ValueError('HMDS (train.kd_opt.teacher_input: lq_teacher) needs lq_teacher from the dataset: set '
+                             'datasets.train.sigma_teacher to the noise level the teacher was trained at')
+        if self.teacher_input == 'lq' and ds.get('sigma_teacher') is not None:
+            get_root_logger().warning('datasets.train.sigma_teacher is set but the teacher sees lq; set '
+                                      'train.kd_opt.teacher_input: lq_teacher for HMDS')
+
+    def _setup_teacher(self):
+        if not isinstance(self.opt.get('network_t'), dict):
+            raise ValueError('HKDModel needs a teacher: add network_t (e.g. {type: MDRN, num_block: 8}) and '
+                             'path.pretrain_network_t')
+        path_opt = self.opt['path']
+        load_path = path_opt.get('pretrain_network_t')
+        if not load_path:
+            raise ValueError('teacher checkpoint not set: set path.pretrain_network_t to the pretrained teacher .pth')
+        self.net_t = build_network(deepcopy(self.opt['network_t']))
+        load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
+                             path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])
+        # plain .to(): DDP refuses modules without trainable parameters (and the teacher needs no sync)
+        self.net_t = self.net_t.to(self.device)
+        self.net_t.eval()
+        self.net_t.requires_grad_(False)
+        get_root_logger().info(f'Teacher {type(self.net_t).__name__} ({_arch_desc(self.opt["network_t"])}) loaded '
+                               f'from {load_path}, frozen.')
+
+    def _setup_layers(self, layers):
+        g = unwrap(self.net_g)
+        if layers is None:
+            if not hasattr(g, 'paper_kd_taps'):
+                raise ValueError(f'train.kd_opt.layers is required for network_g type {type(g).__name__} (only '
+                                 'MDRN has a default: its paper_kd_taps())')
+            layers = g.paper_kd_taps()
+        if isinstance(layers, str):
+            layers = [layers]
+        if isinstance(layers, dict):
+            pairs = [(str(s), str(t)) for s, t in layers.items()]
+        elif isinstance(layers, (list, tuple)):
+            pairs = [(str(n), str(n)) for n in layers]
+        else:
+            raise ValueError('train.kd_opt.layers must be a list of module names or a {student: teacher} mapping, '
+                             f'got {type(layers).__name__}')
+        if not pairs:
+            raise ValueError('train.kd_opt.layers is empty; name at least one layer to distill')
+        resolve_modules(g, [s for s, _ in pairs], 'student network_g')
+        resolve_modules(self.net_t, [t for _, t in pairs], 'teacher network_t')
+        keys = [_adapter_key(s) for s, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f'train.kd_opt.layers names a student layer twice: {[s for s, _ in pairs]}')
+        self.kd_pairs = [(s, t, k) for (s, t), k in zip(pairs, keys)]
+        self.hooks_s = FeatureHooks(self.net_g, [s for s, _ in pairs], 'student network_g')
+        self.hooks_t = FeatureHooks(self.net_t, [t for _, t in pairs], 'teacher network_t')
+        self._build_adapters()
+
+    def _build_adapters(self):
+        """One dry forward pass of both nets on a small input: checks that the pairs run and line up, and gives the
+        channel counts for the 1x1 adapters."""
+        g = unwrap(self.net_g)
+        c_s, c_t = _in_channels(g, self.opt['network_g']), _in_channels(self.net_t, self.opt['network_t'])
+        if c_s != c_t:
+            raise ValueError(f'the teacher takes {c_t} input channels and the student {c_s}; set network_t.num_in_ch '
+                             'to match')
+        size = self.kd_dry_run_size or int(((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 32)
+        size = max(8, min(size, 96))
+        x = torch.rand(1, c_s, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        was_training = g.training
+        g.eval()
+        try:
+            with torch.no_grad(), self.hooks_s.capturing(), self.hooks_t.capturing():
+                g(x)
+                self.net_t(x)
+            fs, ft = self.hooks_s.pop(), self.hooks_t.pop()
+        except (RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise ValueError(f'distillation dry run on a {size}x{size} input failed: {first}') from None
+        finally:
+            g.train(was_training)
+            self.hooks_s.clear()
+            self.hooks_t.clear()
+        self.net_adapter = nn.ModuleDict()
+        for s, t, key in self.kd_pairs:
+            a, b = fs[s], ft[t]
+            if a.dim() != b.dim() or a.shape[2:] != b.shape[2:]:
+                raise ValueError(f'layer pair {s} -> {t}: student feature {list(a.shape)} and teacher feature '
+                                 f'{list(b.shape)} differ in size; pick layers at the same resolution')
+            if a.shape[1] != b.shape[1]:
+                if a.dim() != 4:
+                    raise ValueError(f'layer pair {s} -> {t}: channel counts differ ({a.shape[1]} vs {b.shape[1]}) '
+                                     'and only 4-D features get a 1x1 adapter')
+                self.net_adapter[key] = nn.Conv2d(a.shape[1], b.shape[1], 1)
+        self.net_adapter = self.net_adapter.to(self.device)
+        if len(self.net_adapter):
+            get_root_logger().info('KD adapters (student -> teacher width): ' + ', '.join(
+                f'{k}: {m.in_channels}->{m.out_channels}' for k, m in self.net_adapter.items()))
+
+    def _load_adapters(self):
+        load_path = self.opt['path'].get('pretrain_network_g')
+        if not load_path or not len(self.net_adapter):
+            return
+        ckpt = torch.load(load_path, map_location='cpu', weights_only=True)
+        if isinstance(ckpt, dict) and 'adapters' in ckpt:
+            self.net_adapter.load_state_dict(ckpt['adapters'], strict=True)
+            get_root_logger().info(f'KD adapters loaded from {load_path}.')
+        else:
+            get_root_logger().info(f'{load_path} holds no KD adapters; they start from scratch.')
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        optim_params = []
+        for k, v in self.net_g.named_parameters():
+            if v.requires_grad:
+                optim_params.append(v)
+            else:
+                get_root_logger().warning(f'Params {k} will not be optimized.')
+        optim_params += list(self.net_adapter.parameters())
+        optim_type = train_opt['optim_g'].pop('type')
+        self.optimizer_g = self.get_optimizer(optim_type, optim_params, **train_opt['optim_g'])
+        self.optimizers.append(self.optimizer_g)
+
+    # ------------------------------------------------------------------ training
+    def feed_data(self, data):
+        super().feed_data(data)
+        if 'lq_teacher' in data:
+            self.lq_teacher = data['lq_teacher'].to(self.device)
+        elif hasattr(self, 'lq_teacher'):
+            del self.lq_teacher
+
+    def _teacher_batch(self):
+        if self.teacher_input == 'lq':
+            return self.lq
+        if not hasattr(self, 'lq_teacher'):
+            raise KeyError('HMDS (train.kd_opt.teacher_input: lq_teacher) but the batch has no lq_teacher; use '
+                           'AWGNDenoisingDataset with datasets.train.sigma_teacher set')
+        return self.lq_teacher
+
+    def kd_features(self):
+        """Run the student (with grad) and the frozen teacher (no grad) once; return (output, student feats,
+        teacher feats). The hook stores are emptied by the read."""
+        self.net_t.eval()
+        with self.hooks_s.capturing():
+            output = self.net_g(self.lq)
+        feats_s = self.hooks_s.pop()
+        with torch.no_grad(), self.hooks_t.capturing():
+            self.net_t(self._teacher_batch())
+        feats_t = self.hooks_t.pop()
+        return output, feats_s, feats_t
+
+    def kd_losses(self, feats_s, feats_t):
+        """``OrderedDict(l_kd_<student layer>: loss)`` over the layer pairs."""
+        losses = OrderedDict()
+        for s, t, key in self.kd_pairs:
+            fs, ft = feats_s[s], feats_t[t]
+            if key in self.net_adapter:
+                fs = self.net_adapter[key](fs)
+            if fs.shape != ft.shape:
+                raise RuntimeError(f'layer pair {s} -> {t}: student {list(fs.shape)} vs teacher {list(ft.shape)}')
+            losses[f'l_kd_{key}'] = self.cri_kd(fs, ft.detach())
+        return losses
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        self.output, feats_s, feats_t = self.kd_features()
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                l_total += l_percep
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                l_total += l_style
+                loss_dict['l_style'] = l_style
+        kd = self.kd_losses(feats_s, feats_t)
+        del feats_s, feats_t
+        for k, v in kd.items():
+            l_total += v
+            loss_dict[k] = v
+        loss_dict['l_kd'] = sum(kd.values())
+
+        l_total.backward()
+        if self.opt.get('dist') and len(self.net_adapter):  # adapters are not DDP-wrapped: average their grads
+            ws = torch.distributed.get_world_size()
+            for p in self.net_adapter.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= ws
+        self.optimizer_g.step()
+
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------ saving
+    def save(self, epoch, current_iter):
+        nets, keys = [self.net_g], ['params']
+        if hasattr(self, 'net_g_ema'):
+            nets.append(self.net_g_ema)
+            keys.append('params_ema')
+        if len(getattr(self, 'net_adapter', ())):
+            nets.append(self.net_adapter)
+            keys.append('adapters')
+        self.save_network(nets, 'net_g', current_iter, param_key=keys)
+        self.save_training_state(epoch, current_iter)
