@@ -14,7 +14,9 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
   checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
   saved by the run, so it is excluded from both rewrites.
+* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU.
 * #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
+* ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
 import collections
 import os
@@ -27,8 +29,10 @@ import basicsr.train
 import basicsr.utils.options
 import torch
 import torch.distributed as dist
+from basicsr.models.base_model import BaseModel
 from basicsr.utils import check_resume, scandir
 from basicsr.utils import dist_util
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
@@ -68,6 +72,10 @@ def _check_resume(opt, resume_iter):
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus defaults its SRModel assumes are present (pitfall #12)."""
     opt, args = _original_parse_options(root_path, is_train)
+    visible = torch.cuda.device_count()
+    if opt['num_gpu'] > visible:
+        raise SystemExit(f"num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are visible: set "
+                         "num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)
@@ -86,9 +94,22 @@ def init_dist(launcher, backend=None, **kwargs):
         dist_util.init_dist(launcher, backend=backend, **kwargs)
 
 
+def model_to_device(self, net):
+    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6)."""
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(
+            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
 def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent)."""
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
+    BaseModel.model_to_device = model_to_device
