@@ -1,0 +1,258 @@
+"""AWGNDenoisingDataset: noise statistics, reproducible evaluation noise, the HMDS teacher input, backends, errors,
+and the real ``basicsr`` command on it (train on tiny images; test on ../shared Set12)."""
+import math
+import re
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import mdrn_models  # noqa: F401  (registers the dataset; compat alias first)
+from basicsr.data import build_dataset
+from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+
+
+def textured(h, w, c, seed):
+    """A smooth, non-constant uint8 test image (values well inside 0..255)."""
+    yy, xx = np.mgrid[:h, :w]
+    chans = [60 + 40 * (1 + np.sin(xx / (5 + k + seed)) * np.cos(yy / (7 + k))) + 30 * k for k in range(c)]
+    img = np.stack(chans, -1).clip(0, 255).astype(np.uint8)
+    return img[..., 0] if c == 1 else img
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    """Five color images of different sizes, written at test time."""
+    root = tmp_path_factory.mktemp('clean')
+    for k, (h, w) in enumerate([(300, 280), (96, 128), (130, 100), (64, 72), (257, 263)]):
+        cv2.imwrite(str(root / f'img{k}.png'), textured(h, w, 3, k))
+    return root
+
+
+def opt(folder, **kw):
+    base = {'name': 't', 'type': 'AWGNDenoisingDataset', 'phase': 'val', 'dataroot_gt': str(folder),
+            'io_backend': {'type': 'disk'}, 'channels': 3, 'sigma': 25, 'noise_seed': 0}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize('channels,sigma', [(3, 25), (1, 50), (3, 5)])
+def test_training_noise_std_within_2_percent(folder, channels, sigma):
+    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=256, channels=channels, sigma=sigma,
+                                  use_hflip=True, use_rot=True))
+    item = ds[0]  # the 300x280 image: a 256x256 crop
+    assert item['lq'].shape == item['gt'].shape == (channels, 256, 256)
+    noise = (item['lq'] - item['gt']).double()
+    assert abs(noise.std().item() / (sigma / 255) - 1) < 0.02
+    assert abs(noise.mean().item()) < 4 * (sigma / 255) / math.sqrt(noise.numel())
+    assert item['lq'].min() < 0 or item['lq'].max() > 1 or sigma < 10  # not clipped: values leave [0, 1]
+    assert item['lq_path'] == item['gt_path'] and item['gt_path'].endswith('img0.png')
+
+
+def test_training_draws_fresh_noise_and_blind_sigma_from_the_range(folder):
+    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=200, sigma=[10, 60]))
+    torch.manual_seed(0)
+    items = [ds[0] for _ in range(6)]
+    sigmas = [it['sigma'] for it in items]
+    assert all(10 <= s <= 60 for s in sigmas) and len(set(sigmas)) == 6
+    for it in items:  # each sample's noise has the std of its own drawn sigma
+        std = (it['lq'] - it['gt']).double().std().item()
+        assert abs(std / (it['sigma'] / 255) - 1) < 0.03
+    a, b = items[0], items[1]
+    assert not torch.equal(a['lq'] - a['gt'], b['lq'] - b['gt'])
+
+
+def test_eval_noise_is_a_function_of_seed_and_index_only(folder):
+    torch.manual_seed(1)
+    np.random.seed(1)
+    first = [AWGNDenoisingDataset(opt(folder))[k]['lq'] for k in range(5)]
+    torch.manual_seed(2)
+    np.random.seed(2)
+    ds = AWGNDenoisingDataset(opt(folder))
+    again = [ds[k]['lq'] for k in reversed(range(5))][::-1]  # another order, another global RNG state
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    other_seed = AWGNDenoisingDataset(opt(folder, noise_seed=1))[0]['lq']
+    assert not torch.equal(first[0], other_seed)
+    # the noise is the same for every model and run, and has the right level on the full image
+    item = ds[0]
+    std = (item['lq'] - item['gt']).double().std().item()
+    assert abs(std * 255 / 25 - 1) < 0.02
+
+
+@pytest.mark.parametrize('phase', ['val', 'test'])
+def test_eval_noise_identical_across_worker_counts(folder, phase):
+    ds = AWGNDenoisingDataset(opt(folder, phase=phase))
+
+    def run(workers):
+        loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=workers)
+        return [b['lq'][0] for b in loader]
+
+    torch.manual_seed(0)
+    zero = run(0)
+    torch.manual_seed(123)
+    two = run(2)
+    assert len(zero) == len(two) == 5
+    for a, b in zip(zero, two):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('phase', ['train', 'val'])
+def test_lq_teacher_is_the_same_draw_scaled(folder, phase):
+    ds = AWGNDenoisingDataset(opt(folder, phase=phase, gt_size=64, sigma=70, sigma_teacher=50))
+    item = ds[1]
+    gt, lq, lqt = item['gt'], item['lq'], item['lq_teacher']
+    assert lqt.shape == lq.shape
+    assert torch.allclose(lqt - gt, (50 / 70) * (lq - gt), atol=1e-6, rtol=0)
+    assert abs((lqt - gt).double().std().item() * 255 / 50 - 1) < 0.05
+    assert not torch.allclose(lqt, lq)
+
+
+def test_gray_reads_one_channel_and_color_three(folder):
+    gray = AWGNDenoisingDataset(opt(folder, channels=1))[3]
+    color = AWGNDenoisingDataset(opt(folder, channels=3))[3]
+    assert gray['gt'].shape == (1, 64, 72) and color['gt'].shape == (3, 64, 72)
+    ref = cv2.imread(str(folder / 'img3.png'), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    assert np.array_equal(gray['gt'][0].numpy(), ref)
+    bgr = cv2.imread(str(folder / 'img3.png')).astype(np.float32) / 255
+    assert np.array_equal(color['gt'].numpy(), bgr[..., ::-1].transpose(2, 0, 1))  # RGB order, as BasicSR
+
+
+def test_meta_info_selects_images(folder, tmp_path):
+    meta = tmp_path / 'meta.txt'
+    meta.write_text('img4.png (257,263,3)\nimg1.png (96,128,3)\n')
+    ds = build_dataset(opt(folder, meta_info=str(meta)))
+    assert len(ds) == 2
+    assert ds[0]['gt_path'].endswith('img4.png') and ds[1]['gt'].shape == (3, 96, 128)
+
+
+@pytest.mark.parametrize('change,message', [
+    ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: run python -m datasets_prep"),
+    ({'sigma': 0}, 'sigma must lie in (0, 255]'),
+    ({'sigma': 300}, 'sigma must lie in (0, 255]'),
+    ({'sigma': 'high'}, 'sigma must be a number or [low, high]'),
+    ({'sigma': [30, 10], 'phase': 'train', 'gt_size': 8}, 'needs low <= high'),
+    ({'sigma': [10, 30]}, 'for training only'),
+    ({'channels': 2}, 'channels must be 1 (gray) or 3 (color)'),
+    ({'sigma_teacher': 25}, 'sigma_teacher (25) must be lower than sigma'),
+    ({'phase': 'train'}, 'gt_size (training crop size) must be a positive integer'),
+    ({'io_backend': {'type': 'lmdb'}}, 'is not an LMDB'),
+    ({'io_backend': {'type': 'http'}}, "io_backend type must be 'disk' or 'lmdb'"),
+    ({'meta_info': '/nonexistent/meta.txt'}, "meta_info '/nonexistent/meta.txt' does not exist"),
+    ({'noise_seed': -1}, 'noise_seed must be a non-negative integer'),
+])
+def test_bad_options_fail_before_any_read(folder, change, message):
+    with pytest.raises(ValueError) as err:
+        AWGNDenoisingDataset(opt(folder, **change))
+    assert message in str(err.value)
+    assert '\n' not in str(err.value)
+
+
+def test_image_smaller_than_gt_size_names_the_file(folder):
+    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=100))
+    ds[0]
+    with pytest.raises(ValueError, match=r"image '.*img1\.png' is 96x128, smaller than gt_size 100"):
+        ds[1]
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='no images found'):
+        AWGNDenoisingDataset(opt(tmp_path))
+
+
+def write_yml(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_basicsr_train_on_awgn_dataset(tmp_path, folder, basicsr_cli):
+    """Two real training iterations through BasicSR's train pipeline, with validation on the same dataset class."""
+    yml = write_yml(tmp_path / 'train.yml', f"""
+        name: awgn_train
+        model_type: SRModel
+        scale: 1
+        num_gpu: 0
+        manual_seed: 0
+        datasets:
+          train:
+            name: tiny
+            type: AWGNDenoisingDataset
+            dataroot_gt: {folder}
+            io_backend: {{type: disk}}
+            channels: 1
+            sigma: [15, 50]
+            gt_size: 32
+            use_hflip: true
+            use_rot: true
+            num_worker_per_gpu: 0
+            batch_size_per_gpu: 2
+            dataset_enlarge_ratio: 1
+          val:
+            name: tiny_val
+            type: AWGNDenoisingDataset
+            dataroot_gt: {folder}
+            io_backend: {{type: disk}}
+            channels: 1
+            sigma: 25
+            noise_seed: 0
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{pretrain_network_g: ~, strict_load_g: true, resume_state: ~}}
+        train:
+          optim_g: {{type: Adam, lr: !!float 1e-3}}
+          scheduler: {{type: MultiStepLR, milestones: [10], gamma: 0.5}}
+          total_iter: 2
+          warmup_iter: -1
+          pixel_opt: {{type: L1Loss, loss_weight: 1.0}}
+        val:
+          val_freq: 2
+          save_img: false
+          suffix: ~
+          metrics:
+            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+        logger: {{print_freq: 1, save_checkpoint_freq: 2, use_tb_logger: false}}
+        """)
+    out = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
+    assert (tmp_path / 'experiments' / 'awgn_train' / 'models' / 'net_g_latest.pth').is_file()
+    psnr = float(re.search(r'# psnr: ([-\w.]+)', out).group(1))
+    assert math.isfinite(psnr)
+
+
+def test_basicsr_test_on_shared_set12(tmp_path, shared_dir, basicsr_cli):
+    set12 = shared_dir / 'datasets' / 'test' / 'Set12'
+    if not set12.is_dir():
+        pytest.skip(f'{set12} not found')
+    from mdrn_arch import MDRN
+    torch.manual_seed(0)
+    net = MDRN(1, 1, num_feat=8, num_block=1, num_level=2)
+    torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')
+    yml = write_yml(tmp_path / 'test.yml', f"""
+        name: awgn_set12
+        model_type: SRModel
+        scale: 1
+        num_gpu: 0
+        manual_seed: 0
+        datasets:
+          test_1:
+            name: Set12
+            type: AWGNDenoisingDataset
+            dataroot_gt: {set12}
+            io_backend: {{type: disk}}
+            channels: 1
+            sigma: 25
+            noise_seed: 0
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{pretrain_network_g: {tmp_path / 'net.pth'}, strict_load_g: true, param_key_g: params}}
+        val:
+          save_img: true
+          suffix: ~
+          metrics:
+            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+        """)
+    out = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
+    psnr = float(re.search(r'# psnr: ([-\w.]+)', out).group(1))
+    assert math.isfinite(psnr) and psnr > 5
+    saved = sorted((tmp_path / 'results' / 'awgn_set12' / 'visualization' / 'Set12').glob('*.png'))
+    assert len(saved) == 12
