@@ -40,22 +40,40 @@ _original_parse_options = basicsr.utils.options.parse_options
 
 
 def load_resume_state(opt):
-    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load."""
-    path = opt['path'].get('resume_state')
+    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load.
+
+    With ``--auto_resume`` the newest state that loads is used: a run killed while writing its newest state (a
+    truncated file) resumes from the one before instead of failing.
+    """
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
-        iters = [int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state')] if osp.isdir(
-            state_dir) else []
-        if iters:
-            path = opt['path']['resume_state'] = osp.join(state_dir, f'{max(iters)}.state')
-    if not path:
-        return None
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'resume state not found: {path} (fix path.resume_state or use --auto_resume)')
-    with torch.serialization.safe_globals([collections.Counter]):
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        iters = sorted((int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state')),
+                       reverse=True) if osp.isdir(state_dir) else []
+        for it in iters:
+            path = osp.join(state_dir, f'{it}.state')
+            try:
+                state = _load_state(path)
+            except Exception as exc:  # truncated/corrupt file: fall back to the previous state
+                print(f'Skipping unreadable training state {path}: {exc}', flush=True)
+                continue
+            opt['path']['resume_state'] = path
+            break
+        else:
+            return None
+    else:
+        path = opt['path'].get('resume_state')
+        if not path:
+            return None
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'resume state not found: {path} (fix path.resume_state or use --auto_resume)')
+        state = _load_state(path)
     _check_resume(opt, state['iter'])
     return state
+
+
+def _load_state(path):
+    with torch.serialization.safe_globals([collections.Counter]):
+        return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def _check_resume(opt, resume_iter):

@@ -1,7 +1,7 @@
 """The ``basicsr`` command end to end (real subprocesses) and the BasicSR pipeline fixes it installs.
 
-The pipeline tests use BasicSR's own ``PairedImageDataset`` on noisy/clean pairs written at test time, so they check
-the foundation (packaging, CLI, resume, test pipeline) independently of the project's AWGN dataset.
+The pipeline tests use BasicSR's own ``PairedImageDataset`` on noisy/clean pairs written at test time (``pairs`` in
+conftest), so they check the foundation (packaging, CLI, resume, test pipeline) independently of the AWGN dataset.
 """
 import math
 import os
@@ -10,79 +10,11 @@ import subprocess
 import sys
 import textwrap
 
-import cv2
-import numpy as np
 import pytest
 import torch.distributed as dist
 
+from conftest import train_yml, write_yml
 from mdrn_models import cli, pipeline_fixes
-
-
-@pytest.fixture(scope='module')
-def pairs(tmp_path_factory):
-    """Four 24x24 gray clean images and fixed noisy copies (sigma 25)."""
-    root = tmp_path_factory.mktemp('pairs')
-    rng = np.random.default_rng(0)
-    for sub in ('gt', 'lq'):
-        (root / sub).mkdir()
-    for k in range(4):
-        yy, xx = np.mgrid[:24, :24]
-        clean = (127 + 100 * np.sin(xx / (2 + k)) * np.cos(yy / 3)).clip(0, 255)
-        noisy = (clean + rng.normal(0, 25, clean.shape)).clip(0, 255)
-        cv2.imwrite(str(root / 'gt' / f'im{k}.png'), clean.astype(np.uint8))
-        cv2.imwrite(str(root / 'lq' / f'im{k}.png'), noisy.astype(np.uint8))
-    return root
-
-
-def write_yml(path, text):
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def train_yml(path, pairs, name, total_iter):
-    return write_yml(path, f"""
-        name: {name}
-        model_type: SRModel
-        scale: 1
-        num_gpu: 0
-        manual_seed: 0
-        datasets:
-          train:
-            name: pairs
-            type: PairedImageDataset
-            dataroot_gt: {pairs / 'gt'}
-            dataroot_lq: {pairs / 'lq'}
-            io_backend: {{type: disk}}
-            color: y
-            gt_size: 16
-            use_hflip: true
-            use_rot: true
-            num_worker_per_gpu: 0
-            batch_size_per_gpu: 2
-            dataset_enlarge_ratio: 1
-          val:
-            name: pairs_val
-            type: PairedImageDataset
-            dataroot_gt: {pairs / 'gt'}
-            dataroot_lq: {pairs / 'lq'}
-            io_backend: {{type: disk}}
-            color: y
-        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
-        path: {{pretrain_network_g: ~, strict_load_g: true, resume_state: ~}}
-        train:
-          optim_g: {{type: Adam, lr: !!float 1e-3}}
-          scheduler: {{type: MultiStepLR, milestones: [3], gamma: 0.5}}
-          total_iter: {total_iter}
-          warmup_iter: -1
-          pixel_opt: {{type: L1Loss, loss_weight: 1.0}}
-        val:
-          val_freq: 100
-          save_img: false
-          metrics:
-            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
-        logger: {{print_freq: 1, save_checkpoint_freq: 2, use_tb_logger: false}}
-        dist_params: {{backend: gloo, port: 29500}}
-        """)
 
 
 def test_yaml_to_train_to_checkpoint_to_test_psnr(tmp_path, pairs, basicsr_cli):

@@ -1,0 +1,60 @@
+"""Crash and resume: a real training subprocess killed with SIGKILL continues with ``--auto_resume``."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import REPO, train_yml
+from mdrn_models import pipeline_fixes
+
+
+def _states(state_dir):
+    return sorted(int(p.stem) for p in state_dir.glob('*.state')) if state_dir.is_dir() else []
+
+
+def test_sigkill_then_auto_resume_continues_schedule_and_optimizer(tmp_path, pairs, basicsr_cli):
+    root = tmp_path / 'root'
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'crash', total_iter=100000)
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}
+    proc = subprocess.Popen([sys.executable, '-m', 'mdrn_models.cli', 'train', '-opt', str(yml), '--root', str(root)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_dir = root / 'experiments' / 'crash' / 'training_states'
+    deadline = time.time() + 300
+    try:
+        while len(_states(state_dir)) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(_states(state_dir)) >= 2, 'training never wrote two checkpoints'
+    # newest state as written before the kill; a truncated newest file must make resume fall back, not fail
+    saved = _states(state_dir)
+    newest = saved[-1]
+    target = newest + 4
+    out = basicsr_cli('train', '-opt', yml, '--root', root, '--auto_resume', '--force_yml',
+                      f'train:total_iter={target}', cwd=tmp_path).stdout
+    resumed = int(re.search(r'Resuming training from epoch: \d+, iter: (\d+)\.', out).group(1))
+    assert resumed in saved[-2:]
+    final = torch.load(root / 'experiments' / 'crash' / 'training_states' / f'{target}.state', weights_only=False)
+    # Adam's step count continued from the saved optimizer state instead of restarting at 0
+    steps = {int(s['step']) for s in final['optimizers'][0]['state'].values()}
+    assert steps == {target}, (saved, resumed, steps, out[-3000:])
+    # the LR schedule continued: milestone 3 with gamma 0.5 from lr 1e-3
+    assert final['schedulers'][0]['last_epoch'] == target - 1  # BasicSR steps the scheduler from iteration 2 on
+    assert abs(final['optimizers'][0]['param_groups'][0]['lr'] - 5e-4) < 1e-12
+    assert (root / 'experiments' / 'crash' / 'models' / f'net_g_{target}.pth').is_file()
+
+
+def test_truncated_newest_state_falls_back_to_previous(tmp_path):
+    state_dir = tmp_path / 'training_states'
+    state_dir.mkdir()
+    torch.save({'iter': 2, 'epoch': 0, 'optimizers': [], 'schedulers': []}, state_dir / '2.state')
+    (state_dir / '4.state').write_bytes(b'PK\x03\x04 truncated')
+    opt = {'auto_resume': True, 'path': {'training_states': str(state_dir), 'models': str(tmp_path / 'models'),
+                                         'resume_state': None}}
+    state = pipeline_fixes.load_resume_state(opt)
+    assert state['iter'] == 2 and opt['path']['resume_state'] == str(state_dir / '2.state')
