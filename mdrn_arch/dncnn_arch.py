@@ -1,0 +1,36 @@
+"""DnCNN (Zhang et al., TIP 2017) for BasicSR: the published DnCNN-S layout, batch norm folded into conv biases.
+
+``num_conv`` 3x3 convs: conv+ReLU, (num_conv-2) x (conv+ReLU), conv. The network predicts the noise, so
+``forward(x) = x - body(x)`` (residual learning). ``mdrn_models.peer_weights`` imports the published MatConvNet
+weights (``DnCNN_gray_sigma{15,25,50}.mat``: 17 convs, 64 features, BN already folded).
+"""
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+
+@ARCH_REGISTRY.register()
+class DnCNN(nn.Module):
+    """DnCNN with folded batch norm.
+
+    Args:
+        num_in_ch (int): Input channels (1 gray, 3 color).
+        num_out_ch (int): Output channels; must equal ``num_in_ch`` (the net predicts the noise of its input).
+        num_feat (int): Features of the hidden convs (published: 64).
+        num_conv (int): Number of 3x3 convs (published DnCNN-S: 17).
+    """
+
+    def __init__(self, num_in_ch=1, num_out_ch=1, num_feat=64, num_conv=17):
+        super().__init__()
+        if num_in_ch != num_out_ch:
+            raise ValueError(f'DnCNN predicts the noise of its input: num_out_ch ({num_out_ch}) must equal '
+                             f'num_in_ch ({num_in_ch}).')
+        if num_conv < 2:
+            raise ValueError(f'DnCNN needs num_conv >= 2 (first and last conv), got {num_conv}.')
+        layers = [nn.Conv2d(num_in_ch, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(num_conv - 2):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x - self.body(x)

@@ -1,0 +1,57 @@
+"""FFDNet (Zhang et al., TIP 2018) for BasicSR.
+
+The image is pixel-unshuffled x2 (``F.pixel_unshuffle``, channel order ``c*4 + 2*row_offset + col_offset``), a
+constant noise-level map ``sigma/255`` is appended as one extra channel, ``num_conv`` 3x3 convs (ReLU between) map it
+to ``4*num_out_ch`` channels, and ``F.pixel_shuffle`` brings them back to full resolution. The output is the clean
+image itself (not residual). Odd heights/widths are padded by repeating the last row/column and cropped back, as in
+the published MATLAB code.
+
+Noise level: BasicSR's ``SRModel`` calls ``net_g(lq)`` with one argument, so the level comes from the arch option
+``sigma`` (0..255 scale, e.g. ``sigma: 25`` in ``network_g``); it can be changed at run time with ``net.sigma = 50``
+(the compare command does this per tested sigma) or overridden per call with ``net(x, sigma=...)`` (a number or a
+``(B,)`` tensor, 0..255 scale).
+
+``mdrn_models.peer_weights`` imports the published MatConvNet weights (gray: 15 convs, 64 features; color: 12 convs,
+96 features) and reorders the channels of the first and last conv from MATLAB's sub-image order to PyTorch's.
+"""
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+
+@ARCH_REGISTRY.register()
+class FFDNet(nn.Module):
+    """FFDNet, fed with a uniform noise-level map.
+
+    Args:
+        num_in_ch (int): Image channels (1 gray, 3 color).
+        num_out_ch (int): Output image channels.
+        num_feat (int): Hidden features (published: 64 gray, 96 color).
+        num_conv (int): Number of 3x3 convs (published: 15 gray, 12 color).
+        sigma (float): Noise level on the 0..255 scale fed as the noise map (published models: 0..75).
+    """
+
+    def __init__(self, num_in_ch=1, num_out_ch=1, num_feat=64, num_conv=15, sigma=25):
+        super().__init__()
+        if num_conv < 2:
+            raise ValueError(f'FFDNet needs num_conv >= 2, got {num_conv}.')
+        self.sigma = float(sigma)
+        if not 0 <= self.sigma <= 255:
+            raise ValueError(f'FFDNet sigma is the noise level on the 0..255 scale (e.g. 25), got {sigma!r}.')
+        layers = [nn.Conv2d(4 * num_in_ch + 1, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(num_conv - 2):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(num_feat, 4 * num_out_ch, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x, sigma=None):
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2), mode='replicate')  # repeat the last row / column
+        x = F.pixel_unshuffle(x, 2)
+        sigma = self.sigma if sigma is None else sigma
+        level = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1) / 255.
+        noise_map = level.expand(x.shape[0], 1, x.shape[2], x.shape[3])
+        out = self.body(torch.cat([x, noise_map], dim=1))
+        return F.pixel_shuffle(out, 2)[..., :h, :w]

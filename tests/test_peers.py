@@ -1,0 +1,146 @@
+"""DnCNN / FFDNet archs and the MatConvNet importer: layouts, channel orders, CLI safety, and the published BSD68
+numbers reproduced through ``basicsr test`` (needs ../shared; skips without it)."""
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from mdrn_arch import DnCNN, FFDNet
+from mdrn_models import peer_weights
+from tests.conftest import REPO
+
+
+def test_registered_and_layer_counts():
+    assert ARCH_REGISTRY.get('DnCNN') is DnCNN and ARCH_REGISTRY.get('FFDNet') is FFDNet
+    dncnn = build_network({'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17})
+    ffdnet = build_network({'type': 'FFDNet', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 15})
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in dncnn.modules()) == 17
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in ffdnet.modules()) == 15
+    assert ffdnet.body[0].in_channels == 5 and ffdnet.body[-1].out_channels == 4
+    # published DnCNN-S: 556,032 weights + biases
+    assert sum(p.numel() for p in dncnn.parameters()) == 64 * 9 + 64 + 15 * (64 * 64 * 9 + 64) + 64 * 9 + 1
+
+
+def test_dncnn_is_residual():
+    net = DnCNN(num_feat=8, num_conv=3)
+    torch.nn.init.zeros_(net.body[-1].weight)
+    torch.nn.init.zeros_(net.body[-1].bias)
+    x = torch.rand(1, 1, 9, 7)
+    assert torch.equal(net(x), x)
+    with pytest.raises(ValueError, match='num_out_ch'):
+        DnCNN(num_in_ch=1, num_out_ch=3)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (9, 7), (1, 1), (16, 5)])
+def test_ffdnet_any_size_and_sigma_override(size):
+    net = FFDNet(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3, sigma=25).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y25 = net(x)
+        y50 = net(x, sigma=50)
+        net.sigma = 50
+        y50_attr = net(x)
+        y_batch = net(x, sigma=torch.tensor([25., 50.]))
+    assert y25.shape == x.shape and torch.isfinite(y25).all()
+    assert torch.equal(y50, y50_attr) and not torch.equal(y25, y50)
+    assert torch.allclose(y_batch[0], y25[0]) and torch.allclose(y_batch[1], y50[1])
+
+
+def test_ffdnet_pads_odd_sizes_by_repeating_last_row_and_column():
+    net = FFDNet(num_feat=8, num_conv=3).eval()
+    x = torch.rand(1, 1, 7, 5)
+    x_rep = torch.cat([x, x[..., -1:, :]], dim=-2)
+    x_rep = torch.cat([x_rep, x_rep[..., -1:]], dim=-1)
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x_rep)[..., :7, :5])
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_ffdnet_channel_order_maps_matlab_subimages_to_pixel_unshuffle(channels):
+    # MATLAB SubP (column-major): sub-image k = dy + 2*dx, channel c*4 + k. Build that tensor independently.
+    x = torch.rand(1, channels, 6, 8)
+    matlab = torch.stack([x[0, c, dy::2, dx::2] for c in range(channels) for dx in range(2) for dy in range(2)])
+    order = peer_weights.ffdnet_channel_order(channels)
+    assert torch.equal(F.pixel_unshuffle(x, 2)[0], matlab[order])
+
+
+def test_conv_to_torch_restores_matlab_layout():
+    # MATLAB (H, W, Cin, Cout) with Cout = 1 dropped; filter value encodes its MATLAB index
+    import numpy as np
+    w = np.arange(3 * 3 * 2, dtype=np.float32).reshape(3, 3, 2)
+    weight, bias = peer_weights.conv_to_torch({'name': 'l', 'weights': [w, np.zeros((1, 1), np.float32)],
+                                               'pad': [1], 'stride': [1]})
+    assert weight.shape == (1, 2, 3, 3)
+    assert weight[0, 1, 2, 0] == w[2, 0, 1]  # (out, in, row, col) <- MATLAB (row, col, in)
+
+
+@pytest.fixture
+def peers(shared_dir):
+    folder = shared_dir / 'weights' / 'peers'
+    if not (folder / 'DnCNN_gray_sigma25.mat').is_file():
+        pytest.skip(f'published peer weights not found in {folder}')
+    return folder
+
+
+@pytest.mark.parametrize('mat, arch, n_conv, feat, ch', [
+    ('DnCNN_gray_sigma25.mat', 'DnCNN', 17, 64, 1),
+    ('FFDNet_gray.mat', 'FFDNet', 15, 64, 1),
+    ('FFDNet_color.mat', 'FFDNet', 12, 96, 3),
+])
+def test_importer_reads_published_files(peers, mat, arch, n_conv, feat, ch):
+    net, opt, state = peer_weights.import_mat(str(peers / mat), arch)
+    assert (opt['num_conv'], opt['num_feat'], opt['num_in_ch']) == (n_conv, feat, ch)
+    assert len(state) == 2 * n_conv
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_importer_cli_refuses_wrong_arch_and_overwrite(peers, tmp_path, capsys):
+    out = tmp_path / 'w.pth'
+    with pytest.raises(SystemExit) as err:
+        peer_weights.main(['--mat', str(peers / 'DnCNN_gray_sigma25.mat'), '--arch', 'FFDNet', '--out', str(out)])
+    assert err.value.code == 2 and '--arch DnCNN' in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit):
+        peer_weights.main(['--mat', str(tmp_path / 'missing.mat'), '--arch', 'DnCNN', '--out', str(out)])
+    assert 'does not exist' in capsys.readouterr().err
+    assert peer_weights.main(['--mat', str(peers / 'DnCNN_gray_sigma25.mat'), '--arch', 'DnCNN',
+                              '--out', str(out)]) == 0
+    stamp = out.stat().st_mtime_ns
+    with pytest.raises(SystemExit):
+        peer_weights.main(['--mat', str(peers / 'DnCNN_gray_sigma25.mat'), '--arch', 'DnCNN', '--out', str(out)])
+    assert '--force' in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+    ckpt = torch.load(out, weights_only=True)
+    assert set(ckpt) == {'params'}
+    DnCNN().load_state_dict(ckpt['params'], strict=True)
+
+
+def _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, option, mat, arch):
+    """Import ``mat``, run the shipped option file through ``basicsr test`` on the full BSD68 and return its PSNR."""
+    pth = tmp_path / 'peer.pth'
+    assert peer_weights.main(['--mat', str(shared_dir / 'weights' / 'peers' / mat), '--arch', arch,
+                              '--out', str(pth)]) == 0
+    opt = yaml.safe_load((REPO / 'options' / option).read_text())
+    opt['datasets']['test_1']['dataroot_gt'] = str(shared_dir / 'datasets' / 'test' / 'BSD68')
+    opt['path']['pretrain_network_g'] = str(pth)
+    opt['val']['metrics'].pop('ssim')  # PSNR is the published check; keeps the run short
+    yml = tmp_path / option
+    yml.write_text(yaml.safe_dump(opt))
+    log = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
+    found = re.findall(r'# psnr: ([0-9.]+)', log)
+    assert found, log[-3000:]
+    return float(found[-1])
+
+
+def test_dncnn_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_path, basicsr_cli):
+    psnr = _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, 'test_dncnn_gray_sigma25.yml', 'DnCNN_gray_sigma25.mat',
+                       'DnCNN')
+    assert abs(psnr - 29.23) <= 0.05, psnr
+
+
+def test_ffdnet_gray_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_path, basicsr_cli):
+    psnr = _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, 'test_ffdnet_gray_sigma25.yml', 'FFDNet_gray.mat',
+                       'FFDNet')
+    assert abs(psnr - 29.19) <= 0.05, psnr
