@@ -1,0 +1,424 @@
+"""Side-by-side comparison of denoisers on identical noisy inputs: one Markdown + CSV table and zoomed-crop figures.
+
+    python -m mdrn_models.compare \
+        --models MDRN-2B@25=options/test_mdrn2b_gray_s25.yml DnCNN@25=options/test_dncnn_gray_sigma25.yml \
+                 FFDNet=options/test_ffdnet_gray_sigma25.yml \
+        --sets Set12=datasets/test/Set12 BSD68=datasets/test/BSD68 --sigmas 25 --out results/compare
+
+``--models`` entries are ``NAME[@SIGMA]=PATH``:
+
+* ``PATH`` is a BasicSR option file (its ``network_g`` is built through ARCH_REGISTRY -- MDRN, DnCNN, FFDNet or any
+  BasicSR arch such as RIDNet or SwinIR -- and ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g`` are
+  loaded with BasicSR's own ``load_network``, ``weights_only=True``; no ``pretrain_network_g`` = random init, marked in
+  the table), or a ``.pth`` checkpoint of MDRN/DnCNN/FFDNet whose arch options are inferred from its tensors.
+* ``@SIGMA`` restricts an entry to one tested sigma, so per-sigma models (DnCNN-S, MDRN trained at one level) form one
+  row: ``DnCNN@15=... DnCNN@25=... DnCNN@50=...``. Entries without ``@`` run at every sigma (blind / FFDNet).
+* A network with a numeric ``sigma`` attribute (FFDNet) gets it set to the sigma under test.
+
+Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k = f(noise_seed, k), not clipped), so
+they are bit-identical to ``basicsr test`` with the same ``noise_seed``; PSNR/SSIM are BasicSR's
+``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as SRModel does.
+Also reported: parameters, GFLOPs of one 256x256 forward (``torch.utils.flop_counter``; 1 MAC = 2 FLOPs) and
+milliseconds per megapixel measured on this device during the run.
+
+Outputs (refused if present, unless ``--force``): ``OUT/compare.md``, ``OUT/compare.csv``,
+``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model | clean, zoomed crop, PSNR in the labels).
+"""
+import argparse
+import csv
+import math
+import os
+import os.path as osp
+import sys
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+import mdrn_models  # noqa: F401  (compat alias + registers MDRN/DnCNN/FFDNet/AWGNDenoisingDataset)
+from basicsr.archs import build_network
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from basicsr.utils import tensor2img
+
+from mdrn_arch import FFDNet
+from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+
+
+class CompareError(ValueError):
+    """Bad command-line input, reported as one line before any compute."""
+
+
+# ----------------------------------------------------------------------------------------------------------- models
+def _safe_yaml(path):
+    import yaml
+    try:
+        with open(path) as fin:
+            return yaml.safe_load(fin)
+    except yaml.YAMLError as err:
+        raise CompareError(f"option file '{path}' is not plain YAML ({str(err).splitlines()[0]}): remove python tags "
+                           'or fix the syntax.') from err
+
+
+def infer_network_opt(state):
+    """network_g options of an MDRN / DnCNN / FFDNet state_dict (for bare ``.pth`` checkpoints)."""
+    if 'head.weight' in state and any(k.startswith('msag_') for k in state):
+        num_level = sum(1 for k in state if k.startswith('down_') and k.endswith('.weight'))
+        blocks = {int(k.split('.')[2]) for k in state if k.startswith('msag_0_0.body.')}
+        return {'type': 'MDRN', 'num_in_ch': state['head.weight'].shape[1], 'num_out_ch': state['tail.weight'].shape[0],
+                'num_feat': state['head.weight'].shape[0], 'num_block': len(blocks), 'num_level': num_level}
+    convs = sorted((int(k.split('.')[1]) for k in state if k.startswith('body.') and k.endswith('.weight')))
+    if convs and len(state) == 2 * len(convs):
+        first, last = state[f'body.{convs[0]}.weight'], state[f'body.{convs[-1]}.weight']
+        if (first.shape[1] - 1) % 4 == 0 and first.shape[1] > 1 and last.shape[0] % 4 == 0 and last.shape[0] >= 4:
+            return {'type': 'FFDNet', 'num_in_ch': (first.shape[1] - 1) // 4, 'num_out_ch': last.shape[0] // 4,
+                    'num_feat': first.shape[0], 'num_conv': len(convs), 'sigma': 25}
+        return {'type': 'DnCNN', 'num_in_ch': first.shape[1], 'num_out_ch': last.shape[0],
+                'num_feat': first.shape[0], 'num_conv': len(convs)}
+    return None
+
+
+def _basicsr_load(net, path, strict=True, param_key='params'):
+    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report)."""
+    from basicsr.models.base_model import BaseModel
+    loader = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
+    loader.load_network(net, path, strict=strict, param_key=param_key)
+    return net
+
+
+def build_model(spec_path):
+    """Option file or checkpoint -> (eval-mode network, description of its weights)."""
+    if not osp.isfile(spec_path):
+        raise CompareError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
+    if spec_path.endswith(('.yml', '.yaml')):
+        opt = _safe_yaml(spec_path)
+        if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+            raise CompareError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
+        net_opt = dict(opt['network_g'])
+        try:
+            net = build_network(net_opt)
+        except KeyError as err:
+            raise CompareError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "
+                               '(install/import its plugin, or fix the type).') from err
+        path_opt = opt.get('path') or {}
+        weights = path_opt.get('pretrain_network_g')
+        if weights:
+            if not osp.isfile(weights):
+                raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
+                                   'to the current directory; import/train the weights first).')
+            _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
+        return net.eval(), weights or 'random init'
+    ckpt = torch.load(spec_path, map_location='cpu', weights_only=True)
+    state = ckpt
+    if isinstance(ckpt, dict):
+        for key in ('params_ema', 'params'):
+            if key in ckpt:
+                state = ckpt[key]
+                break
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()} if isinstance(state, dict) else {}
+    net_opt = infer_network_opt(state)
+    if net_opt is None:
+        raise CompareError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
+                           'network_g and path.pretrain_network_g instead.')
+    net = build_network(net_opt)
+    net.load_state_dict(state, strict=True)
+    return net.eval(), spec_path
+
+
+def in_channels(net):
+    """Image channels a network takes (None when it cannot be told)."""
+    if isinstance(net, FFDNet):
+        return (net.body[0].in_channels - 1) // 4  # 4*C pixel-unshuffled image channels + the noise map
+    first = next((m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
+    return first.in_channels if isinstance(first, torch.nn.Conv2d) else None
+
+
+def count_flops(net, channels, size=256, device='cpu'):
+    """FLOPs of one forward at ``size`` x ``size`` (torch.utils.flop_counter; convs count 2 FLOPs per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, channels, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(x)
+    return counter.get_total_flops()
+
+
+def set_sigma(net, sigma):
+    if isinstance(getattr(net, 'sigma', None), (int, float)):
+        net.sigma = float(sigma)
+
+
+# ------------------------------------------------------------------------------------------------------------- args
+def parse_models(entries):
+    """``NAME[@SIGMA]=PATH`` list -> OrderedDict name -> {sigma or None: path}."""
+    models = OrderedDict()
+    for entry in entries:
+        if '=' not in entry:
+            raise CompareError(f"--models entry '{entry}' must be NAME=PATH or NAME@SIGMA=PATH "
+                               '(e.g. DnCNN@25=options/test_dncnn_gray_sigma25.yml).')
+        name, path = entry.split('=', 1)
+        sigma = None
+        if '@' in name:
+            name, sig = name.rsplit('@', 1)
+            try:
+                sigma = float(sig)
+            except ValueError:
+                raise CompareError(f"--models entry '{entry}': '@{sig}' is not a number (NAME@25=PATH).") from None
+        if not name or name == 'noisy':
+            raise CompareError(f"--models entry '{entry}': give a model name other than 'noisy' before '='.")
+        slots = models.setdefault(name, {})
+        if sigma in slots or (None in slots) or (sigma is None and slots):
+            raise CompareError(f"--models: '{name}' is given twice for the same sigma; use one entry per sigma.")
+        slots[sigma] = path
+    return models
+
+
+def parse_sets(entries):
+    sets = OrderedDict()
+    for entry in entries:
+        if '=' in entry:
+            name, path = entry.split('=', 1)
+        else:
+            name, path = osp.basename(osp.normpath(entry)), entry
+        if not osp.isdir(path):
+            raise CompareError(f"--sets: '{path}' is not a folder of clean images (NAME=FOLDER, e.g. "
+                               'Set12=../shared/datasets/test/Set12).')
+        if name in sets:
+            raise CompareError(f"--sets: the name '{name}' is used twice; name them NAME=FOLDER.")
+        sets[name] = path
+    return sets
+
+
+# ---------------------------------------------------------------------------------------------------------- figures
+def pick_crop(gt_img, size):
+    """Top-left (y, x) of the most textured ``size`` window (largest std on a coarse grid)."""
+    h, w = gt_img.shape[:2]
+    size = min(size, h, w)
+    gray = gt_img.astype(np.float32) if gt_img.ndim == 2 else gt_img.astype(np.float32).mean(axis=2)
+    best, best_yx = -1.0, (0, 0)
+    step = max(size // 4, 1)
+    for y in range(0, h - size + 1, step):
+        for x in range(0, w - size + 1, step):
+            s = float(gray[y:y + size, x:x + size].std())
+            if s > best:
+                best, best_yx = s, (y, x)
+    return best_yx + (size,)
+
+
+def save_figure(path, panels, crop, zoom):
+    """``panels``: list of (label, uint8 image HxW or HxWx3 BGR). Writes one PNG row of zoomed crops with labels."""
+    import cv2
+    y, x, size = crop
+    tiles = []
+    for label, img in panels:
+        tile = img[y:y + size, x:x + size]
+        if tile.ndim == 2:
+            tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
+        tile = cv2.resize(tile, (tile.shape[1] * zoom, tile.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
+        bar = np.full((22, tile.shape[1], 3), 255, np.uint8)
+        cv2.putText(bar, label[:40], (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.concatenate([bar, tile], axis=0))
+        tiles.append(np.full((tiles[-1].shape[0], 4, 3), 255, np.uint8))
+    cv2.imwrite(path, np.concatenate(tiles[:-1], axis=1))
+
+
+# -------------------------------------------------------------------------------------------------------------- run
+def _fmt(v, digits):
+    return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}'
+
+
+def run(args):
+    from tqdm import tqdm
+
+    models = parse_models(args.models)
+    sets = parse_sets(args.sets)
+    sigmas = [float(s) for s in args.sigmas]
+    if any(not 0 < s <= 255 for s in sigmas):
+        raise CompareError(f'--sigmas must lie in (0, 255] (pixel scale, e.g. 15 25 50), got {args.sigmas}.')
+    for name, slots in models.items():
+        for sigma in slots:
+            if sigma is not None and sigma not in sigmas:
+                raise CompareError(f"--models: '{name}@{sigma:g}' is for a sigma not in --sigmas {args.sigmas}.")
+    out_md, out_csv = osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')
+    existing = [p for p in (out_md, out_csv) if osp.exists(p)]
+    if existing and not args.force:
+        raise CompareError(f"'{existing[0]}' exists: pass --force to overwrite it or choose another --out.")
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
+
+    # build every network first: bad paths / mismatched channels fail before any compute
+    nets = OrderedDict()  # (name, sigma) -> net
+    info = OrderedDict()  # name -> dict(params, gflops, weights)
+    channels = args.channels
+    for name, slots in models.items():
+        for sigma, path in slots.items():
+            net, weights = build_model(path)
+            c = in_channels(net)
+            if channels is None:
+                channels = c
+            if c is not None and c != channels:
+                raise CompareError(f"model '{name}' ({path}) takes {c}-channel input but the comparison uses "
+                                   f'{channels} channels: compare gray with gray, color with color (--channels).')
+            nets[name, sigma] = net.to(device)
+            entry = info.setdefault(name, {'params': None, 'gflops': None, 'weights': [], 'time': 0.0, 'mp': 0.0})
+            entry['weights'].append(weights if sigma is None else f'@{sigma:g}: {weights}')
+    channels = channels or 1
+    for name in info:
+        net = next(n for (m, _), n in nets.items() if m == name)
+        info[name]['params'] = sum(p.numel() for p in net.parameters())
+        info[name]['gflops'] = count_flops(net, channels, args.flops_size, device) / 1e9
+
+    os.makedirs(osp.join(args.out, 'figures'), exist_ok=True)
+    datasets = {}
+    for set_name, folder in sets.items():
+        for sigma in sigmas:
+            datasets[set_name, sigma] = AWGNDenoisingDataset({
+                'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': args.noise_seed,
+                'phase': 'test', 'io_backend': {'type': 'disk'}})
+    n_imgs = {key: len(ds) if args.max_images is None else min(len(ds), args.max_images)
+              for key, ds in datasets.items()}
+    scores = {}  # (model, set, sigma) -> list of (psnr, ssim)
+    figures = []
+    with torch.no_grad(), tqdm(total=sum(n_imgs.values()), unit='img', desc='compare', dynamic_ncols=True) as bar:
+        for (set_name, sigma), ds in datasets.items():
+            runnable = [(name, nets[name, sigma] if (name, sigma) in nets else nets.get((name, None)))
+                        for name in models]
+            runnable = [(name, net) for name, net in runnable if net is not None]
+            for k in range(n_imgs[set_name, sigma]):
+                data = ds[k]
+                lq = data['lq'][None].to(device)
+                gt_img = tensor2img(data['gt'][None])
+                # tensor2img clamps its argument in place (basicsr 1.4.2): give it a copy so that lq stays unclipped
+                outs = [('noisy', tensor2img(data['lq'][None].clone()))]
+                for name, net in runnable:
+                    set_sigma(net, sigma)
+                    bar.set_postfix_str(f'{set_name} σ{sigma:g} {name}')
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    out = net(lq)
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize()
+                    info[name]['time'] += time.perf_counter() - t0
+                    info[name]['mp'] += lq.shape[-1] * lq.shape[-2] / 1e6
+                    outs.append((name, tensor2img(out.cpu())))
+                row = []
+                for name, img in outs:
+                    psnr = calculate_psnr(img, gt_img, crop_border=0, test_y_channel=False)
+                    ssim = calculate_ssim(img, gt_img, crop_border=0, test_y_channel=False)
+                    scores.setdefault((name, set_name, sigma), []).append((psnr, ssim))
+                    row.append((f'{name} {psnr:.2f}dB', img))
+                if k < args.figures_per_set:
+                    crop = tuple(args.crop) if args.crop else pick_crop(gt_img, args.crop_size)
+                    crop = (crop[0], crop[1], min(crop[2], gt_img.shape[0] - crop[0], gt_img.shape[1] - crop[1]))
+                    if crop[2] <= 0:
+                        raise CompareError(f'--crop {args.crop} lies outside image {data["gt_path"]} '
+                                           f'({gt_img.shape[0]}x{gt_img.shape[1]}).')
+                    stem = osp.splitext(osp.basename(data['gt_path']))[0]
+                    fig = osp.join(args.out, 'figures', f'{set_name}_sigma{sigma:g}_{stem}.png')
+                    save_figure(fig, row + [('clean', gt_img)], crop, args.zoom)
+                    figures.append(fig)
+                bar.update(1)
+
+    names = ['noisy'] + list(models)
+    rows = []
+    for name in names:
+        for set_name in sets:
+            for sigma in sigmas:
+                vals = scores.get((name, set_name, sigma))
+                meta = info.get(name, {})
+                ms_mp = 1e3 * meta['time'] / meta['mp'] if meta.get('mp') else None
+                rows.append({
+                    'model': name, 'set': set_name, 'sigma': f'{sigma:g}',
+                    'images': len(vals) if vals else 0,
+                    'psnr': float(np.mean([v[0] for v in vals])) if vals else None,
+                    'ssim': float(np.mean([v[1] for v in vals])) if vals else None,
+                    'params_M': meta['params'] / 1e6 if meta else None,
+                    'gflops_%d' % args.flops_size: meta.get('gflops'),
+                    'ms_per_MP': ms_mp,
+                    'weights': ' ; '.join(meta.get('weights', [])) if meta else 'noisy input'})
+    with open(out_csv, 'w', newline='') as fout:
+        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ('' if v is None else (f'{v:.6g}' if isinstance(v, float) else v))
+                             for k, v in r.items()})
+
+    cols = [(s, g) for s in sets for g in sigmas]
+    lines = [f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, noise_seed {args.noise_seed}, not clipped; '
+             f'{channels}-channel'
+             + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
+             f'GFLOPs: one {args.flops_size}×{args.flops_size} forward (torch.utils.flop_counter). ms/MP: forward '
+             f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run.', '',
+             '| model | ' + ' | '.join(f'{s} σ={g:g}' for s, g in cols)
+             + f' | params (M) | GFLOPs@{args.flops_size}² | ms/MP |',
+             '|---|' + '---|' * len(cols) + '---:|---:|---:|']
+    by_key = {(r['model'], r['set'], r['sigma']): r for r in rows}
+    for name in names:
+        cells = []
+        for s, g in cols:
+            r = by_key[name, s, f'{g:g}']
+            cells.append('—' if r['psnr'] is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
+        meta = info.get(name)
+        if meta:
+            ms = _fmt(1e3 * meta['time'] / meta['mp'] if meta['mp'] else None, 0)
+            tail = f"{meta['params'] / 1e6:.3f} | {meta['gflops']:.2f} | {ms}"
+        else:
+            tail = '— | — | —'
+        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {tail} |')
+    lines += ['', 'Weights: ' + '; '.join(f"{n}: {', '.join(info[n]['weights'])}" for n in info), '']
+    lines += [f'![{osp.basename(f)}](figures/{osp.basename(f)})' for f in figures]
+    with open(out_md, 'w') as fout:
+        fout.write('\n'.join(lines) + '\n')
+    return rows, out_md, out_csv, figures
+
+
+def device_name(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'CPU ({torch.get_num_threads()} threads)'
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python -m mdrn_models.compare', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', required=True, metavar='NAME[@SIGMA]=PATH',
+                   help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
+    p.add_argument('--sets', nargs='+', required=True, metavar='NAME=FOLDER', help='folders of clean test images')
+    p.add_argument('--sigmas', nargs='+', type=float, default=[25], help='AWGN levels, 0..255 scale (default 25)')
+    p.add_argument('--out', required=True, help='output folder (compare.md, compare.csv, figures/)')
+    p.add_argument('--channels', type=int, choices=(1, 3), default=None,
+                   help="1 gray / 3 color (default: the models' input channels)")
+    p.add_argument('--noise-seed', type=int, default=0, help='eval noise seed, as noise_seed in option files')
+    p.add_argument('--max-images', type=int, default=None, help='only the first N images of each set (quick runs)')
+    p.add_argument('--figures-per-set', type=int, default=1, help='crop figures for the first N images (default 1)')
+    p.add_argument('--crop', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), default=None,
+                   help='crop for the figures (default: the most textured --crop-size window)')
+    p.add_argument('--crop-size', type=int, default=64)
+    p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
+    p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out')
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_images is not None and args.max_images < 1:
+        parser.exit(2, '--max-images must be >= 1.\n')
+    if args.zoom < 1 or args.crop_size < 4 or args.flops_size < 8:
+        parser.exit(2, 'error: --zoom must be >= 1, --crop-size >= 4, --flops-size >= 8.\n')
+    try:
+        rows, out_md, _, figures = run(args)
+    except CompareError as err:
+        parser.exit(2, f'error: {err}\n')
+    with open(out_md) as fin:
+        print(fin.read())
+    print(f'wrote {out_md}, {osp.splitext(out_md)[0]}.csv and {len(figures)} figure(s) in {args.out}/figures')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

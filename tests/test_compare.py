@@ -1,0 +1,132 @@
+"""The compare command on tiny models and images: outputs, consistency with the noisy input and with ``basicsr test``."""
+import csv
+import math
+import re
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mdrn_arch import MDRN, DnCNN
+from mdrn_models import compare
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """Two small gray images, an identity DnCNN checkpoint, a tiny MDRN checkpoint + option file, a tiny FFDNet yml."""
+    root = tmp_path_factory.mktemp('cmp')
+    (root / 'imgs').mkdir()
+    yy, xx = np.mgrid[:24, :20]
+    cv2.imwrite(str(root / 'imgs' / 'a.png'), (127 + 90 * np.sin(xx / 3) * np.cos(yy / 4)).astype(np.uint8))
+    cv2.imwrite(str(root / 'imgs' / 'b.png'), (40 + 8 * xx + 2 * yy).clip(0, 255).astype(np.uint8)[:17])
+    torch.manual_seed(0)
+    ident = DnCNN(num_feat=4, num_conv=3)
+    torch.nn.init.zeros_(ident.body[-1].weight)
+    torch.nn.init.zeros_(ident.body[-1].bias)
+    torch.save({'params': ident.state_dict()}, root / 'identity.pth')
+    mdrn = MDRN(num_feat=4, num_block=1, num_level=2)
+    torch.save({'params': mdrn.state_dict()}, root / 'mdrn.pth')
+    (root / 'mdrn.yml').write_text(textwrap.dedent(f"""
+        name: tiny_mdrn
+        model_type: SRModel
+        scale: 1
+        num_gpu: 0
+        manual_seed: 0
+        datasets:
+          test_1:
+            name: tiny
+            type: AWGNDenoisingDataset
+            dataroot_gt: {root / 'imgs'}
+            io_backend: {{type: disk}}
+            channels: 1
+            sigma: 25
+            noise_seed: 0
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 4, num_block: 1, num_level: 2}}
+        path:
+          pretrain_network_g: {root / 'mdrn.pth'}
+          param_key_g: params
+          strict_load_g: true
+        val:
+          save_img: false
+          suffix: ~
+          metrics:
+            psnr: {{type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+        """))
+    (root / 'ffdnet.yml').write_text('network_g: {type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 4, '
+                                     'num_conv: 3, sigma: 5}\n')
+    return root
+
+
+def _run(tiny, out, *extra):
+    return compare.main(['--models', f'Ident={tiny / "identity.pth"}', f'MDRN-tiny@25={tiny / "mdrn.yml"}',
+                         f'FFDNet-tiny={tiny / "ffdnet.yml"}', '--sets', f'tiny={tiny / "imgs"}',
+                         '--sigmas', '15', '25', '--out', str(out), '--crop-size', '12', '--zoom', '2', *extra])
+
+
+def test_compare_outputs_and_consistency(tiny, tmp_path, capsys):
+    out = tmp_path / 'cmp'
+    assert _run(tiny, out) == 0
+    assert 'tiny σ=25' in capsys.readouterr().out
+    rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(out / 'compare.csv'))}
+    assert set(rows) == {(m, s) for m in ('noisy', 'Ident', 'MDRN-tiny', 'FFDNet-tiny') for s in ('15', '25')}
+    for (model, sigma), r in rows.items():
+        if model == 'MDRN-tiny' and sigma == '15':  # restricted to sigma 25 by '@25'
+            assert r['psnr'] == '' and r['images'] == '0'
+            continue
+        assert r['images'] == '2' and math.isfinite(float(r['psnr'])) and 0 < float(r['ssim']) <= 1
+    # the identity model returns its (unclipped) input: after tensor2img it is exactly the noisy image
+    for sigma in ('15', '25'):
+        assert rows['Ident', sigma]['psnr'] == rows['noisy', sigma]['psnr']
+        assert rows['Ident', sigma]['ssim'] == rows['noisy', sigma]['ssim']
+    # noisy PSNR follows sigma (20log10(255/sigma), a bit higher from clipping to [0, 255])
+    for sigma in (15, 25):
+        noisy = float(rows['noisy', str(sigma)]['psnr'])
+        assert abs(noisy - 20 * math.log10(255 / sigma)) < 0.8
+    ident, ffd = rows['Ident', '25'], rows['FFDNet-tiny', '25']
+    assert float(ident['params_M']) * 1e6 == sum(p.numel() for p in DnCNN(num_feat=4, num_conv=3).parameters())
+    # FLOPs of a 3-conv DnCNN (1->4->4->1) at 256^2: 2 * MACs
+    assert float(ident['gflops_256']) == pytest.approx(2 * 256 * 256 * 9 * (4 + 16 + 4) / 1e9, rel=1e-4)
+    assert float(ffd['ms_per_MP']) > 0 and ffd['weights'] == 'random init'
+    md = (out / 'compare.md').read_text()
+    assert '| Ident |' in md and '| MDRN-tiny | — /' not in md and '| MDRN-tiny | — |' in md
+    figs = sorted((out / 'figures').glob('*.png'))
+    assert [f.name for f in figs] == ['tiny_sigma15_a.png', 'tiny_sigma25_a.png']
+    fig = cv2.imread(str(figs[1]))
+    # noisy | Ident | MDRN-tiny | FFDNet-tiny | clean, 12 px crops zoomed x2, 4 px gaps
+    assert fig.shape[1] == 5 * 24 + 4 * 4 and fig.shape[0] == 22 + 24
+    # refuses to overwrite without --force
+    with pytest.raises(SystemExit) as err:
+        _run(tiny, out)
+    assert err.value.code == 2 and '--force' in capsys.readouterr().err
+    assert _run(tiny, out, '--force') == 0
+
+
+def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli):
+    assert _run(tiny, tmp_path / 'cmp') == 0
+    rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(tmp_path / 'cmp' / 'compare.csv'))}
+    log = basicsr_cli('test', '-opt', tiny / 'mdrn.yml', '--root', tmp_path, cwd=tmp_path).stdout
+    psnr = float(re.findall(r'# psnr: ([0-9.]+)', log)[-1])
+    assert float(rows['MDRN-tiny', '25']['psnr']) == pytest.approx(psnr, abs=1e-4)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--models', 'X=missing.yml'], 'does not exist'),
+    (['--models', 'nameonly'], 'NAME=PATH'),
+    (['--models', 'X@abc=a.yml'], 'is not a number'),
+])
+def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as err:
+        compare.main(argv + ['--sets', str(tiny / 'imgs'), '--out', str(tmp_path / 'o')])
+    msg = capsys.readouterr().err.strip()
+    assert err.value.code == 2 and message in msg and '\n' not in msg
+    assert not (tmp_path / 'o').exists()
+
+
+def test_color_model_with_gray_models_is_refused(tiny, tmp_path, capsys):
+    torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'c.pth')
+    with pytest.raises(SystemExit):
+        compare.main(['--models', f'G={tiny / "identity.pth"}', f'C={tmp_path / "c.pth"}', '--sets',
+                      str(tiny / 'imgs'), '--out', str(tmp_path / 'o')])
+    assert 'channel' in capsys.readouterr().err
