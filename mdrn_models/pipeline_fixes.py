@@ -34,6 +34,8 @@ from basicsr.utils import check_resume, scandir
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from .option_checks import OptionError, check_options
+
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
 _original_parse_options = basicsr.utils.options.parse_options
@@ -88,12 +90,16 @@ def _check_resume(opt, resume_iter):
 
 
 def parse_options(root_path, is_train=True):
-    """BasicSR's ``parse_options`` plus defaults its SRModel assumes are present (pitfall #12)."""
+    """BasicSR's ``parse_options`` plus our option checks and the defaults SRModel assumes (pitfall #12)."""
     opt, args = _original_parse_options(root_path, is_train)
+    try:
+        check_options(opt, args.opt)
+    except OptionError as exc:
+        raise SystemExit(f'error: {exc}') from None
     visible = torch.cuda.device_count()
     if opt['num_gpu'] > visible:
-        raise SystemExit(f"num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are visible: set "
-                         "num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
+        raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
+                         "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)

@@ -137,3 +137,18 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
         assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('edit, message', [
+    (('name: tiny_bad', 'name: tiny_bad\nnetwrok_g: {type: MDRN}'), "unknown option key 'netwrok_g' (did you mean "
+                                                                       "'network_g'?)"),
+    (('num_gpu: 0', 'num_gpu: 4'), 'num_gpu: 4 in'),
+    (('color: y\n', 'color: y\n    channels: 3\n'), 'datasets.train is color (channels: 3) but network_g has '
+                                                     'num_in_ch: 1'),
+])
+def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
+    yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
+    yml.write_text(yml.read_text().replace(*edit, 1))
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / 'experiments').exists()  # nothing was created

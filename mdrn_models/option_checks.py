@@ -1,0 +1,35 @@
+"""Checks of a parsed option dict that BasicSR does not make, run before any data is read or any net is built.
+
+Each failure is one line naming the key and the fix. Unknown top-level keys are only refused when they look like a
+typo of a known key (other plugins may add keys of their own).
+"""
+import difflib
+
+KNOWN_TOP_LEVEL = {
+    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val', 'logger',
+    'dist_params', 'find_unused_parameters', 'use_static_graph', 'is_train', 'dist', 'rank', 'world_size',
+    'auto_resume', 'root_path',
+}
+
+
+class OptionError(ValueError):
+    """An option that cannot work; the message says which and how to fix it."""
+
+
+def check_options(opt, source='option file'):
+    for key in opt:
+        if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
+            continue
+        close = difflib.get_close_matches(key, sorted(KNOWN_TOP_LEVEL) + ['network_g', 'network_t'], n=1, cutoff=0.8)
+        if close:
+            raise OptionError(f"{source}: unknown option key '{key}' (did you mean '{close[0]}'?)")
+    for phase, dataset in (opt.get('datasets') or {}).items():
+        channels = dataset.get('channels')
+        if channels is None:
+            continue
+        for net_key in ('network_g', 'network_t'):
+            in_ch = (opt.get(net_key) or {}).get('num_in_ch')
+            if in_ch is not None and in_ch != channels:
+                kind = {1: 'gray', 3: 'color'}.get(channels, f'{channels}-channel')
+                raise OptionError(f'{source}: datasets.{phase} is {kind} (channels: {channels}) but {net_key} '
+                                  f'has num_in_ch: {in_ch}; set both to 1 (gray) or both to 3 (color)')
