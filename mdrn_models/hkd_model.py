@@ -167,6 +167,10 @@ class HKDModel(DenoiseModel):
         load_path = path_opt.get('pretrain_network_t')
         if not load_path:
             raise ValueError('teacher checkpoint not set: set path.pretrain_network_t to the pretrained teacher .pth')
+        root = self.opt.get('root_path')
+        if not os.path.isabs(load_path) and not os.path.isfile(load_path) and root and \
+                os.path.isfile(os.path.join(root, load_path)):
+            load_path = os.path.join(root, load_path)  # a relative path may be meant relative to --root
         self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
                              path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])
