@@ -1,0 +1,352 @@
+"""Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run; training-step time of
+plain vs HADS vs HMDS.
+
+    python -m mdrn_models.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref]
+                                    [--modes fp32 channels_last] [--device cpu|cuda] [--train] [--out bench.md]
+
+Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 features), ``FFDNet`` (gray, 15 convs),
+``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
+straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
+work in ``mdrn_arch.py`` bought. Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and on CUDA
+``amp`` (fp16 autocast, channels_last) and ``compile`` (``torch.compile`` of the fp32 model).
+
+Method: batch 1, gray, ``no_grad``; one warm-up forward per (model, mode, size) which also measures peak memory
+(CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward, tracked at the
+dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each timing every
+(model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
+over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs /
+latency.
+
+``--train``: one optimisation step (forward, losses, backward, Adam step) of MDRN-2B as plain ``DenoiseModel``, HADS
+(``HKDModel``, teacher MDRN num_block 8, same input) and HMDS (``HKDModel``, teacher MDRN-2B at a lower sigma on
+``lq_teacher``), all built through BasicSR's ``build_model`` with random teacher weights, timed interleaved.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import weakref
+from copy import deepcopy
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import mdrn_models  # noqa: F401  (compat alias + registry)
+from basicsr.archs import build_network
+
+from mdrn_arch.mdrn_arch import MDRN, channel_shuffle
+
+MODELS = {
+    'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
+    'FFDNet': {'type': 'FFDNet', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 15, 'sigma': 25},
+    'MDRN': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 8, 'num_level': 3},
+    'MDRN-2B': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 2, 'num_level': 3},
+}
+MODES = ('fp32', 'channels_last', 'amp', 'compile')
+
+
+# ------------------------------------------------------------------------------------------- reference MDRN forward
+def _reference_msab(msab, x):
+    halves = msab.conv_in(x).chunk(len(msab.branches), dim=1)
+    y = torch.cat([msab.act(conv(h)) for conv, h in zip(msab.branches, halves)], dim=1)
+    return x + msab.fusion(channel_shuffle(y, len(msab.branches)))
+
+
+class ReferenceMDRN(torch.nn.Module):
+    """An MDRN run through the straightforward forward (NCHW, chunk, cat + explicit shuffle); same weights/output."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        net = self.net
+        h, w = x.shape[-2:]
+        m = 2**net.num_level
+        pad_h, pad_w = -h % m, -w % m
+        if pad_h or pad_w:
+            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+            x_pad = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        else:
+            x_pad = x
+
+        def msag(name, *inputs):
+            g = getattr(net, name)
+            z = g.fusion(torch.cat(inputs, dim=1))
+            y = z
+            for blk in g.body:
+                y = _reference_msab(blk, y)
+            return z + y
+
+        nodes = {(0, 0): msag('msag_0_0', net.head(x_pad))}
+        for k in range(1, net.num_level + 1):
+            nodes[k, 0] = msag(f'msag_{k}_0', getattr(net, f'down_{k}')(nodes[k - 1, 0]))
+            for j in range(1, k + 1):
+                i = k - j
+                up = getattr(net, f'up_{i}_{j}')(nodes[i + 1, j - 1])
+                nodes[i, j] = msag(f'msag_{i}_{j}', *(nodes[i, c] for c in range(j)), up)
+        out = net.tail(nodes[0, net.num_level])[..., :h, :w]
+        return out + x if net.residual else out
+
+
+def build(name):
+    base = name[:-4] if name.endswith('-ref') else name
+    if base not in MODELS:
+        raise ValueError(f"unknown model '{name}': choose from {list(MODELS) + ['MDRN-ref', 'MDRN-2B-ref']}.")
+    if name.endswith('-ref') and MODELS[base]['type'] != 'MDRN':
+        raise ValueError(f"'{name}': only MDRN models have a -ref (reference forward) variant.")
+    torch.manual_seed(0)
+    net = build_network(deepcopy(MODELS[base]))
+    return (ReferenceMDRN(net) if name.endswith('-ref') else net).eval()
+
+
+# ------------------------------------------------------------------------------------------------------ measuring
+class PeakLiveTensors(TorchDispatchMode):
+    """Peak bytes of tensor storages created inside the mode and still alive (CPU memory proxy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.owned = 0, 0, {}
+
+    def _free(self, key):
+        self.live -= self.owned.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == 'cpu':
+                key = t.untyped_storage().data_ptr()
+                if key in self.owned or key == 0:
+                    continue  # a view or an in-place result of a storage already counted
+                nbytes = t.untyped_storage().nbytes()
+                self.owned[key] = nbytes
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, key)
+        return out
+
+
+def count_macs(net, size, device):
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.zeros(1, 1, size, size, device=device))
+    return counter.get_total_flops() / 2
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def prepare(net, mode, device):
+    """-> callable(x) for the mode, and the input memory format."""
+    net = net.to(device)
+    if mode == 'channels_last' or mode == 'amp':
+        net = net.to(memory_format=torch.channels_last)
+    if mode == 'compile':
+        net = torch.compile(net)
+    fmt = torch.channels_last if mode in ('channels_last', 'amp') else torch.contiguous_format
+
+    def run(x):
+        with torch.no_grad():
+            if mode == 'amp':
+                with torch.autocast('cuda', dtype=torch.float16):
+                    return net(x)
+            return net(x)
+    return run, fmt
+
+
+def bench_inference(names, modes, sizes, repeats, device, log=print):
+    rows = []
+    for size in sizes:
+        n_rep = repeats.get(size, 1)
+        runs = []
+        for name in names:
+            net = build(name)
+            macs = count_macs(net, size, torch.device('cpu')) if size <= 512 else \
+                count_macs(net, 256, torch.device('cpu')) * (size / 256) ** 2  # convs only: MACs scale with pixels
+            for mode in modes:
+                fn, fmt = prepare(build(name), mode, device)
+                x = torch.rand(1, 1, size, size, device=device).contiguous(memory_format=fmt)
+                # warm-up forward, measuring peak memory
+                if device.type == 'cuda':
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    fn(x)
+                    _sync(device)
+                    peak = torch.cuda.max_memory_allocated() - base
+                else:
+                    tracker = PeakLiveTensors()
+                    with tracker:
+                        fn(x)
+                    peak = tracker.peak
+                runs.append({'model': name, 'mode': mode, 'size': size, 'fn': fn, 'x': x, 'macs': macs,
+                             'peak': peak, 'times': [], 'params': sum(p.numel() for p in net.parameters())})
+        for r in range(n_rep):
+            for run in runs:
+                _sync(device)
+                t0 = time.perf_counter()
+                run['fn'](run['x'])
+                _sync(device)
+                run['times'].append(time.perf_counter() - t0)
+            log(f'  {size}x{size}: round {r + 1}/{n_rep} done')
+        for run in runs:
+            t = min(run['times'])
+            rows.append({k: run[k] for k in ('model', 'mode', 'size', 'macs', 'peak', 'params')} |
+                        {'lat': t, 'median': statistics.median(run['times']), 'n': len(run['times'])})
+            del run['fn'], run['x']
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- training steps
+def bench_train(device, batch, size, repeats, log=print):
+    from basicsr.models import build_model
+    student = deepcopy(MODELS['MDRN-2B'])
+    teachers = {'HADS': MODELS['MDRN'], 'HMDS': MODELS['MDRN-2B']}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {}
+        for kind in ('plain', 'HADS', 'HMDS'):
+            opt = {'name': f'bench_{kind}', 'model_type': 'DenoiseModel' if kind == 'plain' else 'HKDModel',
+                   'is_train': True, 'dist': False, 'num_gpu': 1 if device.type == 'cuda' else 0, 'rank': 0,
+                   'world_size': 1, 'network_g': deepcopy(student),
+                   'path': {'models': tmp, 'training_states': tmp, 'resume_state': None},
+                   'datasets': {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': size, 'sigma': 50,
+                                          **({'sigma_teacher': 25} if kind == 'HMDS' else {})}},
+                   'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4},
+                             'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6], 'gamma': 0.5},
+                             'total_iter': 10, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+                   'val': {'val_freq': 10**6, 'save_img': False}}
+            if kind != 'plain':
+                ckpt = os.path.join(tmp, f'teacher_{kind}.pth')
+                torch.manual_seed(1)
+                torch.save({'params': build_network(deepcopy(teachers[kind])).state_dict()}, ckpt)
+                opt['network_t'] = deepcopy(teachers[kind])
+                opt['path']['pretrain_network_t'] = ckpt
+                opt['train']['kd_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0,
+                                          'teacher_input': 'lq_teacher' if kind == 'HMDS' else 'lq'}
+            models[kind] = build_model(opt)
+        g = torch.Generator().manual_seed(0)
+        gt = torch.rand(batch, 1, size, size, generator=g)
+        noise = torch.randn(batch, 1, size, size, generator=g)
+        data = {'gt': gt, 'lq': gt + 50 / 255 * noise, 'lq_teacher': gt + 25 / 255 * noise}
+        times = {k: [] for k in models}
+        for it in range(repeats + 1):
+            for kind, model in models.items():
+                model.feed_data(data)
+                _sync(device)
+                t0 = time.perf_counter()
+                model.optimize_parameters(it + 1)
+                _sync(device)
+                if it:  # the first step is a warm-up
+                    times[kind].append(time.perf_counter() - t0)
+            log(f'  train step round {it + 1}/{repeats + 1} done')
+        for kind in models:
+            results[kind] = (min(times[kind]), statistics.median(times[kind]))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+def device_desc(device):
+    if device.type == 'cuda':
+        return f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}'
+    return f'CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}'
+
+
+def report(rows, train, device, args):
+    lines = [f'Device: {device_desc(device)}. Batch 1, gray, no_grad, random weights. Latency: min over rounds '
+             '(median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
+             + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
+                'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).'),
+             '', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | peak MiB |',
+             '|---|---:|---:|---|---:|---:|---:|---:|---:|']
+    for r in rows:
+        px = r['size'] ** 2
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.3f} | {r['macs'] / px / 1e3:.0f} | {r['mode']} | "
+                     f"{r['size']}² | {r['lat'] * 1e3:.0f} ({r['median'] * 1e3:.0f}, n={r['n']}) | "
+                     f"{r['lat'] * 1e3 / (px / 1e6):.0f} | {r['macs'] / r['lat'] / 1e9:.1f} | {r['peak'] / 2**20:.0f} |")
+    if rows:
+        lines += ['', 'GMAC/s relative to DnCNN (same mode and size):', '',
+                  '| model | mode | ' + ' | '.join(f'{s}²' for s in args.sizes) + ' |',
+                  '|---|---|' + '---:|' * len(args.sizes)]
+        gm = {(r['model'], r['mode'], r['size']): r['macs'] / r['lat'] for r in rows}
+        for name in args.models:
+            for mode in args.modes:
+                cells = []
+                for s in args.sizes:
+                    d = gm.get(('DnCNN', mode, s))
+                    cells.append(f'{gm[name, mode, s] / d:.2f}×' if d and (name, mode, s) in gm else '—')
+                lines.append(f'| {name} | {mode} | ' + ' | '.join(cells) + ' |')
+    if train:
+        lines += ['', f'Training step (MDRN-2B student, batch {args.train_batch}×1×{args.train_size}², L1 + KD on '
+                  'MSAG-2/3/4, Adam; built with basicsr build_model; min over rounds, median in brackets):', '',
+                  '| method | teacher | step ms (median) | vs plain |', '|---|---|---:|---:|']
+        teacher = {'plain': '—', 'HADS': 'MDRN (8 blocks), same input', 'HMDS': 'MDRN-2B, lq_teacher (σ 25)'}
+        for kind, (t, med) in train.items():
+            lines.append(f"| {kind} | {teacher[kind]} | {t * 1e3:.0f} ({med * 1e3:.0f}) | "
+                         f"{t / train['plain'][0]:.2f}× |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m mdrn_models.benchmark', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
+    p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
+    p.add_argument('--modes', nargs='+', default=None, choices=MODES,
+                   help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA)')
+    p.add_argument('--repeats', type=int, default=None, help='timed rounds per size (default CPU: 3/2/1 for '
+                   '<=256/<=512/larger; CUDA: 20)')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
+    p.add_argument('--train', action='store_true', help='also time plain vs HADS vs HMDS training steps')
+    p.add_argument('--train-only', action='store_true', help='only the training-step table')
+    p.add_argument('--train-batch', type=int, default=4)
+    p.add_argument('--train-size', type=int, default=64)
+    p.add_argument('--out', default=None, help='also write the Markdown here (refused if it exists, unless --force)')
+    p.add_argument('--force', action='store_true')
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        p.exit(2, 'error: --device cuda asked for but CUDA is not available: use --device cpu.\n')
+    args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
+                                ['fp32', 'channels_last'])
+    if device.type == 'cpu' and ({'amp', 'compile'} & set(args.modes)):
+        p.exit(2, 'error: modes amp/compile are for --device cuda; on CPU use fp32 and channels_last.\n')
+    if any(s < 16 or s % 8 for s in args.sizes):
+        p.exit(2, f'error: --sizes must be multiples of 8 and >= 16, got {args.sizes}.\n')
+    for name in args.models:
+        try:
+            build(name)
+        except ValueError as err:
+            p.exit(2, f'error: {err}\n')
+    if args.out and os.path.exists(args.out) and not args.force:
+        p.exit(2, f"error: '{args.out}' exists: pass --force to overwrite it or choose another --out.\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats is not None:
+        repeats = {s: args.repeats for s in args.sizes}
+    elif device.type == 'cuda':
+        repeats = {s: 20 for s in args.sizes}
+    else:
+        repeats = {s: 3 if s <= 256 else 2 if s <= 512 else 1 for s in args.sizes}
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    rows = [] if args.train_only else bench_inference(args.models, args.modes, args.sizes, repeats, device, log)
+    train = bench_train(device, args.train_batch, args.train_size, 3, log) if (args.train or args.train_only) \
+        else None
+    text = report(rows, train, device, args)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as fout:
+            fout.write(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
