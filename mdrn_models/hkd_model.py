@@ -23,10 +23,15 @@ Option keys (besides SRModel's)::
         loss_weight: 1.0          # per layer pair
         layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher}
         teacher_input: lq         # lq (HADS) | lq_teacher (HMDS)
+        dry_run_size: ~           # side of the init-time dry run (default: datasets.train.gt_size, 8..96)
     val: {self_ensemble: false}   # x8 self-ensemble (MDRN+) when testing
 
 The teacher is frozen: ``eval()``, ``requires_grad_(False)``, run under ``no_grad``, in no optimiser, moved with a
-plain ``.to(device)`` (never DDP), never saved. Its checkpoint is loaded with ``weights_only=True``.
+plain ``.to(device)`` (never DDP), never saved. Its checkpoint is loaded with ``weights_only=True``; a relative
+``pretrain_network_t`` is looked up in the current directory, then under the ``--root`` of the run.
+
+Before any training step, one dry forward pass of both nets validates the layer names, checks that each pair has the
+same spatial size and sizes the adapters, so configuration mistakes stop the run with a one-line error.
 """
 import os
 import re

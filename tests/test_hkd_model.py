@@ -371,7 +371,37 @@ def test_e2e_missing_teacher_fails_before_training(tmp_path, basicsr_cli):
 
 
 @pytest.mark.parametrize('name', ['train_mdrn_hads.yml', 'train_mdrn_hmds.yml'])
-def test_option_files_parse(name):
+def test_paper_option_files_build_the_paper_setups(name, tmp_path):
+    """The paper option files build an HKDModel (with a random teacher checkpoint of the right architecture)."""
     opt = yaml.safe_load((REPO / 'options' / name).read_text())
-    assert opt['model_type'] == 'HKDModel' and opt['network_t']['type'] == 'MDRN'
-    assert opt['path']['pretrain_network_t']
+    g, t, ds = opt['network_g'], opt['network_t'], opt['datasets']['train']
+    if 'hads' in name:  # big teacher -> MDRN-2B, same sigma, same input
+        assert (t['num_block'], g['num_block'], ds['channels'], ds['sigma']) == (8, 2, 1, 50)
+        assert 'sigma_teacher' not in ds and opt['train']['kd_opt']['teacher_input'] == 'lq'
+    else:  # same architecture, color sigma_t 50 -> sigma 70
+        assert g == t and (ds['channels'], ds['sigma'], ds['sigma_teacher']) == (3, 70, 50)
+        assert opt['train']['kd_opt']['teacher_input'] == 'lq_teacher'
+    assert opt['train']['kd_opt']['layers'] == ['msag_0_1', 'msag_0_2', 'msag_0_3']
+    ckpt = save_net(t, tmp_path / 'teacher.pth')
+    built = make_opt(tmp_path, ckpt, network_g=g, network_t=t, kd_opt=opt['train']['kd_opt'], datasets=opt['datasets'])
+    built['train'].update({k: opt['train'][k] for k in ('optim_g', 'scheduler', 'pixel_opt', 'ema_decay')})
+    built['datasets']['train']['gt_size'] = 16  # keeps the dry run of the 2.4M-parameter nets quick
+    model = build_model(built)
+    assert [s for s, _, _ in model.kd_pairs] == ['msag_0_1', 'msag_0_2', 'msag_0_3'] and not len(model.net_adapter)
+
+
+def test_demo_option_files_chain():
+    """The demo files form the paper's story at toy scale: teachers -> baseline / HADS / HMDS students."""
+    load = lambda n: yaml.safe_load((REPO / 'options' / f'{n}.yml').read_text())  # noqa: E731
+    big, small = load('demo_hkd_teacher_big_gray_s50'), load('demo_hkd_teacher_small_gray_s25')
+    base, hads, hmds = load('demo_hkd_baseline_gray_s50'), load('demo_hads_gray_s50'), load('demo_hmds_gray_s25to50')
+    for o in (big, small, base, hads, hmds):
+        assert o['name'] == o['name'].strip() and o['datasets']['train']['dataroot_gt'] == 'datasets/demo/train'
+    assert hads['network_t'] == big['network_g'] and hmds['network_t'] == small['network_g']
+    assert base['network_g'] == hads['network_g'] == hmds['network_g'] == small['network_g']
+    assert hads['path']['pretrain_network_t'] == f"experiments/{big['name']}/models/net_g_latest.pth"
+    assert hmds['path']['pretrain_network_t'] == f"experiments/{small['name']}/models/net_g_latest.pth"
+    assert small['datasets']['train']['sigma'] == hmds['datasets']['train']['sigma_teacher'] == 25
+    assert hmds['train']['kd_opt']['teacher_input'] == 'lq_teacher' and hads['train']['kd_opt']['teacher_input'] == 'lq'
+    assert {o['datasets']['train']['sigma'] for o in (big, base, hads, hmds)} == {50}
+    assert base['train']['total_iter'] == hads['train']['total_iter'] == hmds['train']['total_iter']
