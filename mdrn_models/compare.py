@@ -191,15 +191,18 @@ def parse_sets(entries):
 
 # ---------------------------------------------------------------------------------------------------------- figures
 def pick_crop(gt_img, size):
-    """Top-left (y, x) of the most textured ``size`` window (largest std on a coarse grid)."""
+    """(y, x, size) of the window with the most fine detail (mean |Laplacian| of the clean image, coarse grid):
+    where denoisers differ most, rather than a flat area or a single strong edge."""
+    import cv2
     h, w = gt_img.shape[:2]
     size = min(size, h, w)
     gray = gt_img.astype(np.float32) if gt_img.ndim == 2 else gt_img.astype(np.float32).mean(axis=2)
+    detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     best, best_yx = -1.0, (0, 0)
     step = max(size // 4, 1)
     for y in range(0, h - size + 1, step):
         for x in range(0, w - size + 1, step):
-            s = float(gray[y:y + size, x:x + size].std())
+            s = float(detail[y:y + size, x:x + size].mean())
             if s > best:
                 best, best_yx = s, (y, x)
     return best_yx + (size,)
@@ -394,7 +397,7 @@ def build_parser():
     p.add_argument('--max-images', type=int, default=None, help='only the first N images of each set (quick runs)')
     p.add_argument('--figures-per-set', type=int, default=1, help='crop figures for the first N images (default 1)')
     p.add_argument('--crop', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), default=None,
-                   help='crop for the figures (default: the most textured --crop-size window)')
+                   help='crop for the figures (default: the --crop-size window with the most fine detail)')
     p.add_argument('--crop-size', type=int, default=64)
     p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
     p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
