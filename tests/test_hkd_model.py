@@ -405,3 +405,8 @@ def test_demo_option_files_chain():
     assert hmds['train']['kd_opt']['teacher_input'] == 'lq_teacher' and hads['train']['kd_opt']['teacher_input'] == 'lq'
     assert {o['datasets']['train']['sigma'] for o in (big, base, hads, hmds)} == {50}
     assert base['train']['total_iter'] == hads['train']['total_iter'] == hmds['train']['total_iter']
+    hmds70 = load('demo_hmds_gray_s50to70')  # the demo driver's HMDS student (teacher: demo_teacher_gray_s50)
+    assert hmds70['network_t'] == hmds70['network_g'] and hmds70['train']['kd_opt']['teacher_input'] == 'lq_teacher'
+    assert (hmds70['datasets']['train']['sigma'], hmds70['datasets']['train']['sigma_teacher']) == (70, 50)
+    assert hmds70['datasets']['val']['sigma'] == 70
+    assert hmds70['path']['pretrain_network_t'] == 'experiments/demo_teacher_gray_s50/models/net_g_latest.pth'
