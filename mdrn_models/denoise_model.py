@@ -1,15 +1,42 @@
-"""``DenoiseModel``: BasicSR's ``SRModel`` plus the ×8 self-ensemble of the paper's MDRN+ (``val.self_ensemble``)."""
+"""``DenoiseModel``: BasicSR's ``SRModel`` plus, at validation/test, the ×8 self-ensemble of the paper's MDRN+
+(``val.self_ensemble: true``) and tiled inference for large images (``val.tile: {size: 512, overlap: 32}``)."""
 import torch
 
 import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
-# MDRN training on CPU runs into float32 denormals, which x86 handles far slower (measured here: a toy MDRN training
-# step 14 s -> 0.25 s). Flushing them to zero changes nothing above ~1e-38 and only affects CPU ops. The flag is per
-# thread and OpenMP workers copy it when the pool starts, so it is set at import (the `basicsr` command imports the
-# plugins before any tensor work), not in the model's __init__.
-torch.set_flush_denormal(True)
+TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned with the whole image
+
+
+def tile_options(opt):
+    """``val.tile`` -> (size, overlap) or None; a one-line ValueError for values that cannot work."""
+    tile = (opt.get('val') or {}).get('tile')
+    if not tile:
+        return None
+    size, overlap = tile.get('size'), tile.get('overlap', 32)
+    for key, value in (('size', size), ('overlap', overlap)):
+        if not isinstance(value, int) or value < (key == 'size') or value % TILE_ALIGN:
+            raise ValueError(f'val.tile.{key} must be a {"positive " * (key == "size")}multiple of {TILE_ALIGN} '
+                             f'(pixels), got {value!r}')
+    return size, overlap
+
+
+def tiled_forward(net, x, size, overlap):
+    """Run ``net`` on ``size``-pixel tiles of ``x``, each read with ``overlap`` pixels of context on every side, and
+    keep only each tile's core: the cores partition the image, so the result has no seams, and it equals the whole-
+    image output wherever the net's receptive field beyond a tile core fits in ``overlap`` (test: within 1e-4)."""
+    h, w = x.shape[-2:]
+    out = None
+    for y0 in range(0, h, size):
+        for x0 in range(0, w, size):
+            y1, x1 = min(y0 + size, h), min(x0 + size, w)
+            ya, xa = max(y0 - overlap, 0), max(x0 - overlap, 0)
+            patch = net(x[..., ya:min(y1 + overlap, h), xa:min(x1 + overlap, w)])
+            if out is None:
+                out = x.new_empty(*x.shape[:-3], patch.shape[-3], h, w)
+            out[..., y0:y1, x0:x1] = patch[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return out
 
 
 def self_ensemble(net, x):
@@ -27,7 +54,12 @@ def self_ensemble(net, x):
 
 @MODEL_REGISTRY.register()
 class DenoiseModel(SRModel):
-    """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+)."""
+    """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),
+    ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result)."""
+
+    def __init__(self, opt):
+        self.tile = tile_options(opt)  # checked before any network is built
+        super().__init__(opt)
 
     def _self_ensemble_on(self):
         return bool((self.opt.get('val') or {}).get('self_ensemble', False))
@@ -38,7 +70,8 @@ class DenoiseModel(SRModel):
             net = self.net_g
         was_training = net.training
         net.eval()
+        forward = net if self.tile is None else lambda x: tiled_forward(net, x, *self.tile)
         with torch.no_grad():
-            self.output = self_ensemble(net, self.lq) if self._self_ensemble_on() else net(self.lq)
+            self.output = self_ensemble(forward, self.lq) if self._self_ensemble_on() else forward(self.lq)
         if was_training and net is self.net_g:
             net.train()

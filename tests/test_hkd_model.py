@@ -391,22 +391,24 @@ def test_paper_option_files_build_the_paper_setups(name, tmp_path):
 
 
 def test_demo_option_files_chain():
-    """The demo files form the paper's story at toy scale: teachers -> baseline / HADS / HMDS students."""
+    """The demo files form the paper's story at toy scale: teachers -> plain / HADS / HMDS students at sigma 70."""
     load = lambda n: yaml.safe_load((REPO / 'options' / f'{n}.yml').read_text())  # noqa: E731
-    big, small = load('demo_hkd_teacher_big_gray_s50'), load('demo_hkd_teacher_small_gray_s25')
-    base, hads, hmds = load('demo_hkd_baseline_gray_s50'), load('demo_hads_gray_s50'), load('demo_hmds_gray_s25to50')
+    big, small = load('demo_teacher_big_gray_s70'), load('demo_teacher_gray_s50')
+    base, hads, hmds = load('demo_student_gray_s70'), load('demo_hads_gray_s70'), load('demo_hmds_gray_s50to70')
+    test = load('demo_test_gray_s70')
     for o in (big, small, base, hads, hmds):
-        assert o['name'] == o['name'].strip() and o['datasets']['train']['dataroot_gt'] == 'datasets/demo/train'
+        assert o['datasets']['train']['dataroot_gt'] == 'datasets/demo/train'
+        assert o['datasets']['train']['sigma'] == o['datasets']['val']['sigma']
     assert hads['network_t'] == big['network_g'] and hmds['network_t'] == small['network_g']
-    assert base['network_g'] == hads['network_g'] == hmds['network_g'] == small['network_g']
+    assert base['network_g'] == hads['network_g'] == hmds['network_g'] == small['network_g'] == test['network_g']
+    assert big['network_g']['num_block'] > base['network_g']['num_block']
     assert hads['path']['pretrain_network_t'] == f"experiments/{big['name']}/models/net_g_latest.pth"
     assert hmds['path']['pretrain_network_t'] == f"experiments/{small['name']}/models/net_g_latest.pth"
-    assert small['datasets']['train']['sigma'] == hmds['datasets']['train']['sigma_teacher'] == 25
+    assert small['datasets']['train']['sigma'] == hmds['datasets']['train']['sigma_teacher'] == 50
     assert hmds['train']['kd_opt']['teacher_input'] == 'lq_teacher' and hads['train']['kd_opt']['teacher_input'] == 'lq'
-    assert {o['datasets']['train']['sigma'] for o in (big, base, hads, hmds)} == {50}
-    assert base['train']['total_iter'] == hads['train']['total_iter'] == hmds['train']['total_iter']
-    hmds70 = load('demo_hmds_gray_s50to70')  # the demo driver's HMDS student (teacher: demo_teacher_gray_s50)
-    assert hmds70['network_t'] == hmds70['network_g'] and hmds70['train']['kd_opt']['teacher_input'] == 'lq_teacher'
-    assert (hmds70['datasets']['train']['sigma'], hmds70['datasets']['train']['sigma_teacher']) == (70, 50)
-    assert hmds70['datasets']['val']['sigma'] == 70
-    assert hmds70['path']['pretrain_network_t'] == 'experiments/demo_teacher_gray_s50/models/net_g_latest.pth'
+    assert {o['datasets']['train']['sigma'] for o in (big, base, hads, hmds)} == {70}
+    assert test['datasets']['test_1']['sigma'] == 70
+    same = ('total_iter', 'scheduler', 'optim_g')
+    assert all(base['train'][k] == hads['train'][k] == hmds['train'][k] for k in same)
+    assert base['manual_seed'] == hads['manual_seed'] == hmds['manual_seed']
+

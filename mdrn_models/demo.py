@@ -1,0 +1,100 @@
+"""The paper's story at toy scale on CPU, on images bundled with scikit-image (no download):
+
+1. build the demo set (``python -m datasets_prep.demo``) unless it exists;
+2. train two teachers: a bigger MDRN at sigma 70 (for HADS) and the student's own architecture at sigma 50 (HMDS);
+3. train the sigma-70 student three times with the same seed, data and iterations: plain; with HADS (the big
+   teacher, same input); with HMDS (the sigma-50 teacher sees the same images with the same noise scaled to 50);
+4. ``basicsr test`` every student on the held-out demo images with identical noise and print a PSNR/SSIM table.
+
+Every step is the ``basicsr`` command on an option file in ``options/`` (named in the output), so each can be rerun
+or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists); nothing is overwritten.
+
+    python -m mdrn_models.demo [--root DIR] [--iters N]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from os import path as osp
+
+OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options')
+TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
+STUDENTS = {
+    'student σ=70, plain': 'demo_student_gray_s70',
+    'student σ=70 + HADS (big teacher σ=70)': 'demo_hads_gray_s70',
+    'student σ=70 + HMDS (teacher σ=50)': 'demo_hmds_gray_s50to70',
+}
+TEST = 'demo_test_gray_s70'
+
+
+def basicsr(args, root, log):
+    """Run ``basicsr`` as a subprocess (as users do), its output to ``log``; raise with the log's tail on failure."""
+    cmd = [sys.executable, '-m', 'mdrn_models.cli', *args, '--root', root]
+    with open(log, 'w') as f:
+        proc = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+    with open(log) as f:
+        out = f.read()
+    if proc.returncode:
+        sys.exit(f'demo: `basicsr {" ".join(args)}` failed; the end of {log}:\n{out[-3000:]}')
+    return out
+
+
+def train(name, root, iters, logs):
+    latest = osp.join(root, 'experiments', name, 'models', 'net_g_latest.pth')
+    if osp.isfile(latest):
+        print(f'  reuse {latest} (delete experiments/{name} to retrain)')
+        return latest
+    start = time.time()
+    args = ['train', '-opt', osp.join(OPTIONS, f'{name}.yml')]
+    if iters:
+        args += ['--force_yml', f'train:total_iter={iters}']
+    basicsr(args, root, osp.join(logs, f'train_{name}.log'))
+    print(f'  trained {name} in {time.time() - start:.0f} s -> {latest}')
+    return latest
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
+    parser.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')
+    args = parser.parse_args(argv)
+    root = osp.abspath(args.root)
+    logs = osp.join(root, 'results', 'demo_logs')
+    os.makedirs(logs, exist_ok=True)
+    start = time.time()
+
+    print('1/4 demo data (scikit-image bundled images)')
+    if osp.isdir(osp.join(root, 'datasets', 'demo')):
+        print('  reuse datasets/demo')
+    else:
+        subprocess.run([sys.executable, '-m', 'datasets_prep.demo', '--out', osp.join(root, 'datasets', 'demo')],
+                       check=True)
+    print('2/4 teachers: ' + ', '.join(f'options/{name}.yml' for name in TEACHERS))
+    for name in TEACHERS:
+        train(name, root, args.iters, logs)
+    print('3/4 students at sigma 70, same seed, data and iterations: ' +
+          ', '.join(f'options/{name}.yml' for name in STUDENTS.values()))
+    weights = {label: train(name, root, args.iters, logs) for label, name in STUDENTS.items()}
+
+    print(f'4/4 test on the held-out demo images (identical noise): basicsr test -opt options/{TEST}.yml')
+    rows = []
+    for label, weight in weights.items():
+        name = f'{TEST}_{osp.basename(osp.dirname(osp.dirname(weight)))}'
+        out = basicsr(['test', '-opt', osp.join(OPTIONS, f'{TEST}.yml'), '--force_yml',
+                       f'path:pretrain_network_g={weight}', f'name={name}', 'val:save_img=true'], root,
+                      osp.join(logs, f'{name}.log'))
+        psnr, ssim = (float(re.findall(rf'# {m}: ([-\d.]+)', out)[-1]) for m in ('psnr', 'ssim'))
+        rows.append((label, psnr, ssim, osp.join('results', name, 'visualization')))
+
+    print('\n| model | PSNR (dB) | SSIM | denoised images |\n| --- | --- | --- | --- |')
+    for label, psnr, ssim, images in rows:
+        print(f'| {label} | {psnr:.2f} | {ssim:.4f} | {images} |')
+    print(f'\nTensorBoard: tensorboard --logdir {osp.join(root, "tb_logger")}   logs: {logs}')
+    print(f'demo finished in {time.time() - start:.0f} s')
+
+
+if __name__ == '__main__':
+    main()
