@@ -251,6 +251,9 @@ class HKDModel(DenoiseModel):
                                      'and only 4-D features get a 1x1 adapter')
                 self.net_adapter[key] = nn.Conv2d(a.shape[1], b.shape[1], 1)
         self.net_adapter = self.net_adapter.to(self.device)
+        if self.opt.get('dist'):  # not DDP-wrapped, and BasicSR seeds each rank differently: start from rank 0's
+            for tensor in self.net_adapter.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
         if len(self.net_adapter):
             get_root_logger().info('KD adapters (student -> teacher width): ' + ', '.join(
                 f'{k}: {m.in_channels}->{m.out_channels}' for k, m in self.net_adapter.items()))
