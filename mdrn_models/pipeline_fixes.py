@@ -16,6 +16,9 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   saved by the run, so it is excluded from both rewrites.
 * #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU.
 * #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
+* #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
+  or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
+  resume states (above) are trusted with one extra class.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
 import collections
@@ -130,6 +133,32 @@ def model_to_device(self, net):
     return net
 
 
+_original_load_network = BaseModel.load_network
+
+
+class CheckpointError(RuntimeError):
+    """A network checkpoint that is missing or holds more than tensors."""
+
+
+def check_checkpoint(path):
+    """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded."""
+    if not osp.isfile(path):
+        raise CheckpointError(f'network checkpoint not found: {path} (fix the path.pretrain_network_* option)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
+                              'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
+                              'from code you trust') from None
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """``BaseModel.load_network`` behind :func:`check_checkpoint`."""
+    check_checkpoint(load_path)
+    return _original_load_network(self, net, load_path, strict, param_key)
+
+
 def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent)."""
     basicsr.train.load_resume_state = load_resume_state
@@ -137,3 +166,4 @@ def install():
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
     BaseModel.model_to_device = model_to_device
+    BaseModel.load_network = load_network

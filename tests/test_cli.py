@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from conftest import train_yml, write_yml
@@ -152,3 +153,27 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
     assert not (tmp_path / 'experiments').exists()  # nothing was created
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_network_checkpoint_cannot_run_code(tmp_path, pairs, basicsr_cli):
+    marker = tmp_path / 'PWNED'
+    evil = tmp_path / 'evil.pth'
+    torch.save({'params': {}, 'extra': _RunsCode(marker)}, evil)
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_evil', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {evil}'))
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert f'refused to load {evil} with weights_only=True' in proc.stdout, proc.stdout[-2000:]
+    assert not marker.exists()
+    with pytest.raises(pipeline_fixes.CheckpointError, match='network checkpoint not found'):
+        pipeline_fixes.check_checkpoint(str(tmp_path / 'nope.pth'))
