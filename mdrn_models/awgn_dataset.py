@@ -142,6 +142,32 @@ class AWGNDenoisingDataset(data.Dataset):
         if not self.paths:
             raise ValueError(f"no images found in '{self.gt_folder}'"
                              f"{' (meta_info ' + meta_info + ')' if meta_info else ''}: {PREP_HINT}.")
+        if self.is_train:
+            self._check_sizes(meta_info or osp.join(self.gt_folder, 'meta_info.txt'))
+
+    def _check_sizes(self, lmdb_meta_info):
+        """Refuse an image smaller than ``gt_size`` before training starts, from image headers (disk, PIL reads no
+        pixels) or the shapes BasicSR's LMDB ``meta_info`` lists (``name.png (h,w,c) 1``)."""
+        if self.backend == 'lmdb':
+            sizes = {}
+            for line in _read_lines(lmdb_meta_info):
+                name, shape = line.split(' ')[0], line.split('(')[1].split(')')[0] if '(' in line else ''
+                if shape:
+                    h, w = (int(v) for v in shape.split(',')[:2])
+                    sizes[name.split('.')[0]] = (h, w)
+        else:
+            from PIL import Image
+            sizes = {}
+            for path in self.paths:
+                try:
+                    with Image.open(path) as img:
+                        sizes[path] = img.size[::-1]
+                except OSError as err:
+                    raise ValueError(f"'{path}' is not a readable image ({err}): replace or remove it.") from None
+        for path, (h, w) in sizes.items():
+            if h < self.gt_size or w < self.gt_size:
+                raise ValueError(f"image '{path}' is {h}x{w}, smaller than gt_size {self.gt_size}: lower gt_size or "
+                                 'remove the image.')
 
     def __len__(self):
         return len(self.paths)

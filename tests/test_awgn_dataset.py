@@ -40,9 +40,10 @@ def opt(folder, **kw):
 
 
 @pytest.mark.parametrize('channels,sigma', [(3, 25), (1, 50), (3, 5)])
-def test_training_noise_std_within_2_percent(folder, channels, sigma):
+def test_training_noise_std_within_2_percent(folder, channels, sigma, tmp_path):
+    (tmp_path / 'meta.txt').write_text('img0.png\n')  # the images large enough for a 256 crop
     ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=256, channels=channels, sigma=sigma,
-                                  use_hflip=True, use_rot=True))
+                                  use_hflip=True, use_rot=True, meta_info=str(tmp_path / 'meta.txt')))
     item = ds[0]  # the 300x280 image: a 256x256 crop
     assert item['lq'].shape == item['gt'].shape == (channels, 256, 256)
     noise = (item['lq'] - item['gt']).double()
@@ -52,8 +53,10 @@ def test_training_noise_std_within_2_percent(folder, channels, sigma):
     assert item['lq_path'] == item['gt_path'] and item['gt_path'].endswith('img0.png')
 
 
-def test_training_draws_fresh_noise_and_blind_sigma_from_the_range(folder):
-    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=200, sigma=[10, 60]))
+def test_training_draws_fresh_noise_and_blind_sigma_from_the_range(folder, tmp_path):
+    (tmp_path / 'meta.txt').write_text('img0.png\n')
+    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=200, sigma=[10, 60],
+                                  meta_info=str(tmp_path / 'meta.txt')))
     torch.manual_seed(0)
     items = [ds[0] for _ in range(6)]
     sigmas = [it['sigma'] for it in items]
@@ -151,11 +154,9 @@ def test_bad_options_fail_before_any_read(folder, change, message):
     assert '\n' not in str(err.value)
 
 
-def test_image_smaller_than_gt_size_names_the_file(folder):
-    ds = AWGNDenoisingDataset(opt(folder, phase='train', gt_size=100))
-    ds[0]
+def test_image_smaller_than_gt_size_names_the_file_before_any_read(folder):
     with pytest.raises(ValueError, match=r"image '.*img1\.png' is 96x128, smaller than gt_size 100"):
-        ds[1]
+        AWGNDenoisingDataset(opt(folder, phase='train', gt_size=100))
 
 
 def test_empty_folder_is_refused(tmp_path):
