@@ -1,0 +1,22 @@
+"""The README's demo command end to end, at 2 iterations per run (the real demo uses the option files' 300)."""
+import os
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_demo_runs_the_whole_story(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'mdrn_models.demo', '--root', str(tmp_path), '--iters', '2'],
+                          cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    rows = re.findall(r'^\| (student [^|]+) \| ([\d.]+) \| ([\d.]+) \|', proc.stdout, re.M)
+    assert [r[0].strip() for r in rows] == ['student σ=70, plain', 'student σ=70 + HADS (big teacher σ=70)',
+                                            'student σ=70 + HMDS (teacher σ=50)']
+    assert all(5 < float(psnr) < 60 and 0 < float(ssim) <= 1 for _, psnr, ssim in rows)
+    for name in ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50', 'demo_student_gray_s70', 'demo_hads_gray_s70',
+                 'demo_hmds_gray_s50to70'):
+        assert (tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
+    assert list((tmp_path / 'results').glob('demo_test_gray_s70_*/visualization/demo_val/*.png'))
