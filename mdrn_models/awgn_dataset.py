@@ -184,9 +184,11 @@ class AWGNDenoisingDataset(data.Dataset):
         if img_bytes is None:
             raise ValueError(f"key '{path}' is not in LMDB '{self.gt_folder}': check meta_info or run "
                              f'python -m datasets_prep.verify {self.gt_folder}')
-        img = imfrombytes(img_bytes, flag='grayscale' if self.channels == 1 else 'color', float32=True)
+        # decoded as uint8 first: BasicSR's float32 conversion would fail on an undecodable value with an AttributeError
+        img = imfrombytes(img_bytes, flag='grayscale' if self.channels == 1 else 'color', float32=False)
         if img is None:
             raise ValueError(f"'{path}' is not a decodable image: replace it or run python -m datasets_prep.verify")
+        img = img.astype(np.float32) / 255.
         if img.ndim == 2:
             img = img[..., None]
         return path, img

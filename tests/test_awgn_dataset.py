@@ -257,3 +257,19 @@ def test_basicsr_test_on_shared_set12(tmp_path, shared_dir, basicsr_cli):
     assert math.isfinite(psnr) and psnr > 5
     saved = sorted((tmp_path / 'results' / 'awgn_set12' / 'visualization' / 'Set12').glob('*.png'))
     assert len(saved) == 12
+
+
+def test_lmdb_without_meta_info_or_with_a_corrupt_value(tmp_path):
+    import lmdb
+    db = tmp_path / 'bad.lmdb'
+    env = lmdb.open(str(db), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b'img0', b'not an image')
+    env.close()
+    lmdb_opt = opt(str(db), io_backend={'type': 'lmdb'})
+    with pytest.raises(ValueError, match=r"meta_info\.txt' is missing: rebuild the LMDB"):
+        AWGNDenoisingDataset(lmdb_opt)
+    (db / 'meta_info.txt').write_text('img0.png (8,8,3) 1\n')
+    ds = AWGNDenoisingDataset(lmdb_opt)
+    with pytest.raises(ValueError, match=r"'img0' is not a decodable image.*datasets_prep\.verify"):
+        ds[0]
