@@ -67,6 +67,8 @@ def test_full_resolution_taps_have_num_feat_channels():
 
 
 def test_every_parameter_gets_a_gradient():
+    # seeded: with 4-channel branches a ReLU branch can start dead everywhere for some inits (seen for seeds 3, 5)
+    torch.manual_seed(0)
     net = MDRN(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=2)
     net(torch.rand(1, 3, 16, 16)).square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
