@@ -38,6 +38,15 @@ def shuffle_source(channels, groups):
     return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
 
 
+def pad_to_multiple(x, m):
+    """Pad the bottom/right of ``x`` (reflect; replicate for sides too small to reflect) to a multiple of ``m``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % m, -w % m
+    if not (pad_h or pad_w):
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode='reflect' if pad_h < h and pad_w < w else 'replicate')
+
+
 class MSAB(nn.Module):
     """Multi-scale Aggregation Block (Fig. 4).
 
@@ -123,15 +132,7 @@ class MDRN(nn.Module):
             else torch.contiguous_format
         if x.device.type == 'cpu':
             x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast path for 1x1 convs
-        m = 2**self.num_level
-        pad_h, pad_w = -h % m, -w % m
-        if pad_h or pad_w:
-            # reflect needs the pad to be smaller than the side; tiny inputs fall back to replicate
-            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-            x_pad = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        else:
-            x_pad = x
-
+        x_pad = pad_to_multiple(x, 2**self.num_level)
         nodes = {(0, 0): self.msag_0_0(self.head(x_pad))}
         # Unet++ order: each new downsampling (k, 0) is restored immediately, climbing the diagonal back to level 0.
         for k in range(1, self.num_level + 1):

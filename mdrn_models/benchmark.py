@@ -31,14 +31,13 @@ import weakref
 from copy import deepcopy
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
-from mdrn_arch.mdrn_arch import MDRN, channel_shuffle
+from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -66,13 +65,7 @@ class ReferenceMDRN(torch.nn.Module):
     def forward(self, x):
         net = self.net
         h, w = x.shape[-2:]
-        m = 2**net.num_level
-        pad_h, pad_w = -h % m, -w % m
-        if pad_h or pad_w:
-            mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-            x_pad = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        else:
-            x_pad = x
+        x_pad = pad_to_multiple(x, 2**net.num_level)
 
         def msag(name, *inputs):
             g = getattr(net, name)
