@@ -16,4 +16,4 @@ demo: install
 	$(PYTHON) -m mdrn_models.demo
 
 test: install
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -rs tests
