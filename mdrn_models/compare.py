@@ -42,7 +42,10 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
 from mdrn_arch import FFDNet
+from mdrn_models import pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+from mdrn_models.cli import OptionFileError, check_option_file
+from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 
 
 class CompareError(ValueError):
@@ -50,16 +53,6 @@ class CompareError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------- models
-def _safe_yaml(path):
-    import yaml
-    try:
-        with open(path) as fin:
-            return yaml.safe_load(fin)
-    except yaml.YAMLError as err:
-        raise CompareError(f"option file '{path}' is not plain YAML ({str(err).splitlines()[0]}): remove python tags "
-                           'or fix the syntax.') from err
-
-
 def infer_network_opt(state):
     """network_g options of an MDRN / DnCNN / FFDNet state_dict (for bare ``.pth`` checkpoints)."""
     if 'head.weight' in state and any(k.startswith('msag_') for k in state):
@@ -79,10 +72,11 @@ def infer_network_opt(state):
 
 
 def _basicsr_load(net, path, strict=True, param_key='params'):
-    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report)."""
+    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report), behind the
+    project's ``weights_only`` check."""
     from basicsr.models.base_model import BaseModel
     loader = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
-    loader.load_network(net, path, strict=strict, param_key=param_key)
+    pipeline_fixes.load_network(loader, net, path, strict=strict, param_key=param_key)
     return net
 
 
@@ -91,7 +85,7 @@ def build_model(spec_path):
     if not osp.isfile(spec_path):
         raise CompareError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
     if spec_path.endswith(('.yml', '.yaml')):
-        opt = _safe_yaml(spec_path)
+        opt = check_option_file(spec_path)
         if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
             raise CompareError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
         net_opt = dict(opt['network_g'])
@@ -108,7 +102,7 @@ def build_model(spec_path):
                                    'to the current directory; import/train the weights first).')
             _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
         return net.eval(), weights or 'random init'
-    ckpt = torch.load(spec_path, map_location='cpu', weights_only=True)
+    ckpt = check_checkpoint(spec_path)
     state = ckpt
     if isinstance(ckpt, dict):
         for key in ('params_ema', 'params'):
@@ -415,7 +409,7 @@ def main(argv=None):
         parser.exit(2, 'error: --zoom must be >= 1, --crop-size >= 4, --flops-size >= 8.\n')
     try:
         rows, out_md, _, figures = run(args)
-    except CompareError as err:
+    except (CompareError, OptionFileError, CheckpointError) as err:
         parser.exit(2, f'error: {err}\n')
     with open(out_md) as fin:
         print(fin.read())

@@ -49,6 +49,7 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
 from .denoise_model import DenoiseModel  # noqa: E402
 from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
+from .pipeline_fixes import check_checkpoint  # noqa: E402
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
 
@@ -74,12 +75,7 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
             hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
                     'project\'s basicsr command')
         raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
-    try:
-        ckpt = torch.load(load_path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001  (unpickling errors have several types)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f'teacher checkpoint {load_path} cannot be read with weights_only=True ({first}); re-save '
-                         'it as {"params": state_dict} holding tensors only') from None
+    ckpt = check_checkpoint(load_path)
     if not isinstance(ckpt, dict):
         raise ValueError(f'teacher checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of weights')
     if param_key in ckpt and isinstance(ckpt[param_key], dict):
@@ -262,7 +258,7 @@ class HKDModel(DenoiseModel):
         load_path = self.opt['path'].get('pretrain_network_g')
         if not load_path or not len(self.net_adapter):
             return
-        ckpt = torch.load(load_path, map_location='cpu', weights_only=True)
+        ckpt = check_checkpoint(load_path)
         if isinstance(ckpt, dict) and 'adapters' in ckpt:
             self.net_adapter.load_state_dict(ckpt['adapters'], strict=True)
             get_root_logger().info(f'KD adapters loaded from {load_path}.')

@@ -136,7 +136,7 @@ def model_to_device(self, net):
 _original_load_network = BaseModel.load_network
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A network checkpoint that is missing or holds more than tensors."""
 
 
