@@ -5,29 +5,13 @@ shape matching meta_info). Prints a report; exit code 0 when everything is fine,
 """
 import argparse
 import os.path as osp
-import re
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from datasets_prep.common import PrepError, run_main
-
-SHAPE = re.compile(r'\((\d+),\s*(\d+),\s*(\d+)\)')
-
-
-def read_meta_info(path):
-    """meta_info.txt -> {key: (h, w, c) or None}; key = name.split('.')[0] as BasicSR's paths_from_lmdb."""
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            m = SHAPE.search(line)
-            meta[line.split(' ')[0].split('.')[0]] = tuple(int(v) for v in m.groups()) if m else None
-    return meta
-
+from mdrn_models.awgn_dataset import read_meta_info
 
 def verify_lmdb(lmdb_path, meta_info=None, progress=True):
     """Returns (problems: list[str], stats: dict). Raises PrepError when the path is not an LMDB at all."""

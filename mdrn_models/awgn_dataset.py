@@ -28,6 +28,7 @@ Option keys: ``dataroot_gt``, ``meta_info`` (optional), ``io_backend`` (``{type:
 ``noise_seed`` (val/test, default 0), ``gt_size`` (train), ``use_hflip``, ``use_rot``, plus BasicSR's loader keys.
 """
 import os.path as osp
+import re
 from numbers import Real
 
 import numpy as np
@@ -125,7 +126,7 @@ class AWGNDenoisingDataset(data.Dataset):
             self.io_backend_opt['db_paths'] = [self.gt_folder]
             self.io_backend_opt['client_keys'] = ['gt']
             if meta_info is not None:
-                self.paths = [line.split(' ')[0].split('.')[0] for line in _read_lines(meta_info)]
+                self.paths = list(read_meta_info(meta_info))
             else:
                 if not osp.isfile(osp.join(self.gt_folder, 'meta_info.txt')):
                     raise ValueError(f"'{self.gt_folder}/meta_info.txt' is missing: rebuild the LMDB with "
@@ -149,12 +150,7 @@ class AWGNDenoisingDataset(data.Dataset):
         """Refuse an image smaller than ``gt_size`` before training starts, from image headers (disk, PIL reads no
         pixels) or the shapes BasicSR's LMDB ``meta_info`` lists (``name.png (h,w,c) 1``)."""
         if self.backend == 'lmdb':
-            sizes = {}
-            for line in _read_lines(lmdb_meta_info):
-                name, shape = line.split(' ')[0], line.split('(')[1].split(')')[0] if '(' in line else ''
-                if shape:
-                    h, w = (int(v) for v in shape.split(',')[:2])
-                    sizes[name.split('.')[0]] = (h, w)
+            sizes = {key: shape[:2] for key, shape in read_meta_info(lmdb_meta_info).items() if shape}
         else:
             from PIL import Image
             sizes = {}
@@ -217,6 +213,19 @@ class AWGNDenoisingDataset(data.Dataset):
         if self.sigma_teacher is not None:
             out['lq_teacher'] = gt + noise * (self.sigma_teacher / sigma)
         return out
+
+
+SHAPE = re.compile(r'\((\d+),\s*(\d+),\s*(\d+)\)')
+
+
+def read_meta_info(path):
+    """BasicSR's LMDB meta_info.txt (``name.png (h,w,c) compress``) -> ``{key: (h, w, c) or None}`` in file order;
+    key = ``name.split('.')[0]``, as BasicSR's ``paths_from_lmdb``."""
+    meta = {}
+    for line in _read_lines(path):
+        m = SHAPE.search(line)
+        meta[line.split(' ')[0].split('.')[0]] = tuple(int(v) for v in m.groups()) if m else None
+    return meta
 
 
 def _read_lines(path):
