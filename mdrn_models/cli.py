@@ -3,6 +3,7 @@
     basicsr train -opt options/X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
                   [--force_yml key:sub=value ...] [--root DIR]
     basicsr test  -opt options/X.yml [--root DIR]
+    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.denoise)
     torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch
 
 ``--root`` (default: the current directory) is where ``experiments/``, ``results/`` and ``tb_logger/`` live, and where
@@ -65,7 +66,8 @@ def _build_parser():
         prog='basicsr', description=__doc__.split('\n\n')[0],
         epilog='Other flags (-opt, --launcher, --auto_resume, --debug, --force_yml, --local_rank) go to BasicSR.',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['train', 'test'], help='run basicsr.train or basicsr.test')
+    parser.add_argument('command', choices=['train', 'test', 'denoise'],
+                        help='run basicsr.train, basicsr.test, or denoise images (basicsr denoise -h)')
     parser.add_argument('--root', default=os.getcwd(),
                         help='folder holding experiments/, results/, tb_logger/ (default: current directory)')
     return parser
@@ -82,6 +84,10 @@ def _option_path(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['denoise']:  # its own flags (-i/-o/--tile...), not BasicSR's
+        load_plugins()
+        from mdrn_models import denoise
+        return denoise.main(argv[1:])
     ns, passthrough = _build_parser().parse_known_args(argv)
     # torch.distributed.launch passes --local-rank=N; BasicSR only knows --local_rank (pitfall #7)
     passthrough = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a

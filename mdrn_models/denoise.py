@@ -1,0 +1,128 @@
+"""Denoise your own images with a trained model: ``basicsr denoise``.
+
+    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i noisy.png -o denoised.png
+    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i photos/ -o denoised/ --tile 512
+    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i clean.png -o denoised.png --add_noise 25
+
+``-opt`` is the ``basicsr test`` option file of a weight (its ``network_g`` and ``path.pretrain_network_g``; any
+registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an image or a folder of images, ``-o``
+the output image or folder; existing outputs are refused unless ``--force``. Gray models read images as gray, color
+models as RGB; outputs are 8-bit. The shipped weights were trained for additive white Gaussian noise of one sigma:
+``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image first, to see what the model does.
+``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
+"""
+import argparse
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+import mdrn_models  # noqa: F401  (compat alias + registrations)
+from basicsr.utils import img2tensor, imwrite, scandir, tensor2img
+
+from mdrn_models.cli import OptionFileError
+from mdrn_models.compare import CompareError, build_model, in_channels
+from mdrn_models.denoise_model import TILE_ALIGN, tiled_forward
+from mdrn_models.pipeline_fixes import CheckpointError
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class DenoiseError(ValueError):
+    """Bad command-line input, reported as one line before any compute."""
+
+
+def noisy_path(dst):
+    root, ext = osp.splitext(dst)
+    return f'{root}_noisy{ext}'
+
+
+def plan(inp, out, force, add_noise=False):
+    """(input path, output path) pairs; every problem with the paths is raised here, before any model is built."""
+    if osp.isdir(inp):
+        names = sorted(n for n in scandir(inp, suffix=IMAGE_EXTENSIONS, recursive=False))
+        if not names:
+            raise DenoiseError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in the folder {inp}')
+        if osp.isfile(out):
+            raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} is a file')
+        pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
+    elif osp.isfile(inp):
+        if osp.isdir(out):
+            out = osp.join(out, osp.splitext(osp.basename(inp))[0] + '.png')
+        if not cv2.haveImageWriter(out):
+            raise DenoiseError(f'cannot write {out}: use an image extension such as .png')
+        pairs = [(inp, out)]
+    else:
+        raise DenoiseError(f'input not found: {inp} (pass an image file or a folder of images to -i)')
+    outputs = [o for _, dst in pairs for o in ([dst, noisy_path(dst)] if add_noise else [dst])]
+    existing = [o for o in outputs if osp.exists(o)]
+    if existing and not force:
+        raise DenoiseError(f'{existing[0]} exists ({len(existing)} output(s) in all); pass --force to overwrite, '
+                           'or choose another -o')
+    return pairs
+
+
+def read_image(path, channels):
+    """uint8 HxWxC image in the model's channel order (gray, or RGB), as BasicSR's datasets feed it."""
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
+    if img is None:
+        raise DenoiseError(f'cannot read {path} as an image')
+    return img[..., None] if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def denoise(net, img, add_noise=None, seed=0, tile=None, device='cpu'):
+    """uint8 image -> (noisy input actually fed, denoised), both uint8 in the image's channel order."""
+    x = img2tensor(img.astype(np.float32) / 255., bgr2rgb=False, float32=True)[None].to(device)
+    if add_noise:
+        gen = torch.Generator().manual_seed(seed)
+        x = x + (torch.randn(x.shape, generator=gen) * add_noise / 255.).to(device)  # not clipped, as in training
+    with torch.no_grad():
+        y = net(x) if tile is None else tiled_forward(net, x, tile, 32)
+    return tensor2img(x.clamp(0, 1), rgb2bgr=False), tensor2img(y, rgb2bgr=False)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='basicsr denoise', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
+    parser.add_argument('-i', '--input', required=True, help='image file or folder of images')
+    parser.add_argument('-o', '--output', required=True, help='output image file, or folder')
+    parser.add_argument('--add_noise', type=float, default=None, metavar='SIGMA',
+                        help='add AWGN of this sigma (0-255 scale) first; also writes the noisy input (*_noisy.png)')
+    parser.add_argument('--seed', type=int, default=0, help='seed of --add_noise (default 0)')
+    parser.add_argument('--tile', type=int, default=None, metavar='SIZE',
+                        help=f'denoise in SIZE-pixel tiles (multiple of {TILE_ALIGN}) to bound memory')
+    parser.add_argument('--force', action='store_true', help='overwrite existing outputs')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tile is not None and (args.tile <= 0 or args.tile % TILE_ALIGN):
+            raise DenoiseError(f'--tile must be a positive multiple of {TILE_ALIGN}, got {args.tile}')
+        if args.add_noise is not None and args.add_noise <= 0:
+            raise DenoiseError(f'--add_noise is a noise sigma on the 0-255 scale and must be > 0, got {args.add_noise}')
+        pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
+        net, _ = build_model(args.opt)
+    except (DenoiseError, CompareError, OptionFileError, CheckpointError) as exc:
+        sys.exit(f'basicsr denoise: error: {exc}')
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    net = net.to(device)
+    channels = in_channels(net) or 3
+    for src, dst in pairs:
+        try:
+            img = read_image(src, channels)
+        except DenoiseError as exc:
+            sys.exit(f'basicsr denoise: error: {exc}')
+        noisy, out = denoise(net, img, args.add_noise, args.seed, args.tile, device)
+        imwrite(out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR), dst)
+        if args.add_noise:
+            imwrite(noisy if channels == 1 else cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), noisy_path(dst))
+        print(f'{src} -> {dst}', flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,80 @@
+"""``basicsr denoise`` on a tiny MDRN: the real command in a subprocess, its outputs, and its one-line errors."""
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mdrn_arch import MDRN
+from mdrn_models.denoise import denoise, read_image
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A gray and a color image, and a tiny gray MDRN (option file + params-only checkpoint)."""
+    root = tmp_path_factory.mktemp('denoise')
+    (root / 'imgs').mkdir()
+    yy, xx = np.mgrid[:37, :29]
+    gray = (127 + 90 * np.sin(xx / 3) * np.cos(yy / 4)).astype(np.uint8)
+    cv2.imwrite(str(root / 'imgs' / 'a.png'), gray)
+    cv2.imwrite(str(root / 'imgs' / 'b.jpg'), np.dstack([gray, gray[::-1], gray[:, ::-1]]))
+    torch.manual_seed(0)
+    torch.save({'params': MDRN(num_feat=8, num_block=1, num_level=2).state_dict()}, root / 'mdrn.pth')
+    (root / 'mdrn.yml').write_text(textwrap.dedent(f"""
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{pretrain_network_g: {root / 'mdrn.pth'}, param_key_g: params, strict_load_g: true}}
+        """))
+    return root
+
+
+def test_denoises_one_image_and_matches_the_network(tiny, basicsr_cli, tmp_path):
+    out = tmp_path / 'out.png'
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs' / 'a.png', '-o', out, cwd=tmp_path)
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    net = MDRN(num_feat=8, num_block=1, num_level=2)
+    net.load_state_dict(torch.load(tiny / 'mdrn.pth')['params'])
+    _, expected = denoise(net.eval(), read_image(str(tiny / 'imgs' / 'a.png'), 1))
+    assert got.shape == (37, 29) and np.array_equal(got, expected)
+
+
+def test_folder_add_noise_and_tiles(tiny, basicsr_cli, tmp_path):
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs', '-o', tmp_path / 'full', '--add_noise',
+                25, cwd=tmp_path)
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs', '-o', tmp_path / 'tiled', '--add_noise',
+                25, '--tile', 16, cwd=tmp_path)
+    names = sorted(p.name for p in (tmp_path / 'full').iterdir())
+    assert names == ['a.png', 'a_noisy.png', 'b.png', 'b_noisy.png']  # color input read as gray for a gray model
+    noisy = cv2.imread(str(tmp_path / 'full' / 'a_noisy.png'), 0).astype(float)
+    clean = cv2.imread(str(tiny / 'imgs' / 'a.png'), 0).astype(float)
+    assert 15 < np.std(noisy - clean) < 30  # sigma 25, clipped to [0, 255] for the saved copy
+    for name in names:  # tiles with 32 px of context reproduce the whole-image result (8-bit rounding aside)
+        a = cv2.imread(str(tmp_path / 'full' / name), 0).astype(int)
+        b = cv2.imread(str(tmp_path / 'tiled' / name), 0).astype(int)
+        assert np.abs(a - b).max() <= 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['-i', 'missing.png', '-o', 'o.png'], 'input not found: missing.png'),
+    (['-i', '{imgs}/a.png', '-o', 'o.txt'], 'cannot write o.txt'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--tile', '30'], '--tile must be a positive multiple of 8'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0'], '--add_noise is a noise sigma'),
+    (['-i', '{imgs}/a.png', '-o', 'exists.png'], 'exists.png exists (1 output(s) in all); pass --force'),
+    (['-i', '{imgs}', '-o', 'exists.png'], 'so -o must be a folder'),
+])
+def test_bad_input_is_one_line_before_compute(tiny, basicsr_cli, tmp_path, args, message):
+    (tmp_path / 'exists.png').write_bytes(b'mine')
+    proc = basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', *[a.format(imgs=tiny / 'imgs') for a in args],
+                       cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('basicsr denoise: error: ') and message in lines[0], lines
+    assert (tmp_path / 'exists.png').read_bytes() == b'mine'
+    assert not (tmp_path / 'o.png').exists()
+
+
+def test_force_overwrites(tiny, basicsr_cli, tmp_path):
+    (tmp_path / 'o.png').write_bytes(b'mine')
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs' / 'a.png', '-o', tmp_path / 'o.png',
+                '--force', cwd=tmp_path)
+    assert cv2.imread(str(tmp_path / 'o.png'), 0).shape == (37, 29)
