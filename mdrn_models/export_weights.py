@@ -1,0 +1,53 @@
+"""Turn a training checkpoint into a small weight file to ship: ``{'params': state_dict}`` only, fp16 by default.
+
+    python -m mdrn_models.export_weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
+    python -m mdrn_models.export_weights CKPT OUT --key params_ema --dtype fp32 --force
+
+BasicSR's ``net_g_*.pth`` already holds ``params`` (and ``params_ema`` when EMA is on); shipping means picking one,
+casting it (fp16 halves the file; BasicSR's ``load_network`` casts it back to the network's fp32 on load) and
+storing it under ``params``, the key every ``basicsr test`` option file of this project reads. An existing output is
+refused unless ``--force``. Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+
+import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
+from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
+
+DTYPES = {'fp16': torch.float16, 'fp32': torch.float32}
+
+
+def export(ckpt, out, key='params', dtype='fp16', force=False):
+    """Write ``{'params': ckpt[key] cast to dtype}`` to ``out``; returns the number of parameters written."""
+    if osp.exists(out) and not force:
+        raise CheckpointError(f'{out} exists; pass --force to overwrite it')
+    state = check_checkpoint(ckpt)
+    if key not in state:
+        raise CheckpointError(f'{ckpt} has no "{key}" (it holds: {", ".join(map(str, state))}); choose one with --key')
+    params = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v) for k, v in state[key].items()}
+    os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+    torch.save({'params': params}, out)
+    return sum(v.numel() for v in params.values())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m mdrn_models.export_weights', description=__doc__.split('\n\n')[0])
+    parser.add_argument('ckpt', help="BasicSR network checkpoint, e.g. experiments/NAME/models/net_g_latest.pth")
+    parser.add_argument('out', help='weight file to write')
+    parser.add_argument('--key', default='params', help='which state dict of the checkpoint (params or params_ema)')
+    parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp16', help='stored precision (default fp16)')
+    parser.add_argument('--force', action='store_true', help='overwrite an existing output')
+    args = parser.parse_args(argv)
+    try:
+        n = export(args.ckpt, args.out, args.key, args.dtype, args.force)
+    except CheckpointError as exc:
+        sys.exit(f'export_weights: error: {exc}')
+    print(f'{args.out}: {n:,} values ({args.dtype}) from {args.ckpt}["{args.key}"], {osp.getsize(args.out):,} bytes')
+
+
+if __name__ == '__main__':
+    main()
