@@ -130,10 +130,13 @@ class MDRN(nn.Module):
         h, w = x.shape[-2:]
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
             else torch.contiguous_format
-        if x.device.type == 'cpu':
-            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast path for 1x1 convs
         x_pad = pad_to_multiple(x, 2**self.num_level)
-        nodes = {(0, 0): self.msag_0_0(self.head(x_pad))}
+        feat = self.head(x_pad)
+        if feat.device.type == 'cpu':
+            # oneDNN's fast path for 1x1 convs. Converting the input instead does nothing for gray images: a 1-channel
+            # tensor is NCHW and channels_last at once, torch then keeps NCHW, and the whole network ran in NCHW.
+            feat = feat.contiguous(memory_format=torch.channels_last)
+        nodes = {(0, 0): self.msag_0_0(feat)}
         # Unet++ order: each new downsampling (k, 0) is restored immediately, climbing the diagonal back to level 0.
         for k in range(1, self.num_level + 1):
             nodes[k, 0] = getattr(self, f'msag_{k}_0')(getattr(self, f'down_{k}')(nodes[k - 1, 0]))

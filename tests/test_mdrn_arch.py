@@ -83,3 +83,16 @@ def test_channel_shuffle_interleaves_groups():
 def test_odd_num_feat_is_rejected():
     with pytest.raises(ValueError, match='num_feat must be even'):
         MDRN(num_feat=7)
+
+
+@pytest.mark.parametrize('channels', [1, 3])
+def test_cpu_features_run_channels_last_for_gray_and_color(channels):
+    # A 1-channel image is NCHW and channels_last at once; converting it did nothing, and every conv ran in NCHW
+    # (oneDNN's slow 1x1 path). The features after the head must be channels_last; the output keeps the caller's format.
+    net = MDRN(num_in_ch=channels, num_out_ch=channels, num_feat=8, num_block=1, num_level=2).eval()
+    formats = []
+    net.msag_0_0.register_forward_pre_hook(
+        lambda m, inputs: formats.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.no_grad():
+        y = net(torch.rand(1, channels, 12, 12))
+    assert formats == [True] and y.is_contiguous()
