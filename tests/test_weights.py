@@ -1,0 +1,91 @@
+"""Shipped weights (``weights/``): each has a ``basicsr test`` option file, holds only ``params``, loads strictly into
+that file's network, and its Set12 numbers in the model card (weights/README.md) reproduce through ``basicsr test``
+(needs ../shared; skips without it). Also the exporter that makes such files from training checkpoints."""
+import re
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+
+from mdrn_arch import MDRN
+from mdrn_models.export_weights import export
+from mdrn_models.export_weights import main as export_main
+from mdrn_models.pipeline_fixes import CheckpointError
+from tests.conftest import REPO
+
+WEIGHTS = sorted((REPO / 'weights').glob('*.pth'))
+
+
+def option_files():
+    """options/test_*.yml whose pretrain_network_g is a shipped weight -> {weight file name: option path}."""
+    found = {}
+    for path in sorted((REPO / 'options').glob('test_*.yml')):
+        weight = (yaml.safe_load(path.read_text()).get('path') or {}).get('pretrain_network_g') or ''
+        if weight.startswith('weights/'):
+            found[weight[len('weights/'):]] = path
+    return found
+
+
+def card_row(weight_name):
+    """The model card's numbers for a weight: the table row naming it -> [Set12 PSNR, SSIM, BSD68 PSNR, SSIM]."""
+    for line in (REPO / 'weights' / 'README.md').read_text().splitlines():
+        if line.startswith('|') and f'`weights/{weight_name}`' in line:
+            return [float(v) for v in re.findall(r'\|\s*([0-9]+\.[0-9]+)\s*(?=\|)', line)]
+    raise AssertionError(f'weights/README.md has no results row for weights/{weight_name}')
+
+
+def test_weights_are_shipped():
+    assert WEIGHTS, 'no weights/*.pth: the trained weights are part of the repository'
+
+
+@pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
+def test_params_only_and_loads_into_its_option_file(weight):
+    options = option_files()
+    assert weight.name in options, f'no options/test_*.yml with pretrain_network_g: weights/{weight.name}'
+    ckpt = torch.load(weight, map_location='cpu', weights_only=True)
+    assert list(ckpt) == ['params']
+    assert all(v.dtype in (torch.float16, torch.float32) for v in ckpt['params'].values())
+    net = build_network(yaml.safe_load(options[weight.name].read_text())['network_g'])
+    net.load_state_dict(ckpt['params'], strict=True)
+    assert len(card_row(weight.name)) == 4
+
+
+@pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
+def test_set12_numbers_of_the_model_card_reproduce(weight, shared_dir, tmp_path, basicsr_cli):
+    opt = yaml.safe_load(option_files()[weight.name].read_text())
+    set12 = [k for k, d in opt['datasets'].items() if d['name'] == 'Set12']
+    assert set12, 'the test option file of a shipped weight must test Set12'
+    opt['datasets'] = {'test_1': {**opt['datasets'][set12[0]],
+                                  'dataroot_gt': str(shared_dir / 'datasets' / 'test' / 'Set12')}}
+    opt['path']['pretrain_network_g'] = str(REPO / 'weights' / weight.name)
+    yml = tmp_path / 'test.yml'
+    yml.write_text(yaml.safe_dump(opt))
+    log = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
+    psnr, ssim = (float(re.findall(rf'# {m}: ([0-9.]+)', log)[-1]) for m in ('psnr', 'ssim'))
+    card_psnr, card_ssim = card_row(weight.name)[:2]
+    assert abs(psnr - card_psnr) <= 0.01 and abs(ssim - card_ssim) <= 0.0005, (psnr, ssim)
+
+
+def test_export_weights_ships_only_params_in_fp16_and_refuses_overwrite(tmp_path):
+    net = MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2)
+    ema = {k: v + 1 for k, v in net.state_dict().items()}
+    ckpt = tmp_path / 'net_g_5.pth'
+    torch.save({'params': net.state_dict(), 'params_ema': ema}, ckpt)
+    out = tmp_path / 'weights' / 'tiny.pth'
+
+    assert export(ckpt, out, key='params_ema') == sum(p.numel() for p in net.parameters())
+    saved = torch.load(out, map_location='cpu', weights_only=True)
+    assert list(saved) == ['params']
+    assert all(v.dtype == torch.float16 for v in saved['params'].values())
+    assert all(torch.equal(saved['params'][k], v.half()) for k, v in ema.items())
+    net.load_state_dict(saved['params'])  # fp16 values load into the fp32 network
+
+    with pytest.raises(CheckpointError, match='exists; pass --force'):
+        export(ckpt, out)
+    export(ckpt, out, dtype='fp32', force=True)
+    assert torch.load(out, weights_only=True)['params']['head.weight'].dtype == torch.float32
+    with pytest.raises(CheckpointError, match='no "nope".*--key'):
+        export(ckpt, tmp_path / 'other.pth', key='nope')
+    with pytest.raises(SystemExit, match='^export_weights: error: network checkpoint not found'):
+        export_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')])
