@@ -94,3 +94,49 @@ def test_demo_options_build_their_datasets(tmp_path, monkeypatch):
             ds = build_dataset({**ds_opt, 'phase': key.split('_')[0]})
             item = ds[0]
             assert item['lq'].shape[0] == ds_opt['channels']
+
+
+# ---- the short Train400 runs behind the shipped weights (weights/README.md)
+TRAIN400 = sorted(OPTIONS.glob('train_*_train400.yml'))
+KD_PAIRS = [('train_mdrn_gray_s50_train400.yml', 'train_mdrn_hmds_gray_s25to50_train400.yml'),
+            ('train_mdrn2b_gray_s25_train400.yml', 'train_mdrn2b_hads_gray_s25_train400.yml')]
+
+
+@pytest.mark.parametrize('path', TRAIN400, ids=lambda p: p.name)
+def test_train400_file_matches_its_test_file_and_weight(path):
+    opt = load(path)
+    stem = path.name[len('train_'):-len('.yml')]
+    assert f'basicsr train -opt options/{path.name}' in path.read_text().split('\n\n')[0]
+    assert opt['datasets']['train']['dataroot_gt'] == 'datasets/Train400'
+    test_opt = load(OPTIONS / f'test_{stem}.yml')
+    assert test_opt['network_g'] == opt['network_g']
+    assert test_opt['path']['pretrain_network_g'] == f'weights/{stem}.pth'
+    sigma = opt['datasets']['train']['sigma']
+    assert {d['sigma'] for d in [*opt['datasets'].values(), *test_opt['datasets'].values()]} == {sigma}
+    assert {d['name'] for d in test_opt['datasets'].values()} == {'Set12', 'BSD68'}
+    assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]  # the decay ends with the run
+    init = opt['path']['pretrain_network_g']
+    if init:  # fine-tuned from a shipped weight: the architectures must match
+        assert load(OPTIONS / f'test_{Path(init).stem}.yml')['network_g'] == opt['network_g']
+
+
+@pytest.mark.parametrize('plain, kd', KD_PAIRS, ids=[p[1] for p in KD_PAIRS])
+def test_distillation_run_differs_from_its_baseline_only_by_distillation(plain, kd):
+    """The plain and KD weights compare the strategy alone: same data, seed, init, schedule, student."""
+    a, b = load(OPTIONS / plain), load(OPTIONS / kd)
+    assert a['model_type'] == 'SRModel' and b['model_type'] == 'HKDModel'
+    teacher = b['path']['pretrain_network_t']
+    assert teacher.startswith('weights/') and load(OPTIONS / f'test_{Path(teacher).stem}.yml')['network_g'] == \
+        b['network_t']
+    kd_only = {'name', 'model_type', 'network_t'}
+    assert {k: v for k, v in a.items() if k not in kd_only | {'path', 'train', 'datasets'}} == \
+        {k: v for k, v in b.items() if k not in kd_only | {'path', 'train', 'datasets'}}
+    assert {k: v for k, v in b['train'].items() if k != 'kd_opt'} == a['train']
+    assert {k: v for k, v in b['path'].items() if not k.endswith('_t')} == a['path']
+    train_b = {k: v for k, v in b['datasets']['train'].items() if k != 'sigma_teacher'}
+    assert train_b == a['datasets']['train'] and b['datasets']['val_1'] == a['datasets']['val_1']
+    # HMDS: the teacher sees the noise level it was trained at; HADS: the student's own
+    teacher_sigma = {d['sigma'] for d in load(OPTIONS / f'test_{Path(teacher).stem}.yml')['datasets'].values()}
+    hmds = b['train']['kd_opt']['teacher_input'] == 'lq_teacher'
+    assert teacher_sigma == {b['datasets']['train']['sigma_teacher'] if hmds else b['datasets']['train']['sigma']}
+    assert ('sigma_teacher' in b['datasets']['train']) == hmds
