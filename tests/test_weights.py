@@ -89,3 +89,13 @@ def test_export_weights_ships_only_params_in_fp16_and_refuses_overwrite(tmp_path
         export(ckpt, tmp_path / 'other.pth', key='nope')
     with pytest.raises(SystemExit, match='^export_weights: error: network checkpoint not found'):
         export_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')])
+
+
+@pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
+def test_readme_table_matches_the_model_card(weight):
+    """README.md's "Trained weights" table repeats the card's numbers; they must not drift apart."""
+    rows = [line for line in (REPO / 'README.md').read_text().splitlines()
+            if line.startswith(f'| `{weight.name}` |')]
+    assert len(rows) == 1, f'README.md "Trained weights" has no (or several) rows for {weight.name}'
+    readme = [float(v) for v in re.findall(r'\b[0-9]+\.[0-9]{2,4}\b', rows[0])]
+    assert readme == card_row(weight.name)
