@@ -102,13 +102,18 @@ KD_PAIRS = [('train_mdrn_gray_s50_train400.yml', 'train_mdrn_hmds_gray_s25to50_t
             ('train_mdrn2b_gray_s25_train400.yml', 'train_mdrn2b_hads_gray_s25_train400.yml')]
 
 
+def shipped_weight_test_options(weight_path):
+    """weights/NAME.pth -> the parsed options/test_NAME.yml that tests it."""
+    return load(OPTIONS / f'test_{Path(weight_path).stem}.yml')
+
+
 @pytest.mark.parametrize('path', TRAIN400, ids=lambda p: p.name)
 def test_train400_file_matches_its_test_file_and_weight(path):
     opt = load(path)
     stem = path.name[len('train_'):-len('.yml')]
     assert f'basicsr train -opt options/{path.name}' in path.read_text().split('\n\n')[0]
     assert opt['datasets']['train']['dataroot_gt'] == 'datasets/Train400'
-    test_opt = load(OPTIONS / f'test_{stem}.yml')
+    test_opt = shipped_weight_test_options(f'weights/{stem}.pth')
     assert test_opt['network_g'] == opt['network_g']
     assert test_opt['path']['pretrain_network_g'] == f'weights/{stem}.pth'
     sigma = opt['datasets']['train']['sigma']
@@ -117,7 +122,7 @@ def test_train400_file_matches_its_test_file_and_weight(path):
     assert opt['train']['scheduler']['periods'] == [opt['train']['total_iter']]  # the decay ends with the run
     init = opt['path']['pretrain_network_g']
     if init:  # fine-tuned from a shipped weight: the architectures must match
-        assert load(OPTIONS / f'test_{Path(init).stem}.yml')['network_g'] == opt['network_g']
+        assert shipped_weight_test_options(init)['network_g'] == opt['network_g']
 
 
 @pytest.mark.parametrize('plain, kd', KD_PAIRS, ids=[p[1] for p in KD_PAIRS])
@@ -126,17 +131,18 @@ def test_distillation_run_differs_from_its_baseline_only_by_distillation(plain, 
     a, b = load(OPTIONS / plain), load(OPTIONS / kd)
     assert a['model_type'] == 'SRModel' and b['model_type'] == 'HKDModel'
     teacher = b['path']['pretrain_network_t']
-    assert teacher.startswith('weights/') and load(OPTIONS / f'test_{Path(teacher).stem}.yml')['network_g'] == \
-        b['network_t']
-    kd_only = {'name', 'model_type', 'network_t'}
-    assert {k: v for k, v in a.items() if k not in kd_only | {'path', 'train', 'datasets'}} == \
-        {k: v for k, v in b.items() if k not in kd_only | {'path', 'train', 'datasets'}}
+    assert teacher.startswith('weights/')
+    teacher_opt = shipped_weight_test_options(teacher)
+    assert teacher_opt['network_g'] == b['network_t']
+    compared_below = {'name', 'model_type', 'network_t', 'path', 'train', 'datasets'}
+    assert {k: v for k, v in a.items() if k not in compared_below} == \
+        {k: v for k, v in b.items() if k not in compared_below}
     assert {k: v for k, v in b['train'].items() if k != 'kd_opt'} == a['train']
     assert {k: v for k, v in b['path'].items() if not k.endswith('_t')} == a['path']
     train_b = {k: v for k, v in b['datasets']['train'].items() if k != 'sigma_teacher'}
     assert train_b == a['datasets']['train'] and b['datasets']['val_1'] == a['datasets']['val_1']
     # HMDS: the teacher sees the noise level it was trained at; HADS: the student's own
-    teacher_sigma = {d['sigma'] for d in load(OPTIONS / f'test_{Path(teacher).stem}.yml')['datasets'].values()}
+    teacher_sigma = {d['sigma'] for d in teacher_opt['datasets'].values()}
     hmds = b['train']['kd_opt']['teacher_input'] == 'lq_teacher'
     assert teacher_sigma == {b['datasets']['train']['sigma_teacher'] if hmds else b['datasets']['train']['sigma']}
     assert ('sigma_teacher' in b['datasets']['train']) == hmds
