@@ -19,12 +19,20 @@ Speed (same function, same state_dict): on CPU the forward runs in ``channels_la
 convs on 64 channels are ~6x faster there than in NCHW), MSAB's ``conv_in`` is applied per half (weight slices, so
 each branch gets a contiguous input instead of a strided ``chunk`` view), and the channel shuffle is folded into the
 columns of the next 1x1 fusion conv (``fusion(shuffle(y)) == conv(y, W[:, unshuffle])``), which removes the shuffle
-copy. ``python -m mdrn_models.benchmark`` measures it.
+copy. Without autograd (inference, a distillation teacher) on the CPU, each MSAG runs through oneDNN ops with the ReLU
+and the residual adds fused into the convs (``onednn_fused``): the 1x1 fusions over concatenated inputs become sums of
+per-input convs added in place (no ``cat``), and each block writes its result into its input buffer. Same outputs;
+``python -m mdrn_models.benchmark`` measures it (``MDRN-unfused`` is the same network without this path).
 """
+import itertools
+
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+from torch.nn.modules import module as nn_module
+
+from . import onednn_fused
 
 
 def channel_shuffle(x, groups):
@@ -64,22 +72,44 @@ class MSAB(nn.Module):
         self.branches = nn.ModuleList(nn.Conv2d(half, half, 3, padding=d, dilation=d) for d in dilations)
         self.act = nn.ReLU(inplace=True)
         self.fusion = nn.Conv2d(num_feat, num_feat, 1)
-        # fusion(shuffle(y)) == conv(y, fusion.weight[:, unshuffle]): the shuffle folded into the fusion weights
         self.register_buffer('unshuffle', torch.argsort(shuffle_source(num_feat, len(dilations))), persistent=False)
 
+    def fusion_weight(self):
+        """fusion(shuffle(y)) == conv(y, fusion.weight[:, unshuffle]): the shuffle folded into the fusion weights."""
+        return self.fusion.weight[:, self.unshuffle]
+
+    def _conv_in_slices(self):
+        step = self.conv_in.out_channels // len(self.branches)
+        return [slice(i * step, (i + 1) * step) for i in range(len(self.branches))]
+
     def forward(self, x):
-        n = len(self.branches)
-        step = self.conv_in.out_channels // n
         w_in, b_in = self.conv_in.weight, self.conv_in.bias
         # conv_in per half (same as conv_in(x).chunk(n)), so each branch reads a contiguous tensor
-        y = torch.cat([self.act(conv(F.conv2d(x, w_in[i * step:(i + 1) * step], b_in[i * step:(i + 1) * step])))
-                       for i, conv in enumerate(self.branches)], dim=1)
-        return x + F.conv2d(y, self.fusion.weight[:, self.unshuffle], self.fusion.bias)
+        y = torch.cat([self.act(conv(F.conv2d(x, w_in[s], b_in[s])))
+                       for s, conv in zip(self._conv_in_slices(), self.branches)], dim=1)
+        return x + F.conv2d(y, self.fusion_weight(), self.fusion.bias)
+
+    def forward_fused(self, x, inplace):
+        """``forward`` through oneDNN's fused ops (no autograd; see ``onednn_fused``), into ``x`` when ``inplace``."""
+        slices = self._conv_in_slices()
+        ys = [onednn_fused.conv(onednn_fused.conv(x, self.conv_in.weight[s], self.conv_in.bias[s]), branch.weight,
+                                branch.bias, branch.padding[0], branch.dilation[0], relu=True)
+              for s, branch in zip(slices, self.branches)]
+        # fusion(cat(y_0, y_1)) == sum_i conv(y_i, W[:, slice_i]): no cat; each term is added onto x in place
+        w_fus, out = self.fusion_weight(), x
+        for i, (s, y) in enumerate(zip(slices, ys)):
+            bias = self.fusion.bias if i == len(ys) - 1 else None
+            out = onednn_fused.add_conv1x1(out, y, w_fus[:, s].contiguous(), bias, inplace=inplace or i > 0)
+        return out
 
 
 class MSAG(nn.Module):
     """Multi-scale Aggregation Group (Fig. 4): 1x1 fusion of its concatenated inputs, ``num_block`` MSABs, and a
-    long skip from the fused input to the output (global residual learning, as in RCAN's residual groups)."""
+    long skip from the fused input to the output (global residual learning, as in RCAN's residual groups).
+
+    Set ``fused_inference = False`` on an instance to keep it off the oneDNN fast path (for comparisons).
+    """
+    fused_inference = True
 
     def __init__(self, in_ch, num_feat=64, num_block=8):
         super().__init__()
@@ -87,8 +117,27 @@ class MSAG(nn.Module):
         self.body = nn.Sequential(*(MSAB(num_feat) for _ in range(num_block)))
 
     def forward(self, *inputs):
-        x = self.fusion(torch.cat(inputs, dim=1))
-        return x + self.body(x)
+        if not (self.fused_inference and onednn_fused.usable(inputs[0]) and not _hooked_inside(self)):
+            x = self.fusion(torch.cat(inputs, dim=1))
+            return x + self.body(x)
+        # fusion(cat(inputs)) == sum_k conv(input_k, W[:, channels of k]): no cat; terms added in place
+        ends = list(itertools.accumulate(t.shape[1] for t in inputs))
+        x = None
+        for t, start, end in zip(inputs, [0, *ends], ends):
+            w = self.fusion.weight[:, start:end].contiguous()
+            b = self.fusion.bias if end == ends[-1] else None
+            x = onednn_fused.conv(t, w, b) if x is None else onednn_fused.add_conv1x1(x, t, w, b, inplace=True)
+        y = x
+        for k, block in enumerate(self.body):
+            y = block.forward_fused(y, inplace=k > 0)  # from block 1 on, y is a buffer of this loop's own
+        return y.add_(x)
+
+
+def _hooked_inside(module):
+    """Whether a forward hook (e.g. a distillation tap) sits on a submodule of ``module``, or a global one: the fused
+    path calls the submodules' convs directly, which would skip it."""
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module)
 
 
 @ARCH_REGISTRY.register()

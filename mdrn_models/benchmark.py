@@ -7,7 +7,8 @@ plain vs HADS vs HMDS.
 Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 features), ``FFDNet`` (gray, 15 convs),
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
-work in ``mdrn_arch.py`` bought. Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and on CUDA
+work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
+inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and on CUDA
 ``amp`` (fp16 autocast, channels_last) and ``compile`` (``torch.compile`` of the fp32 model).
 
 Method: batch 1, gray, ``no_grad``; one warm-up forward per (model, mode, size) which also measures peak memory
@@ -37,7 +38,7 @@ from torch.utils._pytree import tree_flatten
 import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
-from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
+from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, pad_to_multiple
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -86,15 +87,23 @@ class ReferenceMDRN(torch.nn.Module):
         return out + x if net.residual else out
 
 
+VARIANTS = ('-ref', '-unfused')  # MDRN only: the reference forward; the fast forward without the oneDNN fused path
+
+
 def build(name):
-    base = name[:-4] if name.endswith('-ref') else name
+    variant = next((v for v in VARIANTS if name.endswith(v)), '')
+    base = name[:len(name) - len(variant)]
     if base not in MODELS:
-        raise ValueError(f"unknown model '{name}': choose from {list(MODELS) + ['MDRN-ref', 'MDRN-2B-ref']}.")
-    if name.endswith('-ref') and MODELS[base]['type'] != 'MDRN':
-        raise ValueError(f"'{name}': only MDRN models have a -ref (reference forward) variant.")
+        raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -ref or -unfused.")
+    if variant and MODELS[base]['type'] != 'MDRN':
+        raise ValueError(f"'{name}': only MDRN models have -ref / -unfused variants.")
     torch.manual_seed(0)
     net = build_network(deepcopy(MODELS[base]))
-    return (ReferenceMDRN(net) if name.endswith('-ref') else net).eval()
+    if variant == '-unfused':
+        for m in net.modules():
+            if isinstance(m, MSAG):
+                m.fused_inference = False
+    return (ReferenceMDRN(net) if variant == '-ref' else net).eval()
 
 
 # ------------------------------------------------------------------------------------------------------ measuring

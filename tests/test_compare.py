@@ -168,4 +168,4 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     assert '--force' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         benchmark.main(['--sizes', '32', '--models', 'DnCNN-ref'])
-    assert 'only MDRN' in capsys.readouterr().err
+    assert 'only MDRN models have -ref / -unfused' in capsys.readouterr().err

@@ -96,3 +96,63 @@ def test_cpu_features_run_channels_last_for_gray_and_color(channels):
     with torch.no_grad():
         y = net(torch.rand(1, channels, 12, 12))
     assert formats == [True] and y.is_contiguous()
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """Counts calls of the oneDNN fused ops (the CPU inference fast path)."""
+    from mdrn_arch import onednn_fused
+    calls = []
+    for name in ('conv', 'add_conv1x1'):
+        real = getattr(onednn_fused, name)
+        monkeypatch.setattr(onednn_fused, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize('channels, num_block, num_level, size', [(1, 2, 3, (17, 23)), (3, 1, 2, (40, 9)),
+                                                                  (1, 3, 1, (8, 8))])
+def test_fused_cpu_inference_equals_the_plain_forward(channels, num_block, num_level, size, fused_calls):
+    # The fast path writes blocks' results into their input buffers: the Unet++ nodes that are read again later
+    # (dense connections, the long skips) would be corrupted if it wrote into the wrong one. Batch 2, odd sizes.
+    torch.manual_seed(0)
+    net = MDRN(channels, channels, num_feat=16, num_block=num_block, num_level=num_level).eval()
+    x = torch.rand(2, channels, *size)
+    x_before = x.clone()
+    y_plain = net(x).detach()  # autograd on: the plain path
+    assert not fused_calls
+    with torch.no_grad():
+        y = net(x)
+    assert fused_calls and torch.equal(x, x_before)
+    assert torch.allclose(y, y_plain, atol=1e-5), (y - y_plain).abs().max()
+    for m in net.modules():
+        if isinstance(m, MSAG):
+            m.fused_inference = False
+    fused_calls.clear()
+    with torch.no_grad():
+        assert torch.allclose(net(x), y_plain, atol=1e-5) and not fused_calls
+
+
+def test_hooks_inside_a_group_keep_the_plain_path_hooks_on_it_do_not(fused_calls):
+    net = MDRN(1, 1, num_feat=8, num_block=2, num_level=1).eval()
+    x = torch.rand(1, 1, 8, 8)
+    seen = []
+    handle = net.msag_0_1.body[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        net(x)
+    handle.remove()
+    assert seen == [(1, 8, 8, 8)]  # a tap inside an MSAG still fires: that MSAG ran the plain path
+    # a tap on the MSAG itself (the paper's distillation features) sees the fast path's output
+    net.msag_0_1.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    fused_calls.clear()
+    with torch.no_grad():
+        net(x)
+    assert fused_calls
+    net(x)  # autograd on: the plain path
+    assert torch.allclose(seen[-2], seen[-1], atol=1e-5)
+
+
+def test_autocast_keeps_the_plain_path(fused_calls):
+    net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert net(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    assert not fused_calls

@@ -1,0 +1,40 @@
+"""oneDNN convolutions with a ReLU or a residual add fused in: MDRN's CPU inference fast path.
+
+torch ships these ops for its own compiler (inductor lowers conv+ReLU and conv+add to them on the CPU). Calling them
+directly saves MDRN a pass over memory for every ReLU and every residual add, and the in-place add writes each block's
+result into its input buffer instead of allocating a fresh feature map (on a stock glibc every fresh map costs page
+faults). They have no autograd and are private to torch, so they are used only where nothing can tell the difference:
+no grad, fp32, CPU, oneDNN enabled, no autocast, not while compiling, and no module hooks to skip (so
+``torch.utils.flop_counter``, which tracks modules with global hooks, counts the plain path: the same MACs). Tests check
+them against the plain path.
+"""
+import torch
+
+try:
+    _conv = torch.ops.mkldnn._convolution_pointwise
+    _conv_add_ = torch.ops.mkldnn._convolution_pointwise_
+    AVAILABLE = torch.backends.mkldnn.is_available()
+except (AttributeError, RuntimeError):  # a torch build without them: the plain path runs
+    AVAILABLE = False
+
+_ONE, _ZERO = [1, 1], [0, 0]
+
+
+def usable(x):
+    """Whether the fused ops may replace the plain forward for ``x``."""
+    return (AVAILABLE and torch.backends.mkldnn.enabled and x.device.type == 'cpu' and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
+            and not torch.compiler.is_compiling())
+
+
+def conv(x, weight, bias, padding=0, dilation=1, relu=False):
+    """``conv2d(x, weight, bias, padding=padding, dilation=dilation)`` [then ReLU] as one op (stride 1, 1 group)."""
+    return _conv(x, weight, bias, [padding] * 2, _ONE, [dilation] * 2, 1, 'relu' if relu else 'none', [], '')
+
+
+def add_conv1x1(acc, x, weight, bias, inplace):
+    """``acc + conv2d(x, weight, bias)`` for a 1x1 ``weight``, written into ``acc`` when ``inplace``."""
+    if inplace:
+        return _conv_add_.binary(acc, x, weight, bias, _ZERO, _ONE, _ONE, 1, 'add', None, None, [], None)
+    return _conv.binary(x, acc, weight, bias, _ZERO, _ONE, _ONE, 1, 'add', None, None, [], None)
+
