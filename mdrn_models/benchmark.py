@@ -8,8 +8,8 @@ Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
-inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and on CUDA
-``amp`` (fp16 autocast, channels_last) and ``compile`` (``torch.compile`` of the fp32 model).
+inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and
+on CUDA ``amp`` (fp16 autocast, channels_last) and ``compile`` (``torch.compile`` of the fp32 model).
 
 Method: batch 1, gray, ``no_grad``; one warm-up forward per (model, mode, size) which also measures peak memory
 (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward, tracked at the

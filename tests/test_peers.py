@@ -35,6 +35,19 @@ def test_dncnn_is_residual():
         DnCNN(num_in_ch=1, num_out_ch=3)
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_dncnn_runs_channels_last_on_cpu_and_returns_the_callers_format(channels):
+    # gray inputs are NCHW and channels_last at once; the features after the first conv must be channels_last anyway
+    net = DnCNN(channels, channels, num_feat=8, num_conv=4)
+    seen = []
+    net.body[2].register_forward_pre_hook(lambda m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(2, channels, 9, 7)
+    y = net(x)
+    assert seen == [True] and y.is_contiguous() and torch.allclose(y, x - net.body(x), atol=1e-6)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    assert net(xc).is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize('size', [(8, 8), (9, 7), (1, 1), (16, 5)])
 def test_ffdnet_any_size_and_sigma_override(size):
     net = FFDNet(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3, sigma=25).eval()
