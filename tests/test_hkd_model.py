@@ -84,11 +84,12 @@ def test_kd_zero_with_shared_weights_and_input_positive_otherwise(tmp_path):
     model = build_model(make_opt(tmp_path, shared, network_t=STUDENT, pretrain_network_g=shared))
     model.feed_data(batch(0))
     model.optimize_parameters(1)
-    assert model.log_dict['l_kd'] == 0.0 and model.log_dict['l_pix'] > 0
-    # after one step the student has moved away from the teacher: KD > 0
+    # zero up to float rounding: the frozen teacher runs MDRN's fused no-grad CPU path, the student the autograd one
+    assert model.log_dict['l_kd'] < 1e-6 and model.log_dict['l_pix'] > 0
+    # after one step the student has moved away from the teacher: KD well above rounding
     model.feed_data(batch(1))
     model.optimize_parameters(2)
-    assert model.log_dict['l_kd'] > 0
+    assert model.log_dict['l_kd'] > 1e-4
 
     # HMDS: same weights, but the teacher sees the lower-noise lq_teacher -> KD > 0 from the first step
     ds = {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': 16, 'sigma': 50, 'sigma_teacher': 25}}
