@@ -39,6 +39,7 @@ import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
 from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, pad_to_multiple
+from mdrn_models import malloc_tuning
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -262,7 +263,7 @@ def device_desc(device):
 
 
 def report(rows, train, device, args):
-    lines = [f'Device: {device_desc(device)}. Batch 1, gray, no_grad, random weights. Latency: min over rounds '
+    lines = [f'Device: {device_desc(device)}, {args.malloc}. Batch 1, gray, no_grad, random weights. Latency: min over rounds '
              '(median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
              + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                 'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).'),
@@ -307,6 +308,9 @@ def main(argv=None):
                    '<=256/<=512/larger; CUDA: 20)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
+    p.add_argument('--keep-freed-memory', action='store_true',
+                   help="glibc keeps freed memory, as the basicsr/denoise/compare commands do (default: the library's "
+                        'behaviour in your own process, glibc defaults)')
     p.add_argument('--train', action='store_true', help='also time plain vs HADS vs HMDS training steps')
     p.add_argument('--train-only', action='store_true', help='only the training-step table')
     p.add_argument('--train-batch', type=int, default=4)
@@ -314,6 +318,8 @@ def main(argv=None):
     p.add_argument('--out', default=None, help='also write the Markdown here (refused if it exists, unless --force)')
     p.add_argument('--force', action='store_true')
     args = p.parse_args(argv)
+    args.malloc = 'glibc keeps freed memory' if args.keep_freed_memory and malloc_tuning.keep_freed_memory() else \
+        'default malloc'
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         p.exit(2, 'error: --device cuda asked for but CUDA is not available: use --device cpu.\n')

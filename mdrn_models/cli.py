@@ -19,6 +19,7 @@ import sys
 from importlib.metadata import entry_points
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
+from mdrn_models import malloc_tuning
 
 PLUGIN_GROUP = 'basicsr.plugins'
 
@@ -84,6 +85,7 @@ def _option_path(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
     if argv[:1] == ['denoise']:  # its own flags (-i/-o/--tile...), not BasicSR's
         load_plugins()
         from mdrn_models import denoise

@@ -42,7 +42,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
 from mdrn_arch import FFDNet
-from mdrn_models import pipeline_fixes
+from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset
 from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
@@ -403,6 +403,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    malloc_tuning.keep_freed_memory()
     if args.max_images is not None and args.max_images < 1:
         parser.exit(2, '--max-images must be >= 1.\n')
     if args.zoom < 1 or args.crop_size < 4 or args.flops_size < 8:

@@ -22,6 +22,7 @@ import torch
 import mdrn_models  # noqa: F401  (compat alias + registrations)
 from basicsr.utils import img2tensor, imwrite, scandir, tensor2img
 
+from mdrn_models import malloc_tuning
 from mdrn_models.cli import OptionFileError
 from mdrn_models.compare import CompareError, build_model, in_channels
 from mdrn_models.denoise_model import TILE_ALIGN, tiled_forward
@@ -100,6 +101,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    malloc_tuning.keep_freed_memory()
     try:
         if args.tile is not None and (args.tile <= 0 or args.tile % TILE_ALIGN):
             raise DenoiseError(f'--tile must be a positive multiple of {TILE_ALIGN}, got {args.tile}')
