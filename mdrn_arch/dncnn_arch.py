@@ -4,9 +4,10 @@
 ``forward(x) = x - body(x)`` (residual learning). ``mdrn_models.peer_weights`` imports the published MatConvNet
 weights (``DnCNN_gray_sigma{15,25,50}.mat``: 17 convs, 64 features, BN already folded).
 """
-import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from .memory_format import caller_format, cpu_channels_last
 
 
 @ARCH_REGISTRY.register()
@@ -34,13 +35,9 @@ class DnCNN(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x):
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
-            else torch.contiguous_format
         feat = x
         for i, layer in enumerate(self.body):
             feat = layer(feat)
-            if i == 0 and feat.device.type == 'cpu':
-                # as in MDRN: oneDNN's 3x3 convs are faster channels_last (measured here: 1.5x at 512x512), and a
-                # gray input, NCHW and channels_last at once, would otherwise keep the whole network NCHW
-                feat = feat.contiguous(memory_format=torch.channels_last)
-        return (x - feat).contiguous(memory_format=fmt)
+            if i == 0:
+                feat = cpu_channels_last(feat)  # see memory_format
+        return (x - feat).contiguous(memory_format=caller_format(x))

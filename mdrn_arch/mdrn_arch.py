@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from . import onednn_fused
+from .memory_format import caller_format, cpu_channels_last
 
 
 def channel_shuffle(x, groups):
@@ -177,14 +178,7 @@ class MDRN(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[-2:]
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
-            else torch.contiguous_format
-        x_pad = pad_to_multiple(x, 2**self.num_level)
-        feat = self.head(x_pad)
-        if feat.device.type == 'cpu':
-            # oneDNN's fast path for 1x1 convs. Converting the input instead does nothing for gray images: a 1-channel
-            # tensor is NCHW and channels_last at once, torch then keeps NCHW, and the whole network ran in NCHW.
-            feat = feat.contiguous(memory_format=torch.channels_last)
+        feat = cpu_channels_last(self.head(pad_to_multiple(x, 2**self.num_level)))  # see memory_format
         nodes = {(0, 0): self.msag_0_0(feat)}
         # Unet++ order: each new downsampling (k, 0) is restored immediately, climbing the diagonal back to level 0.
         for k in range(1, self.num_level + 1):
@@ -195,4 +189,4 @@ class MDRN(nn.Module):
                 nodes[i, j] = getattr(self, f'msag_{i}_{j}')(*(nodes[i, c] for c in range(j)), up)
         out = self.tail(nodes[0, self.num_level])[..., :h, :w]
         out = out + x if self.residual else out
-        return out.contiguous(memory_format=fmt)  # hand back the caller's memory format
+        return out.contiguous(memory_format=caller_format(x))

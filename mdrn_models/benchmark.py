@@ -263,8 +263,9 @@ def device_desc(device):
 
 
 def report(rows, train, device, args):
-    lines = [f'Device: {device_desc(device)}, {args.malloc}. Batch 1, gray, no_grad, random weights. Latency: min over rounds '
-             '(median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
+    lines = [f'Device: {device_desc(device)}, {args.malloc}. Batch 1, gray, no_grad, random weights. Latency: min '
+             'over rounds (median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. '
+             'Peak memory: '
              + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                 'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).'),
              '', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | peak MiB |',

@@ -85,11 +85,11 @@ def _option_path(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
     if argv[:1] == ['denoise']:  # its own flags (-i/-o/--tile...), not BasicSR's
         load_plugins()
         from mdrn_models import denoise
         return denoise.main(argv[1:])
+    malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
     ns, passthrough = _build_parser().parse_known_args(argv)
     # torch.distributed.launch passes --local-rank=N; BasicSR only knows --local_rank (pitfall #7)
     passthrough = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a

@@ -40,7 +40,8 @@ def test_dncnn_runs_channels_last_on_cpu_and_returns_the_callers_format(channels
     # gray inputs are NCHW and channels_last at once; the features after the first conv must be channels_last anyway
     net = DnCNN(channels, channels, num_feat=8, num_conv=4)
     seen = []
-    net.body[2].register_forward_pre_hook(lambda m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    net.body[2].register_forward_pre_hook(
+        lambda m, i: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
     x = torch.rand(2, channels, 9, 7)
     y = net(x)
     assert seen == [True] and y.is_contiguous() and torch.allclose(y, x - net.body(x), atol=1e-6)
