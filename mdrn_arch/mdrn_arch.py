@@ -21,7 +21,8 @@ each branch gets a contiguous input instead of a strided ``chunk`` view), and th
 columns of the next 1x1 fusion conv (``fusion(shuffle(y)) == conv(y, W[:, unshuffle])``), which removes the shuffle
 copy. Without autograd (inference, a distillation teacher) on the CPU, each MSAG runs through oneDNN ops with the ReLU
 and the residual adds fused into the convs (``onednn_fused``): the 1x1 fusions over concatenated inputs become sums of
-per-input convs added in place (no ``cat``), and each block writes its result into its input buffer. Same outputs;
+per-input convs added in place (no ``cat``), and each block writes its result into its input buffer; in fp32, and in
+bf16 under ``torch.autocast('cpu', dtype=torch.bfloat16)``. Same outputs (bf16: up to rounding);
 ``python -m mdrn_models.benchmark`` measures it (``MDRN-unfused`` is the same network without this path).
 """
 import itertools
@@ -118,9 +119,11 @@ class MSAG(nn.Module):
         self.body = nn.Sequential(*(MSAB(num_feat) for _ in range(num_block)))
 
     def forward(self, *inputs):
-        if not (self.fused_inference and onednn_fused.usable(inputs[0]) and not _hooked_inside(self)):
+        dtype = onednn_fused.compute_dtype(inputs[0]) if self.fused_inference else None
+        if dtype is None or _hooked_inside(self):
             x = self.fusion(torch.cat(inputs, dim=1))
             return x + self.body(x)
+        inputs = [t.to(dtype) for t in inputs]  # under autocast to bf16 the inputs may still be fp32
         # fusion(cat(inputs)) == sum_k conv(input_k, W[:, channels of k]): no cat; terms added in place
         ends = list(itertools.accumulate(t.shape[1] for t in inputs))
         x = None

@@ -4,9 +4,10 @@ torch ships these ops for its own compiler (inductor lowers conv+ReLU and conv+a
 directly saves MDRN a pass over memory for every ReLU and every residual add, and the in-place add writes each block's
 result into its input buffer instead of allocating a fresh feature map (on a stock glibc every fresh map costs page
 faults). They have no autograd and are private to torch, so they are used only where nothing can tell the difference:
-no grad, fp32, CPU, oneDNN enabled, no autocast, not while compiling, and no module hooks to skip (so
-``torch.utils.flop_counter``, which tracks modules with global hooks, counts the plain path: the same MACs). Tests check
-them against the plain path.
+no grad, CPU, oneDNN enabled, not while compiling, and no module hooks to skip (so ``torch.utils.flop_counter``, which
+tracks modules with global hooks, counts the plain path: the same MACs); in fp32, or in bf16 under CPU autocast to
+bf16 (weights cast per call, as autocast does; the add is done before the single rounding to bf16, where autocast
+rounds the conv output first). Tests check them against the plain path.
 """
 import torch
 
@@ -20,21 +21,34 @@ except (AttributeError, RuntimeError):  # a torch build without them: the plain 
 _ONE, _ZERO = [1, 1], [0, 0]
 
 
-def usable(x):
-    """Whether the fused ops may replace the plain forward for ``x``."""
-    return (AVAILABLE and torch.backends.mkldnn.enabled and x.device.type == 'cpu' and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled('cpu')
-            and not torch.compiler.is_compiling())
+def compute_dtype(x):
+    """The dtype the fused ops replacing the plain forward for ``x`` run in (fp32; bf16 under CPU autocast to bf16),
+    or None where they may not replace it."""
+    if not (AVAILABLE and torch.backends.mkldnn.enabled and x.device.type == 'cpu' and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and x.dtype in (torch.float32, torch.bfloat16)):
+        return None
+    if torch.is_autocast_enabled('cpu'):
+        return torch.bfloat16 if torch.get_autocast_dtype('cpu') == torch.bfloat16 else None
+    return torch.float32 if x.dtype == torch.float32 else None
 
 
 def conv(x, weight, bias, padding=0, dilation=1, relu=False):
-    """``conv2d(x, weight, bias, padding=padding, dilation=dilation)`` [then ReLU] as one op (stride 1, 1 group)."""
+    """``conv2d(x, weight, bias, padding=padding, dilation=dilation)`` [then ReLU] as one op (stride 1, 1 group), in
+    ``x``'s dtype."""
+    weight, bias = _like(x, weight, bias)
     return _conv(x, weight, bias, [padding] * 2, _ONE, [dilation] * 2, 1, 'relu' if relu else 'none', [], '')
 
 
 def add_conv1x1(acc, x, weight, bias, inplace):
-    """``acc + conv2d(x, weight, bias)`` for a 1x1 ``weight``, written into ``acc`` when ``inplace``."""
+    """``acc + conv2d(x, weight, bias)`` for a 1x1 ``weight``, written into ``acc`` when ``inplace``; in ``x``'s
+    dtype, which ``acc`` must have."""
+    weight, bias = _like(x, weight, bias)
     if inplace:
         return _conv_add_.binary(acc, x, weight, bias, _ZERO, _ONE, _ONE, 1, 'add', None, None, [], None)
     return _conv.binary(x, acc, weight, bias, _ZERO, _ONE, _ONE, 1, 'add', None, None, [], None)
 
+
+
+def _like(x, weight, bias):
+    """Weights in ``x``'s dtype (a no-op in fp32; under autocast the parameters stay fp32)."""
+    return weight.to(x.dtype), None if bias is None else bias.to(x.dtype)

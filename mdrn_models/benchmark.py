@@ -8,8 +8,9 @@ Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
-inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input), and
-on CUDA ``amp`` (fp16 autocast, channels_last) and ``compile`` (``torch.compile`` of the fp32 model).
+inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input),
+``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU) and, on CUDA, ``compile`` (``torch.compile`` of the
+fp32 model).
 
 Method: batch 1, gray, ``no_grad``; one warm-up forward per (model, mode, size) which also measures peak memory
 (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward, tracked at the
@@ -40,6 +41,7 @@ from basicsr.archs import build_network
 
 from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, pad_to_multiple
 from mdrn_models import malloc_tuning
+from mdrn_models.compare import AMP_DTYPE
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -158,7 +160,7 @@ def prepare(net, mode, device):
     def run(x):
         with torch.no_grad():
             if mode == 'amp':
-                with torch.autocast('cuda', dtype=torch.float16):
+                with torch.autocast(device.type, dtype=AMP_DTYPE[device.type]):
                     return net(x)
             return net(x)
     return run, fmt
@@ -267,7 +269,8 @@ def report(rows, train, device, args):
              'over rounds (median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. '
              'Peak memory: '
              + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
-                'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).'),
+                'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).')
+             + (f' amp: autocast to {str(AMP_DTYPE[device.type]).split(".")[1]}.' if 'amp' in args.modes else ''),
              '', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | peak MiB |',
              '|---|---:|---:|---|---:|---:|---:|---:|---:|']
     for r in rows:
@@ -304,7 +307,8 @@ def main(argv=None):
     p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
     p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
     p.add_argument('--modes', nargs='+', default=None, choices=MODES,
-                   help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA)')
+                   help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA). amp: autocast fp16 on '
+                        'CUDA, bf16 on the CPU (fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
     p.add_argument('--repeats', type=int, default=None, help='timed rounds per size (default CPU: 3/2/1 for '
                    '<=256/<=512/larger; CUDA: 20)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
@@ -326,8 +330,9 @@ def main(argv=None):
         p.exit(2, 'error: --device cuda asked for but CUDA is not available: use --device cpu.\n')
     args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
                                 ['fp32', 'channels_last'])
-    if device.type == 'cpu' and ({'amp', 'compile'} & set(args.modes)):
-        p.exit(2, 'error: modes amp/compile are for --device cuda; on CPU use fp32 and channels_last.\n')
+    if device.type == 'cpu' and 'compile' in args.modes:
+        p.exit(2, 'error: mode compile is for --device cuda (on the CPU inductor compiles each model for about a '
+                  'minute and sped DnCNN and MDRN alike); on CPU use fp32, channels_last and amp.\n')
     if any(s < 16 or s % 8 for s in args.sizes):
         p.exit(2, f'error: --sizes must be multiples of 8 and >= 16, got {args.sizes}.\n')
     for name in args.models:

@@ -19,7 +19,8 @@ Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k 
 they are bit-identical to ``basicsr test`` with the same ``noise_seed``; PSNR/SSIM are BasicSR's
 ``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as SRModel does.
 Also reported: parameters, GFLOPs of one 256x256 forward (``torch.utils.flop_counter``; 1 MAC = 2 FLOPs) and
-milliseconds per megapixel measured on this device during the run.
+milliseconds per megapixel measured on this device during the run. ``--amp`` runs every model under autocast (fp16 on
+CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR and gains in speed.
 
 Outputs (refused if present, unless ``--force``): ``OUT/compare.md``, ``OUT/compare.csv``,
 ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model | clean, zoomed crop, PSNR in the labels).
@@ -46,6 +47,9 @@ from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset
 from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
+
+# --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
+AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
 
 
 class CompareError(ValueError):
@@ -294,7 +298,8 @@ def run(args):
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                    out = net(lq)
+                    with torch.autocast(device.type, dtype=AMP_DTYPE[device.type], enabled=args.amp):
+                        out = net(lq).float()
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     info[name]['time'] += time.perf_counter() - t0
@@ -347,7 +352,8 @@ def run(args):
              f'{channels}-channel'
              + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
              f'GFLOPs: one {args.flops_size}×{args.flops_size} forward (torch.utils.flop_counter). ms/MP: forward '
-             f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run.', '',
+             f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run'
+             + (f'; autocast to {str(AMP_DTYPE[device.type]).split(".")[1]} (--amp)' if args.amp else '') + '.', '',
              '| model | ' + ' | '.join(f'{s} σ={g:g}' for s, g in cols)
              + f' | params (M) | GFLOPs@{args.flops_size}² | ms/MP |',
              '|---|' + '---|' * len(cols) + '---:|---:|---:|']
@@ -396,6 +402,8 @@ def build_parser():
     p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
     p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
+                   '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
     p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out')
     return p
 

@@ -103,6 +103,24 @@ def test_compare_outputs_and_consistency(tiny, tmp_path, capsys):
     assert _run(tiny, out, '--force') == 0
 
 
+def test_compare_amp_runs_under_bf16_autocast_on_cpu(tiny, tmp_path, capsys, monkeypatch):
+    seen = []
+    real = torch.autocast
+    monkeypatch.setattr(compare.torch, 'autocast', lambda *a, **k: seen.append((a, k)) or real(*a, **k))
+    fp32, amp = tmp_path / 'fp32', tmp_path / 'amp'
+    assert _run(tiny, fp32) == 0 and not any(k['enabled'] for _, k in seen)
+    assert _run(tiny, amp, '--amp') == 0 and seen[-1] == (('cpu',), {'dtype': torch.bfloat16, 'enabled': True})
+    assert 'autocast to bfloat16 (--amp)' in (amp / 'compare.md').read_text()
+    rows = {}
+    for tag, folder in (('fp32', fp32), ('amp', amp)):
+        rows |= {(tag, r['model'], r['sigma']): r for r in csv.DictReader(open(folder / 'compare.csv'))}
+    # the identity model subtracts a bf16 zero: its output is still exactly the noisy input. The random MDRN (a
+    # residual net, output near its input) moves by bf16 rounding only (measured 0.01 dB; random FFDNet-tiny's 6 dB
+    # garbage moves 0.4 dB, so it is not compared)
+    assert rows['amp', 'Ident', '25']['psnr'] == rows['amp', 'noisy', '25']['psnr']
+    assert abs(float(rows['amp', 'MDRN-tiny', '25']['psnr']) - float(rows['fp32', 'MDRN-tiny', '25']['psnr'])) < 0.1
+
+
 def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli):
     assert _run(tiny, tmp_path / 'cmp') == 0
     rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(tmp_path / 'cmp' / 'compare.csv'))}
@@ -156,10 +174,11 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     from mdrn_models import benchmark
     out = tmp_path / 'bench.md'
     assert benchmark.main(['--sizes', '32', '--models', 'DnCNN', 'MDRN-2B', 'MDRN-2B-ref', '--repeats', '1',
-                           '--out', str(out)]) == 0
+                           '--modes', 'fp32', 'channels_last', 'amp', '--out', str(out)]) == 0
     text = out.read_text()
     rows = [line.split('|') for line in text.splitlines() if line.startswith('| MDRN-2B | 0.768')]
-    assert len(rows) == 2  # fp32 and channels_last
+    assert [cells[4].strip() for cells in rows] == ['fp32', 'channels_last', 'amp']
+    assert 'amp: autocast to bfloat16.' in text  # amp on the CPU: bf16
     for cells in rows:
         # MACs/pixel from the flop counter (MDRN-2B ~0.33M, the paper-size net), GMAC/s finite and positive
         assert 300 < float(cells[3]) < 360 and float(cells[8]) > 0 and float(cells[9]) > 0
@@ -169,3 +188,6 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(['--sizes', '32', '--models', 'DnCNN-ref'])
     assert 'only MDRN models have -ref / -unfused' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark.main(['--sizes', '32', '--models', 'DnCNN', '--modes', 'compile', '--device', 'cpu'])
+    assert 'mode compile is for --device cuda' in capsys.readouterr().err
