@@ -48,7 +48,6 @@ def add_conv1x1(acc, x, weight, bias, inplace):
     return _conv.binary(x, acc, weight, bias, _ZERO, _ONE, _ONE, 1, 'add', None, None, [], None)
 
 
-
 def _like(x, weight, bias):
     """Weights in ``x``'s dtype (a no-op in fp32; under autocast the parameters stay fp32)."""
     return weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
