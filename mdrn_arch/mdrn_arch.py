@@ -109,7 +109,8 @@ class MSAG(nn.Module):
     """Multi-scale Aggregation Group (Fig. 4): 1x1 fusion of its concatenated inputs, ``num_block`` MSABs, and a
     long skip from the fused input to the output (global residual learning, as in RCAN's residual groups).
 
-    Set ``fused_inference = False`` on an instance to keep it off the oneDNN fast path (for comparisons).
+    Set ``fused_inference = False`` on an instance (``set_fused_inference`` for a whole net) to keep it off the oneDNN
+    fast path, for comparisons.
     """
     fused_inference = True
 
@@ -135,6 +136,13 @@ class MSAG(nn.Module):
         for k, block in enumerate(self.body):
             y = block.forward_fused(y, inplace=k > 0)  # from block 1 on, y is a buffer of this loop's own
         return y.add_(x)
+
+
+def set_fused_inference(net, enabled):
+    """Put every MSAG of ``net`` on (``True``, the default) or off the oneDNN fused inference path."""
+    for m in net.modules():
+        if isinstance(m, MSAG):
+            m.fused_inference = enabled
 
 
 def _hooked_inside(module):

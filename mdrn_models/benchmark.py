@@ -39,7 +39,7 @@ from torch.utils._pytree import tree_flatten
 import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
-from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, pad_to_multiple
+from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
 from mdrn_models import malloc_tuning
 from mdrn_models.compare import AMP_DTYPE
 
@@ -103,9 +103,7 @@ def build(name):
     torch.manual_seed(0)
     net = build_network(deepcopy(MODELS[base]))
     if variant == '-unfused':
-        for m in net.modules():
-            if isinstance(m, MSAG):
-                m.fused_inference = False
+        set_fused_inference(net, False)
     return (ReferenceMDRN(net) if variant == '-ref' else net).eval()
 
 

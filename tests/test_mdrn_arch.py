@@ -5,7 +5,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from mdrn_arch import MDRN
-from mdrn_arch.mdrn_arch import MSAG, channel_shuffle
+from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, set_fused_inference
 
 
 def n_params(net):
@@ -124,9 +124,7 @@ def test_fused_cpu_inference_equals_the_plain_forward(channels, num_block, num_l
         y = net(x)
     assert fused_calls and torch.equal(x, x_before)
     assert torch.allclose(y, y_plain, atol=1e-5), (y - y_plain).abs().max()
-    for m in net.modules():
-        if isinstance(m, MSAG):
-            m.fused_inference = False
+    set_fused_inference(net, False)
     fused_calls.clear()
     with torch.no_grad():
         assert torch.allclose(net(x), y_plain, atol=1e-5) and not fused_calls
@@ -161,9 +159,7 @@ def test_bf16_autocast_runs_the_fused_path_in_bf16_fp16_keeps_the_plain_one(fuse
         with torch.autocast('cpu', dtype=torch.bfloat16):
             y = net(x)
         assert fused_calls
-        for m in net.modules():
-            if isinstance(m, MSAG):
-                m.fused_inference = False
+        set_fused_inference(net, False)
         fused_calls.clear()
         with torch.autocast('cpu', dtype=torch.bfloat16):
             y_plain = net(x)
