@@ -14,7 +14,9 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
   checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
   saved by the run, so it is excluded from both rewrites.
-* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU.
+* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU. And
+  ``broadcast_buffers=False``: only rank 0 validates, and a DDP forward with buffers (MDRN's ``unshuffle`` index, BN
+  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang).
 * #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
 * #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
   or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
@@ -122,12 +124,13 @@ def init_dist(launcher, backend=None, **kwargs):
 
 
 def model_to_device(self, net):
-    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6)."""
+    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
+    buffer broadcasts (rank 0 validates alone)."""
     net = net.to(self.device)
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        net = DistributedDataParallel(
-            net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False,
+                                      find_unused_parameters=self.opt.get('find_unused_parameters', False))
     elif self.opt['num_gpu'] > 1:
         net = DataParallel(net)
     return net

@@ -10,13 +10,13 @@ from conftest import REPO
 from test_hkd_model import STUDENT, _e2e_opt, _write_pngs, save_net
 
 
-def test_two_process_gloo_hkd_run_keeps_ranks_in_sync_and_teacher_frozen(tmp_path):
+def test_two_process_gloo_hkd_run_validates_keeps_ranks_in_sync_and_teacher_frozen(tmp_path):
     gt = tmp_path / 'toy'
     _write_pngs(gt, n=4)
     wide = {**STUDENT, 'num_feat': 16, 'num_block': 2}  # wider teacher -> adapters, averaged across ranks
     teacher = save_net(wide, tmp_path / 'teacher.pth', key='params_ema')
     opt = _e2e_opt('ddp_hkd', gt, teacher, wide, total_iter=4)
-    opt['val']['val_freq'] = 4
+    opt['train']['ema_decay'] = 0  # validate through the DDP-wrapped student: only rank 0 runs that forward
     yml = tmp_path / 'ddp.yml'
     yml.write_text(yaml.safe_dump(opt))
     out = tmp_path / 'dump'
@@ -29,6 +29,7 @@ def test_two_process_gloo_hkd_run_keeps_ranks_in_sync_and_teacher_frozen(tmp_pat
         text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert 'World size (gpu number): 2' in proc.stdout
+    assert proc.stdout.count('Validation toyval') >= 2  # mid-run (iteration 2), then more training steps
     r0, r1 = (torch.load(out / f'rank{r}.pth') for r in (0, 1))
     initial_teacher = torch.load(teacher)['params_ema']
     for rank in (r0, r1):
