@@ -49,6 +49,17 @@ def check_unique(keys, folder):
         seen[k] = True
 
 
+def check_apart(input_folder, outputs):
+    """Refuse an output that is, contains or lies inside the input folder: ``--force`` removes outputs, and the input
+    is never modified (nor are outputs listed as inputs)."""
+    inp = osp.realpath(input_folder)
+    for out in outputs:
+        real = osp.realpath(out)
+        if osp.commonpath([inp, real]) in (inp, real):
+            raise PrepError(f"output '{out}' overlaps the input folder '{input_folder}' (is, contains or lies inside "
+                            'it): choose an output path outside the input')
+
+
 def prepare_output(path, force):
     """Refuse an existing output unless ``force`` (then it is removed). Never touches anything else."""
     if osp.lexists(path):

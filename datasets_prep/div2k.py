@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, check_unique, list_images, make_lmdb, prepare_output, run_main, stem_key
+from datasets_prep.common import (PrepError, check_apart, check_unique, list_images, make_lmdb, prepare_output, run_main,
+                                  stem_key)
 
 
 def crop_starts(size, crop_size, step, thresh_size):
@@ -112,7 +113,9 @@ def main(argv=None):
     stem = args.name or f'{osp.basename(inp)}_sub'
     sub_folder = osp.join(out, stem)
     lmdb_path = osp.join(out, f'{stem}.lmdb')
-    for path in [sub_folder] + ([] if args.no_lmdb else [lmdb_path]):
+    outputs = [sub_folder] + ([] if args.no_lmdb else [lmdb_path])
+    check_apart(inp, outputs)
+    for path in outputs:
         if osp.lexists(path) and not args.force:
             raise PrepError(f"output '{path}' already exists: pass --force to replace it, or choose another --out")
     prepare_output(sub_folder, args.force)

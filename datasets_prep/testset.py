@@ -19,7 +19,7 @@ import os.path as osp
 import cv2
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, check_unique, list_images, prepare_output, run_main, stem_key
+from datasets_prep.common import PrepError, check_apart, check_unique, list_images, prepare_output, run_main, stem_key
 
 
 def convert_folder(inp, out, channels=None):
@@ -96,11 +96,10 @@ def main(argv=None):
     if args.noise_seed < 0:
         raise PrepError('--noise-seed must be >= 0')
     inp, out = osp.normpath(args.input), osp.normpath(args.out)
-    if osp.abspath(inp) == osp.abspath(out):
-        raise PrepError('--out must differ from --input (the input is never modified)')
     list_images(inp)
     noisy_root = args.noisy_out or f'{out}_noisy'
     noisy_dirs = [osp.join(noisy_root, sigma_tag(s)) for s in args.noisy]
+    check_apart(inp, [out] + noisy_dirs)
     for path in [out] + noisy_dirs:
         if osp.lexists(path) and not args.force:
             raise PrepError(f"output '{path}' already exists: pass --force to replace it, or choose another path")

@@ -189,3 +189,20 @@ def test_commands_have_help_and_one_line_errors(module, tmp_path):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ')
+
+
+@pytest.mark.parametrize('command,args', [
+    (testset, ['--out', '{parent}']),  # the output would contain the input: --force would delete it
+    (testset, ['--out', '{src}']),
+    (testset, ['--out', '{src}/clean']),  # inside the input
+    (testset, ['--out', '{parent}/clean', '--noisy', '25', '--noisy-out', '{src}']),  # noisy sets inside the input
+    (div2k, ['--out', '{parent}', '--name', 'src']),  # sub-image folder == input
+])
+def test_outputs_overlapping_the_input_are_refused_even_with_force(tmp_path, command, args):
+    parent = tmp_path / 'parent'
+    src = random_images(parent / 'src', [(32, 32)])
+    before = sorted(p.name for p in src.iterdir())
+    argv = ['--input', str(src), *(a.format(parent=parent, src=src) for a in args), '--force']
+    with pytest.raises(PrepError, match='overlaps the input folder'):
+        command.main(argv)
+    assert sorted(p.name for p in src.iterdir()) == before
