@@ -108,7 +108,10 @@ def main(argv=None):
         if args.add_noise is not None and args.add_noise <= 0:
             raise DenoiseError(f'--add_noise is a noise sigma on the 0-255 scale and must be > 0, got {args.add_noise}')
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
-        net, _ = build_model(args.opt)
+        net, weights = build_model(args.opt)
+        if weights == 'random init':
+            raise DenoiseError(f'{args.opt} has no path.pretrain_network_g: a randomly initialised network does not '
+                               'denoise; set it to a trained checkpoint (.pth)')
     except (DenoiseError, CompareError, OptionFileError, CheckpointError) as exc:
         sys.exit(f'basicsr denoise: error: {exc}')
     device = 'cuda' if torch.cuda.is_available() else 'cpu'

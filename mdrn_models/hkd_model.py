@@ -50,17 +50,9 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from .denoise_model import DenoiseModel  # noqa: E402
 from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
 from .pipeline_fixes import check_checkpoint  # noqa: E402
+from .preflight import arch_desc, checkpoint_path, fit_problem, select_state  # noqa: E402
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
-
-
-def _arch_desc(net_opt):
-    return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
-
-
-def _example(keys, n=3):
-    keys = list(keys)
-    return ', '.join(keys[:n]) + (', ...' if len(keys) > n else '')
 
 
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
@@ -75,40 +67,16 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
             hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
                     'project\'s basicsr command')
         raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
-    ckpt = check_checkpoint(load_path)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'teacher checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of weights')
-    if param_key in ckpt and isinstance(ckpt[param_key], dict):
-        state = ckpt[param_key]
-    elif 'params' in ckpt and isinstance(ckpt['params'], dict):
-        get_root_logger().info(f'Teacher checkpoint has no [{param_key}]; using [params].')
-        state = ckpt['params']
-    elif ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
-        state = ckpt
-    else:
-        raise ValueError(f'teacher checkpoint {load_path} has no [{param_key}] weights (keys: {_example(ckpt, 6)}); '
-                         'set path.param_key_t')
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items())
-
+    state, used = select_state(check_checkpoint(load_path), load_path, param_key, 't')
+    if used not in (None, param_key):
+        get_root_logger().info(f'Teacher checkpoint has no [{param_key}]; using [{used}].')
+    problem = fit_problem(net, state, strict, load_path, 't', net_opt)
+    if problem:
+        raise ValueError(problem)
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
     shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    fix = (f'set network_t ({_arch_desc(net_opt)}) to the architecture and options the teacher was trained with, '
-           'or point path.pretrain_network_t at a checkpoint of this teacher')
-    if (strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own):
-        parts = []
-        if missing:
-            parts.append(f'{len(missing)} missing keys ({_example(missing)})')
-        if unexpected:
-            parts.append(f'{len(unexpected)} unexpected keys ({_example(unexpected)})')
-        if shape:
-            k = shape[0]
-            parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
-                         f'{list(own[k].shape)})')
-        raise ValueError(f'teacher checkpoint {load_path} does not fit network_t: {"; ".join(parts)}; {fix}')
     if shape:  # non-strict: skip, as BasicSR does
-        get_root_logger().warning(f'Teacher: skipping {len(shape)} keys of another shape: {_example(shape)}')
+        get_root_logger().warning(f'Teacher: skipping {len(shape)} keys of another shape: {", ".join(shape[:3])}')
         for k in shape:
             state.pop(k)
     net.load_state_dict(state, strict=strict)
@@ -165,13 +133,9 @@ class HKDModel(DenoiseModel):
             raise ValueError('HKDModel needs a teacher: add network_t (e.g. {type: MDRN, num_block: 8}) and '
                              'path.pretrain_network_t')
         path_opt = self.opt['path']
-        load_path = path_opt.get('pretrain_network_t')
+        load_path = checkpoint_path(self.opt, 't')  # a relative path may be meant relative to --root
         if not load_path:
             raise ValueError('teacher checkpoint not set: set path.pretrain_network_t to the pretrained teacher .pth')
-        root = self.opt.get('root_path')
-        if not os.path.isabs(load_path) and not os.path.isfile(load_path) and root and \
-                os.path.isfile(os.path.join(root, load_path)):
-            load_path = os.path.join(root, load_path)  # a relative path may be meant relative to --root
         self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
                              path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])
@@ -179,7 +143,7 @@ class HKDModel(DenoiseModel):
         self.net_t = self.net_t.to(self.device)
         self.net_t.eval()
         self.net_t.requires_grad_(False)
-        get_root_logger().info(f'Teacher {type(self.net_t).__name__} ({_arch_desc(self.opt["network_t"])}) loaded '
+        get_root_logger().info(f'Teacher {type(self.net_t).__name__} ({arch_desc(self.opt["network_t"])}) loaded '
                                f'from {load_path}, frozen.')
 
     def _setup_layers(self, layers):

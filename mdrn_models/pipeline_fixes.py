@@ -21,6 +21,7 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
   or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
   resume states (above) are trusted with one extra class.
+* ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
 import collections
@@ -95,16 +96,29 @@ def _check_resume(opt, resume_iter):
 
 
 def parse_options(root_path, is_train=True):
-    """BasicSR's ``parse_options`` plus our option checks and the defaults SRModel assumes (pitfall #12)."""
-    opt, args = _original_parse_options(root_path, is_train)
+    """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
+    folder) and the defaults SRModel assumes (pitfall #12). Every failure exits with one line."""
+    try:
+        opt, args = _original_parse_options(root_path, is_train)
+    except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
+        raise SystemExit(f'error: --force_yml sets a key under a missing section {exc}: check the key path '
+                         '(e.g. datasets:val_1:sigma=50) against the option file') from None
     try:
         check_options(opt, args.opt)
     except OptionError as exc:
         raise SystemExit(f'error: {exc}') from None
+    if not is_train and not (opt.get('path') or {}).get('pretrain_network_g'):
+        raise SystemExit(f'error: {args.opt} has no path.pretrain_network_g: basicsr test would score a randomly '
+                         'initialised network; set it to a trained checkpoint (.pth)')
     visible = torch.cuda.device_count()
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
+    from .preflight import PreflightError, preflight  # imports this module
+    try:
+        preflight(opt)
+    except (PreflightError, CheckpointError) as exc:
+        raise SystemExit(f'error: {args.opt}: {exc}') from None
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)

@@ -146,13 +146,50 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('num_gpu: 0', 'num_gpu: 4'), 'num_gpu: 4 in'),
     (('color: y\n', 'color: y\n    channels: 3\n'), 'datasets.train is color (channels: 3) but network_g has '
                                                      'num_in_ch: 1'),
+    # found by the preflight (mdrn_models/preflight.py), before BasicSR creates the experiment folder
+    (('type: L1Loss', 'type: L1Los'), "train.pixel_opt: loss type 'L1Los' is not registered (did you mean 'L1Loss'?)"),
+    (('type: PairedImageDataset', 'type: PairedImageDatset'), "dataset type 'PairedImageDatset' is not registered"),
+    (('type: calculate_psnr', 'type: calculate_psn'), "did you mean 'calculate_psnr'?"),
+    (('dataroot_lq: ', 'dataroot_lq: /nonexistent'), 'datasets.train: '),
+    (('pretrain_network_g: ~', 'pretrain_network_g: nowhere.pth'), 'network_g checkpoint not found: nowhere.pth'),
 ])
 def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
+    assert edit[0] in yml.read_text()
     yml.write_text(yml.read_text().replace(*edit, 1))
     proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
     assert not (tmp_path / 'experiments').exists()  # nothing was created
+
+
+def test_failed_relaunch_keeps_the_run_and_test_needs_weights(tmp_path, pairs, basicsr_cli):
+    """A relaunch with a mistake must not archive the real run (BasicSR renames experiments/NAME when it starts):
+    --auto_resume afterwards continues it. A checkpoint that does not fit is one line; so is testing no weights."""
+    yml = train_yml(tmp_path / 'run.yml', pairs, 'tiny_keep', total_iter=2)
+    basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path)
+    run = tmp_path / 'experiments' / 'tiny_keep'
+    before = sorted(os.listdir(tmp_path / 'experiments'))
+    wide = str(run / 'models' / 'net_g_2.pth')
+    for edit, message in [
+            (('dataroot_gt: ', 'dataroot_gt: /nonexistent'), 'datasets.train: '),
+            (('num_feat: 8', 'num_feat: 16'), f'network_g checkpoint {wide} does not fit network_g: '),
+            (('pretrain_network_g: ~', f'pretrain_network_g: {yml}'), 'refused to load'),
+    ]:
+        bad = tmp_path / 'bad.yml'
+        text = yml.read_text().replace(*edit, 1)
+        bad.write_text(text if 'num_feat: 16' not in text else text.replace('pretrain_network_g: ~',
+                                                                             f'pretrain_network_g: {wide}'))
+        proc = basicsr_cli('train', '-opt', bad, '--root', tmp_path, cwd=tmp_path, check=False)
+        assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
+        assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
+        assert sorted(os.listdir(tmp_path / 'experiments')) == before  # nothing archived, nothing created
+    yml.write_text(yml.read_text().replace('total_iter: 2', 'total_iter: 3'))
+    out = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--auto_resume', cwd=tmp_path).stdout
+    assert 'Resuming training from epoch' in out and 'iter: 2' in out
+    proc = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'has no path.pretrain_network_g: basicsr test would score a randomly' in \
+        proc.stdout and not (tmp_path / 'results').exists()
 
 
 class _RunsCode:

@@ -1,0 +1,157 @@
+"""Checks the ``basicsr`` command runs on the parsed options before BasicSR creates (or archives) the experiment or
+results folder, so a mistake never costs the user a run folder or a traceback:
+
+* every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean;
+* every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
+* every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
+  (missing/unexpected keys and shape mismatches where the load is strict).
+
+Each failure is a ``PreflightError`` with one line: where, what, and the fix.
+"""
+import difflib
+import logging
+import os
+from collections import OrderedDict
+from copy import deepcopy
+
+import mdrn_arch.basicsr_compat  # noqa: F401
+
+from basicsr.utils import logger as basicsr_logger  # noqa: E402
+from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
+                                    MODEL_REGISTRY)
+
+from .pipeline_fixes import check_checkpoint  # noqa: E402
+
+
+class PreflightError(ValueError):
+    """An option that cannot work, found before any folder is created."""
+
+
+def _example(keys, n=3):
+    keys = list(keys)
+    return ', '.join(keys[:n]) + (', ...' if len(keys) > n else '')
+
+
+def arch_desc(net_opt):
+    return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
+
+
+def select_state(ckpt, load_path, param_key, net_key='g'):
+    """The state dict BasicSR's ``load_network`` would read from ``ckpt`` (``param_key``, falling back to
+    ``params``; a bare state dict too), ``module.`` prefixes stripped. Returns (state, key actually used)."""
+    what = 'teacher' if net_key == 't' else f'network_{net_key}'
+    if not isinstance(ckpt, dict):
+        raise PreflightError(f'{what} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of weights')
+    used = next((k for k in (param_key, 'params') if isinstance(ckpt.get(k), dict)), None)
+    if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
+        state = ckpt
+    elif used is None:
+        raise PreflightError(f'{what} checkpoint {load_path} has no [{param_key}] weights (keys: '
+                             f'{_example(ckpt, 6)}); set path.param_key_{net_key}')
+    else:
+        state = ckpt[used]
+    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()), used
+
+
+def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
+    """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
+    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if not ((strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own)):
+        return None
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing keys ({_example(missing)})')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected keys ({_example(unexpected)})')
+    if shape:
+        k = shape[0]
+        parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
+                     f'{list(own[k].shape)})')
+    what = 'teacher' if net_key == 't' else f'network_{net_key}'
+    return (f'{what} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set network_{net_key} '
+            f'({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained with, or point '
+            f'path.pretrain_network_{net_key} at a checkpoint of this network')
+
+
+def checkpoint_path(opt, net_key):
+    """``path.pretrain_network_<key>``; a relative path missing from the current directory is tried under the
+    run's ``--root``."""
+    load_path = (opt.get('path') or {}).get(f'pretrain_network_{net_key}')
+    root = opt.get('root_path')
+    if load_path and not os.path.isabs(load_path) and not os.path.isfile(load_path) and root and \
+            os.path.isfile(os.path.join(root, load_path)):
+        return os.path.join(root, load_path)
+    return load_path
+
+
+def _check_type(section, cfg, registry, kind):
+    name = (cfg or {}).get('type')
+    if name is None or name in registry:
+        return
+    close = difflib.get_close_matches(str(name), list(registry._obj_map), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else 'install/import the plugin that registers it, or fix the name'
+    raise PreflightError(f"{section}: {kind} type '{name}' is not registered ({hint})")
+
+
+def check_types(opt):
+    _check_type('model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY, 'model')
+    for key, cfg in opt.items():
+        if key.startswith('network_') and isinstance(cfg, dict):
+            _check_type(key, cfg, ARCH_REGISTRY, 'network')
+    for name, ds in (opt.get('datasets') or {}).items():
+        _check_type(f'datasets.{name}', ds, DATASET_REGISTRY, 'dataset')
+    for key, cfg in (opt.get('train') or {}).items():
+        if key.endswith('_opt') and isinstance(cfg, dict):
+            _check_type(f'train.{key}', cfg, LOSS_REGISTRY, 'loss')
+    for name, cfg in ((opt.get('val') or {}).get('metrics') or {}).items():
+        _check_type(f'val.metrics.{name}', cfg, METRIC_REGISTRY, 'metric')
+
+
+def check_datasets(opt):
+    for name, ds in (opt.get('datasets') or {}).items():
+        try:
+            DATASET_REGISTRY.get(ds['type'])(deepcopy(ds))
+        except (ValueError, OSError, KeyError, AssertionError) as exc:
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0].strip('"\'')
+            raise PreflightError(f'datasets.{name}: {first}') from None
+
+
+def check_checkpoints(opt):
+    from basicsr.archs import build_network
+    for key, net_opt in opt.items():
+        net_key = key[len('network_'):]
+        if not key.startswith('network_') or not isinstance(net_opt, dict):
+            continue
+        load_path = checkpoint_path(opt, net_key)
+        if not load_path:
+            continue
+        if not os.path.isfile(load_path):
+            what = 'teacher' if net_key == 't' else f'network_{net_key}'
+            raise PreflightError(f'{what} checkpoint not found: {load_path} (set path.pretrain_network_{net_key})')
+        path_opt = opt['path']
+        state, _ = select_state(check_checkpoint(load_path), load_path,
+                                path_opt.get(f'param_key_{net_key}') or 'params', net_key)
+        problem = fit_problem(build_network(deepcopy(net_opt)), state, path_opt.get(f'strict_load_{net_key}', True),
+                              load_path, net_key, net_opt)
+        if problem:
+            raise PreflightError(problem)
+
+
+def preflight(opt):
+    """All checks above, cheapest first."""
+    fresh = 'basicsr' not in basicsr_logger.initialized_logger
+    try:
+        check_types(opt)
+        check_datasets(opt)
+        check_checkpoints(opt)
+    finally:
+        # BasicSR sets its root logger up once, and only the first call adds the log file and the INFO level; if a
+        # check above logged (build_network does), undo that so the pipeline's own call sets it up properly
+        if fresh and basicsr_logger.initialized_logger.pop('basicsr', None):
+            root = logging.getLogger('basicsr')
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
