@@ -75,12 +75,10 @@ def _build_parser():
 
 
 def _option_path(args):
-    for i, arg in enumerate(args):
-        if arg == '-opt' and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith('-opt='):
-            return arg[len('-opt='):]
-    return None
+    """The -opt value exactly as BasicSR's argparse will read it (abbreviations such as -o and -op included)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    return parser.parse_known_args(args)[0].opt
 
 
 def main(argv=None):

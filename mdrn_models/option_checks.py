@@ -4,6 +4,7 @@ Each failure is one line naming the key and the fix. Unknown top-level keys are 
 typo of a known key (other plugins may add keys of their own).
 """
 import difflib
+import itertools
 
 KNOWN_TOP_LEVEL = {
     'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val', 'logger',
@@ -25,11 +26,15 @@ def check_options(opt, source='option file'):
             raise OptionError(f"{source}: unknown option key '{key}' (did you mean '{close[0]}'?)")
     for phase, dataset in (opt.get('datasets') or {}).items():
         channels = dataset.get('channels')
-        if channels is None:
+        if channels is None and dataset.get('type') == 'AWGNDenoisingDataset':
+            channels, given = 3, ', the default'  # AWGNDenoisingDataset reads color unless told otherwise
+        elif channels is None:
             continue
-        for net_key in ('network_g', 'network_t'):
-            in_ch = (opt.get(net_key) or {}).get('num_in_ch')
-            if in_ch is not None and in_ch != channels:
-                kind = {1: 'gray', 3: 'color'}.get(channels, f'{channels}-channel')
-                raise OptionError(f'{source}: datasets.{phase} is {kind} (channels: {channels}) but {net_key} '
-                                  f'has num_in_ch: {in_ch}; set both to 1 (gray) or both to 3 (color)')
+        else:
+            given = ''
+        kind = {1: 'gray', 3: 'color'}.get(channels, f'{channels}-channel')
+        for net_key, key in itertools.product(('network_g', 'network_t'), ('num_in_ch', 'num_out_ch')):
+            ch = (opt.get(net_key) or {}).get(key)
+            if ch is not None and ch != channels:
+                raise OptionError(f'{source}: datasets.{phase} is {kind} (channels: {channels}{given}) but {net_key} '
+                                  f'has {key}: {ch}; set both to 1 (gray) or both to 3 (color)')

@@ -2,6 +2,8 @@
 results folder, so a mistake never costs the user a run folder or a traceback:
 
 * every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean;
+* ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
+  subclasses; BasicSR's ``SRModel`` would silently ignore them);
 * every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
 * every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
   (missing/unexpected keys and shape mismatches where the load is strict).
@@ -111,6 +113,16 @@ def check_types(opt):
         _check_type(f'val.metrics.{name}', cfg, METRIC_REGISTRY, 'metric')
 
 
+def check_val_options(opt):
+    from .denoise_model import DenoiseModel
+    val = opt.get('val') or {}
+    used = [key for key in ('tile', 'self_ensemble') if val.get(key)]
+    model_type = opt.get('model_type', 'SRModel')
+    if used and not issubclass(MODEL_REGISTRY.get(model_type), DenoiseModel):
+        raise PreflightError(f'val.{used[0]} is set but model_type {model_type} ignores it: set model_type: '
+                             'DenoiseModel (SRModel plus tiling and self-ensemble)')
+
+
 def check_datasets(opt):
     for name, ds in (opt.get('datasets') or {}).items():
         try:
@@ -146,6 +158,7 @@ def preflight(opt):
     fresh = 'basicsr' not in basicsr_logger.initialized_logger
     try:
         check_types(opt)
+        check_val_options(opt)
         check_datasets(opt)
         check_checkpoints(opt)
     finally:

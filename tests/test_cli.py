@@ -69,11 +69,13 @@ def test_auto_resume_on_cpu_from_another_directory(tmp_path, pairs, basicsr_cli)
     assert not (elsewhere / 'experiments').exists()
 
 
-def test_option_file_cannot_run_code(tmp_path, basicsr_cli):
+@pytest.mark.parametrize('flag', ['-opt', '-op', '-o', '-opt='])  # BasicSR's argparse takes abbreviations too
+def test_option_file_cannot_run_code(tmp_path, basicsr_cli, flag):
     marker = tmp_path / 'PWNED'
     yml = tmp_path / 'evil.yml'
     yml.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\nmodel_type: SRModel\n')
-    proc = basicsr_cli('train', '-opt', yml, cwd=tmp_path, check=False)
+    args = [f'{flag}{yml}'] if flag.endswith('=') else [flag, yml]
+    proc = basicsr_cli('train', *args, cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert 'evil.yml:1: refused YAML tag' in proc.stdout
     assert not marker.exists()
@@ -152,6 +154,8 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('type: calculate_psnr', 'type: calculate_psn'), "did you mean 'calculate_psnr'?"),
     (('dataroot_lq: ', 'dataroot_lq: /nonexistent'), 'datasets.train: '),
     (('pretrain_network_g: ~', 'pretrain_network_g: nowhere.pth'), 'network_g checkpoint not found: nowhere.pth'),
+    (('\nval:\n', '\nval:\n  tile: {size: 32}\n'), 'val.tile is set but model_type SRModel ignores it: set model_type: '
+                                                'DenoiseModel'),
 ])
 def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
@@ -161,6 +165,19 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
     assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
     assert not (tmp_path / 'experiments').exists()  # nothing was created
+
+
+@pytest.mark.parametrize('dataset, net, message', [
+    ({}, {'num_in_ch': 1}, 'datasets.train is color (channels: 3, the default) but network_g has num_in_ch: 1'),
+    ({'channels': 1}, {'num_in_ch': 1, 'num_out_ch': 3}, 'is gray (channels: 1) but network_g has num_out_ch: 3'),
+])
+def test_dataset_and_network_channels_must_agree(dataset, net, message):
+    from mdrn_models.option_checks import OptionError, check_options
+    opt = {'datasets': {'train': {'type': 'AWGNDenoisingDataset', **dataset}}, 'network_g': {'type': 'MDRN', **net}}
+    with pytest.raises(OptionError, match=re.escape(message)):
+        check_options(opt)
+    ch = dataset.get('channels', 3)
+    check_options({**opt, 'network_g': {'type': 'MDRN', 'num_in_ch': ch, 'num_out_ch': ch}})  # agreeing: no error
 
 
 def test_failed_relaunch_keeps_the_run_and_test_needs_weights(tmp_path, pairs, basicsr_cli):
