@@ -12,6 +12,7 @@ models as RGB; outputs are 8-bit. The shipped weights were trained for additive 
 ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 import mdrn_models  # noqa: F401  (compat alias + registrations)
-from basicsr.utils import img2tensor, imwrite, scandir, tensor2img
+from basicsr.utils import img2tensor, imwrite, tensor2img
 
 from mdrn_models import malloc_tuning
 from mdrn_models.cli import OptionFileError
@@ -43,12 +44,18 @@ def noisy_path(dst):
 def plan(inp, out, force, add_noise=False):
     """(input path, output path) pairs; every problem with the paths is raised here, before any model is built."""
     if osp.isdir(inp):
-        names = sorted(n for n in scandir(inp, suffix=IMAGE_EXTENSIONS, recursive=False))
+        names = sorted(n for n in os.listdir(inp)
+                       if osp.isfile(osp.join(inp, n)) and osp.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
         if not names:
             raise DenoiseError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in the folder {inp}')
         if osp.isfile(out):
             raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} is a file')
         pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
+        first_source = {}
+        for src, dst in pairs:
+            if dst in first_source:
+                raise DenoiseError(f'{first_source[dst]} and {src} would both be written to {dst}: rename one of them')
+            first_source[dst] = src
     elif osp.isfile(inp):
         if osp.isdir(out):
             out = osp.join(out, osp.splitext(osp.basename(inp))[0] + '.png')

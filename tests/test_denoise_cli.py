@@ -73,6 +73,26 @@ def test_bad_input_is_one_line_before_compute(tiny, basicsr_cli, tmp_path, args,
     assert not (tmp_path / 'o.png').exists()
 
 
+def test_folder_with_upper_case_extensions_and_clashing_names(tiny, basicsr_cli, tmp_path):
+    (tmp_path / 'in').mkdir()
+    (tmp_path / 'in' / 'IMG.PNG').write_bytes((tiny / 'imgs' / 'a.png').read_bytes())
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tmp_path / 'in', '-o', tmp_path / 'out', cwd=tmp_path)
+    assert cv2.imread(str(tmp_path / 'out' / 'IMG.png'), 0).shape == (37, 29)
+    (tmp_path / 'in' / 'IMG.jpg').write_bytes((tiny / 'imgs' / 'b.jpg').read_bytes())  # would also be IMG.png
+    proc = basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tmp_path / 'in', '-o', tmp_path / 'out2',
+                       cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'would both be written to' in proc.stdout and not (tmp_path / 'out2').exists()
+
+
+def test_refuses_an_option_file_without_weights(tiny, basicsr_cli, tmp_path):
+    yml = tmp_path / 'noweights.yml'
+    yml.write_text((tiny / 'mdrn.yml').read_text().split('path:')[0])
+    proc = basicsr_cli('denoise', '-opt', yml, '-i', tiny / 'imgs' / 'a.png', '-o', tmp_path / 'o.png', cwd=tmp_path,
+                       check=False)
+    assert proc.returncode != 0 and 'has no path.pretrain_network_g: a randomly initialised network does not ' \
+        'denoise' in proc.stdout and not (tmp_path / 'o.png').exists()
+
+
 def test_force_overwrites(tiny, basicsr_cli, tmp_path):
     (tmp_path / 'o.png').write_bytes(b'mine')
     basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs' / 'a.png', '-o', tmp_path / 'o.png',
