@@ -7,7 +7,8 @@
 4. ``basicsr test`` every student on the held-out demo images with identical noise and print a PSNR/SSIM table.
 
 Every step is the ``basicsr`` command on an option file in ``options/`` (named in the output), so each can be rerun
-or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists); nothing is overwritten.
+or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists) when they ran the same number of
+iterations, and refused otherwise; nothing is overwritten.
 
     python -m mdrn_models.demo [--root DIR] [--iters N]
 """
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import time
 from os import path as osp
+
+import yaml
 
 OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options')
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
@@ -42,15 +45,28 @@ def basicsr(args, root, log):
 
 
 def train(name, root, iters, logs):
-    latest = osp.join(root, 'experiments', name, 'models', 'net_g_latest.pth')
+    """Train ``options/<name>.yml`` (``iters`` overriding its ``total_iter``), or reuse a finished run of the same
+    length; the demo records each run's length in ``experiments/<name>/demo_total_iter.txt``."""
+    option_file = osp.join(OPTIONS, f'{name}.yml')
+    with open(option_file) as f:
+        total_iter = iters or yaml.safe_load(f)['train']['total_iter']
+    run = osp.join(root, 'experiments', name)
+    latest, record = osp.join(run, 'models', 'net_g_latest.pth'), osp.join(run, 'demo_total_iter.txt')
     if osp.isfile(latest):
-        print(f'  reuse {latest} (delete experiments/{name} to retrain)')
+        done = 'an unknown number of'
+        if osp.isfile(record):
+            with open(record) as f:
+                done = f.read().strip()
+        if done != str(total_iter):  # a run of another length would make the table lie about what it compares
+            sys.exit(f'demo: experiments/{name} was trained for {done} iterations, not {total_iter}: pass the same '
+                     f'--iters to reuse it, or move experiments/{name} away to retrain')
+        print(f'  reuse {latest} ({done} iterations; move experiments/{name} away to retrain)')
         return latest
     start = time.time()
-    args = ['train', '-opt', osp.join(OPTIONS, f'{name}.yml')]
-    if iters:
-        args += ['--force_yml', f'train:total_iter={iters}']
-    basicsr(args, root, osp.join(logs, f'train_{name}.log'))
+    basicsr(['train', '-opt', option_file, '--force_yml', f'train:total_iter={total_iter}'], root,
+            osp.join(logs, f'train_{name}.log'))
+    with open(record, 'w') as f:
+        f.write(f'{total_iter}\n')
     print(f'  trained {name} in {time.time() - start:.0f} s -> {latest}')
     return latest
 

@@ -26,6 +26,7 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 """
 import collections
 import os
+import zipfile
 from os import path as osp
 
 import mdrn_arch.basicsr_compat  # noqa: F401
@@ -161,6 +162,11 @@ def check_checkpoint(path):
     """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded."""
     if not osp.isfile(path):
         raise CheckpointError(f'network checkpoint not found: {path} (fix the path.pretrain_network_* option)')
+    with open(path, 'rb') as f:
+        pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
+    if not (zipfile.is_zipfile(path) or pickle_magic):
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): fix the '
+                              'path.pretrain_network_* option')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:

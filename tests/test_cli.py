@@ -191,7 +191,7 @@ def test_failed_relaunch_keeps_the_run_and_test_needs_weights(tmp_path, pairs, b
     for edit, message in [
             (('dataroot_gt: ', 'dataroot_gt: /nonexistent'), 'datasets.train: '),
             (('num_feat: 8', 'num_feat: 16'), f'network_g checkpoint {wide} does not fit network_g: '),
-            (('pretrain_network_g: ~', f'pretrain_network_g: {yml}'), 'refused to load'),
+            (('pretrain_network_g: ~', f'pretrain_network_g: {yml}'), 'is not a PyTorch checkpoint'),
     ]:
         bad = tmp_path / 'bad.yml'
         text = yml.read_text().replace(*edit, 1)
@@ -231,3 +231,5 @@ def test_network_checkpoint_cannot_run_code(tmp_path, pairs, basicsr_cli):
     assert not marker.exists()
     with pytest.raises(pipeline_fixes.CheckpointError, match='network checkpoint not found'):
         pipeline_fixes.check_checkpoint(str(tmp_path / 'nope.pth'))
+    with pytest.raises(pipeline_fixes.CheckpointError, match='train.yml is not a PyTorch checkpoint'):
+        pipeline_fixes.check_checkpoint(str(yml))

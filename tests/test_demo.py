@@ -7,10 +7,14 @@ import sys
 from conftest import REPO
 
 
+def run_demo(root, iters):
+    return subprocess.run([sys.executable, '-m', 'mdrn_models.demo', '--root', str(root), '--iters', str(iters)],
+                          cwd=root, env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+
+
 def test_demo_runs_the_whole_story(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'mdrn_models.demo', '--root', str(tmp_path), '--iters', '2'],
-                          cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=900)
+    proc = run_demo(tmp_path, 2)
     assert proc.returncode == 0, proc.stdout[-4000:]
     rows = re.findall(r'^\| (student [^|]+) \| ([\d.]+) \| ([\d.]+) \|', proc.stdout, re.M)
     assert [r[0].strip() for r in rows] == ['student σ=70, plain', 'student σ=70 + HADS (big teacher σ=70)',
@@ -20,3 +24,7 @@ def test_demo_runs_the_whole_story(tmp_path):
                  'demo_hmds_gray_s50to70'):
         assert (tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
     assert list((tmp_path / 'results').glob('demo_test_gray_s70_*/visualization/demo_val/*.png'))
+    # a rerun asking for another length must not present the 2-iteration runs as its result
+    proc = run_demo(tmp_path, 3)
+    assert proc.returncode != 0 and 'demo: experiments/demo_teacher_big_gray_s70 was trained for 2 iterations, not 3' \
+        in proc.stdout, proc.stdout[-2000:]
