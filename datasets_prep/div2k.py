@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, check_apart, check_unique, list_images, make_lmdb, prepare_output, run_main,
-                                  stem_key)
+from datasets_prep.common import (PrepError, check_apart, check_unique, list_images, make_lmdb, prepare_output,
+                                  run_main, stem_key)
 
 
 def crop_starts(size, crop_size, step, thresh_size):
