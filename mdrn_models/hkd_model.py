@@ -103,10 +103,14 @@ class HKDModel(DenoiseModel):
     def init_training_settings(self):
         train_opt = self.opt['train']
         kd_opt = deepcopy(train_opt.get('kd_opt') or {})
+        self.check_train_options(self.opt)
         self.teacher_input = kd_opt.pop('teacher_input', 'lq')
         layers = kd_opt.pop('layers', None)
         self.kd_dry_run_size = int(kd_opt.pop('dry_run_size', 0) or 0)
-        self._check_teacher_input()
+        train_set = (self.opt.get('datasets') or {}).get('train') or {}
+        if self.teacher_input == 'lq' and train_set.get('sigma_teacher') is not None:
+            get_root_logger().warning('datasets.train.sigma_teacher is set but the teacher sees lq; set '
+                                      'train.kd_opt.teacher_input: lq_teacher for HMDS')
         self._setup_teacher()
         self._setup_layers(layers)
         kd_opt.setdefault('type', 'L1Loss')
@@ -115,27 +119,27 @@ class HKDModel(DenoiseModel):
         self._load_adapters()
         super().init_training_settings()  # EMA, pixel loss, optimizers (with adapters), schedulers
 
-    def _check_teacher_input(self):
-        if self.teacher_input not in TEACHER_INPUTS:
-            raise ValueError(f'train.kd_opt.teacher_input must be one of {TEACHER_INPUTS}, got '
-                             f'{self.teacher_input!r}')
-        ds = (self.opt.get('datasets') or {}).get('train') or {}
-        if self.teacher_input == 'lq_teacher' and ds.get('sigma_teacher') is None and \
+    @staticmethod
+    def check_train_options(opt):
+        """Mistakes found from the options alone; the ``basicsr`` command's preflight runs this before any folder
+        is created (``mdrn_models/preflight.py``), and training runs it again."""
+        teacher_input = ((opt.get('train') or {}).get('kd_opt') or {}).get('teacher_input', 'lq')
+        if teacher_input not in TEACHER_INPUTS:
+            raise ValueError(f'train.kd_opt.teacher_input must be one of {TEACHER_INPUTS}, got {teacher_input!r}')
+        ds = (opt.get('datasets') or {}).get('train') or {}
+        if teacher_input == 'lq_teacher' and ds.get('sigma_teacher') is None and \
                 ds.get('type') == 'AWGNDenoisingDataset':
             raise ValueError('HMDS (train.kd_opt.teacher_input: lq_teacher) needs lq_teacher from the dataset: set '
                              'datasets.train.sigma_teacher to the noise level the teacher was trained at')
-        if self.teacher_input == 'lq' and ds.get('sigma_teacher') is not None:
-            get_root_logger().warning('datasets.train.sigma_teacher is set but the teacher sees lq; set '
-                                      'train.kd_opt.teacher_input: lq_teacher for HMDS')
-
-    def _setup_teacher(self):
-        if not isinstance(self.opt.get('network_t'), dict):
+        if not isinstance(opt.get('network_t'), dict):
             raise ValueError('HKDModel needs a teacher: add network_t (e.g. {type: MDRN, num_block: 8}) and '
                              'path.pretrain_network_t')
+        if not (opt.get('path') or {}).get('pretrain_network_t'):
+            raise ValueError('teacher checkpoint not set: set path.pretrain_network_t to the pretrained teacher .pth')
+
+    def _setup_teacher(self):
         path_opt = self.opt['path']
         load_path = checkpoint_path(self.opt, 't')  # a relative path may be meant relative to --root
-        if not load_path:
-            raise ValueError('teacher checkpoint not set: set path.pretrain_network_t to the pretrained teacher .pth')
         self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
                              path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])

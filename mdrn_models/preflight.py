@@ -2,6 +2,7 @@
 results folder, so a mistake never costs the user a run folder or a traceback:
 
 * every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean;
+* the model type's own ``check_train_options(opt)`` when training (``HKDModel``: teacher, HMDS input);
 * ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
   subclasses; BasicSR's ``SRModel`` would silently ignore them);
 * every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
@@ -123,6 +124,15 @@ def check_val_options(opt):
                              'DenoiseModel (SRModel plus tiling and self-ensemble)')
 
 
+def check_model_options(opt):
+    check = getattr(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), 'check_train_options', None)
+    if check is not None and opt.get('is_train'):
+        try:
+            check(opt)
+        except ValueError as exc:
+            raise PreflightError(str(exc)) from None
+
+
 def check_datasets(opt):
     for name, ds in (opt.get('datasets') or {}).items():
         try:
@@ -158,6 +168,7 @@ def preflight(opt):
     fresh = 'basicsr' not in basicsr_logger.initialized_logger
     try:
         check_types(opt)
+        check_model_options(opt)
         check_val_options(opt)
         check_datasets(opt)
         check_checkpoints(opt)

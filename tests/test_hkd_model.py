@@ -335,6 +335,25 @@ def _e2e_opt(name, gt, teacher_ckpt, network_t, total_iter):
     }
 
 
+@pytest.mark.parametrize('edit, message', [
+    (lambda o: o['datasets']['train'].pop('sigma_teacher'), 'HMDS (train.kd_opt.teacher_input: lq_teacher) needs '
+                                                            'lq_teacher from the dataset'),
+    (lambda o: o['network_t'].update(num_feat=32), 'teacher checkpoint'),  # of another width than network_t
+])
+def test_cli_refuses_bad_distillation_options_before_any_folder(tmp_path, basicsr_cli, edit, message):
+    gt = tmp_path / 'toy'
+    _write_pngs(gt)
+    wide = {**STUDENT, 'num_feat': 16, 'num_block': 2}
+    opt = _e2e_opt('hmds_bad', gt, save_net(wide, tmp_path / 'teacher.pth', key='params_ema'), wide, total_iter=2)
+    edit(opt)
+    yml = tmp_path / 'bad.yml'
+    yml.write_text(yaml.safe_dump(opt))
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout, proc.stdout[-3000:]
+    assert message in proc.stdout.strip().splitlines()[-1]
+    assert not (tmp_path / 'experiments').exists()
+
+
 def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
     gt = tmp_path / 'toy'
     _write_pngs(gt)
