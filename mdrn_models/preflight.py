@@ -39,17 +39,21 @@ def arch_desc(net_opt):
     return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
 
 
+def _role(net_key):
+    return 'teacher' if net_key == 't' else f'network_{net_key}'
+
+
 def select_state(ckpt, load_path, param_key, net_key='g'):
     """The state dict BasicSR's ``load_network`` would read from ``ckpt`` (``param_key``, falling back to
     ``params``; a bare state dict too), ``module.`` prefixes stripped. Returns (state, key actually used)."""
-    what = 'teacher' if net_key == 't' else f'network_{net_key}'
     if not isinstance(ckpt, dict):
-        raise PreflightError(f'{what} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of weights')
+        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of '
+                             'weights')
     used = next((k for k in (param_key, 'params') if isinstance(ckpt.get(k), dict)), None)
     if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
         state = ckpt
     elif used is None:
-        raise PreflightError(f'{what} checkpoint {load_path} has no [{param_key}] weights (keys: '
+        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} has no [{param_key}] weights (keys: '
                              f'{_example(ckpt, 6)}); set path.param_key_{net_key}')
     else:
         state = ckpt[used]
@@ -74,10 +78,9 @@ def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
         k = shape[0]
         parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
                      f'{list(own[k].shape)})')
-    what = 'teacher' if net_key == 't' else f'network_{net_key}'
-    return (f'{what} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set network_{net_key} '
-            f'({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained with, or point '
-            f'path.pretrain_network_{net_key} at a checkpoint of this network')
+    return (f'{_role(net_key)} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set '
+            f'network_{net_key} ({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained '
+            f'with, or point path.pretrain_network_{net_key} at a checkpoint of this network')
 
 
 def checkpoint_path(opt, net_key):
@@ -152,8 +155,8 @@ def check_checkpoints(opt):
         if not load_path:
             continue
         if not os.path.isfile(load_path):
-            what = 'teacher' if net_key == 't' else f'network_{net_key}'
-            raise PreflightError(f'{what} checkpoint not found: {load_path} (set path.pretrain_network_{net_key})')
+            raise PreflightError(f'{_role(net_key)} checkpoint not found: {load_path} '
+                                 f'(set path.pretrain_network_{net_key})')
         path_opt = opt['path']
         state, _ = select_state(check_checkpoint(load_path), load_path,
                                 path_opt.get(f'param_key_{net_key}') or 'params', net_key)
