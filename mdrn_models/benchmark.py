@@ -41,7 +41,7 @@ from basicsr.archs import build_network
 
 from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
 from mdrn_models import malloc_tuning
-from mdrn_models.compare import AMP_DTYPE
+from mdrn_models.compare import AMP_DTYPE, amp_dtype_name
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -268,7 +268,7 @@ def report(rows, train, device, args):
              'Peak memory: '
              + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                 'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).')
-             + (f' amp: autocast to {str(AMP_DTYPE[device.type]).split(".")[1]}.' if 'amp' in args.modes else ''),
+             + (f' amp: autocast to {amp_dtype_name(device.type)}.' if 'amp' in args.modes else ''),
              '', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | peak MiB |',
              '|---|---:|---:|---|---:|---:|---:|---:|---:|']
     for r in rows:

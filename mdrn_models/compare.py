@@ -50,6 +50,12 @@ from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
+RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
+
+
+def amp_dtype_name(device_type):
+    """'float16' / 'bfloat16': the autocast dtype of ``AMP_DTYPE`` for the report headers."""
+    return str(AMP_DTYPE[device_type]).removeprefix('torch.')
 
 
 class CompareError(ValueError):
@@ -105,7 +111,7 @@ def build_model(spec_path):
                 raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
                                    'to the current directory; import/train the weights first).')
             _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
-        return net.eval(), weights or 'random init'
+        return net.eval(), weights or RANDOM_INIT
     ckpt = check_checkpoint(spec_path)
     state = ckpt
     if isinstance(ckpt, dict):
@@ -353,7 +359,7 @@ def run(args):
              + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
              f'GFLOPs: one {args.flops_size}×{args.flops_size} forward (torch.utils.flop_counter). ms/MP: forward '
              f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run'
-             + (f'; autocast to {str(AMP_DTYPE[device.type]).split(".")[1]} (--amp)' if args.amp else '') + '.', '',
+             + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.', '',
              '| model | ' + ' | '.join(f'{s} σ={g:g}' for s, g in cols)
              + f' | params (M) | GFLOPs@{args.flops_size}² | ms/MP |',
              '|---|' + '---|' * len(cols) + '---:|---:|---:|']

@@ -12,7 +12,6 @@ models as RGB; outputs are 8-bit. The shipped weights were trained for additive 
 ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -23,13 +22,12 @@ import torch
 import mdrn_models  # noqa: F401  (compat alias + registrations)
 from basicsr.utils import img2tensor, imwrite, tensor2img
 
+from datasets_prep.common import PrepError, list_images
 from mdrn_models import malloc_tuning
 from mdrn_models.cli import OptionFileError
-from mdrn_models.compare import CompareError, build_model, in_channels
+from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels
 from mdrn_models.denoise_model import TILE_ALIGN, tiled_forward
 from mdrn_models.pipeline_fixes import CheckpointError
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 class DenoiseError(ValueError):
@@ -44,10 +42,10 @@ def noisy_path(dst):
 def plan(inp, out, force, add_noise=False):
     """(input path, output path) pairs; every problem with the paths is raised here, before any model is built."""
     if osp.isdir(inp):
-        names = sorted(n for n in os.listdir(inp)
-                       if osp.isfile(osp.join(inp, n)) and osp.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
-        if not names:
-            raise DenoiseError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in the folder {inp}')
+        try:
+            names = list_images(inp)
+        except PrepError as exc:
+            raise DenoiseError(str(exc)) from None
         if osp.isfile(out):
             raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} is a file')
         pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
@@ -116,7 +114,7 @@ def main(argv=None):
             raise DenoiseError(f'--add_noise is a noise sigma on the 0-255 scale and must be > 0, got {args.add_noise}')
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
         net, weights = build_model(args.opt)
-        if weights == 'random init':
+        if weights == RANDOM_INIT:
             raise DenoiseError(f'{args.opt} has no path.pretrain_network_g: a randomly initialised network does not '
                                'denoise; set it to a trained checkpoint (.pth)')
     except (DenoiseError, CompareError, OptionFileError, CheckpointError) as exc:

@@ -50,7 +50,7 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from .denoise_model import DenoiseModel  # noqa: E402
 from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
 from .pipeline_fixes import check_checkpoint  # noqa: E402
-from .preflight import arch_desc, checkpoint_path, fit_problem, select_state  # noqa: E402
+from .preflight import arch_desc, checkpoint_path, fit_problem, select_state, shape_mismatches  # noqa: E402
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
 
@@ -73,8 +73,7 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
     problem = fit_problem(net, state, strict, load_path, 't', net_opt)
     if problem:
         raise ValueError(problem)
-    own = net.state_dict()
-    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    shape = shape_mismatches(net.state_dict(), state)
     if shape:  # non-strict: skip, as BasicSR does
         get_root_logger().warning(f'Teacher: skipping {len(shape)} keys of another shape: {", ".join(shape[:3])}')
         for k in shape:

@@ -25,13 +25,11 @@ def check_options(opt, source='option file'):
         if close:
             raise OptionError(f"{source}: unknown option key '{key}' (did you mean '{close[0]}'?)")
     for phase, dataset in (opt.get('datasets') or {}).items():
-        channels = dataset.get('channels')
-        if channels is None and dataset.get('type') == 'AWGNDenoisingDataset':
-            channels, given = 3, ', the default'  # AWGNDenoisingDataset reads color unless told otherwise
-        elif channels is None:
+        default = dataset.get('channels') is None and dataset.get('type') == 'AWGNDenoisingDataset'
+        channels = 3 if default else dataset.get('channels')  # AWGNDenoisingDataset reads color unless told
+        if channels is None:
             continue
-        else:
-            given = ''
+        given = ', the default' if default else ''
         kind = {1: 'gray', 3: 'color'}.get(channels, f'{channels}-channel')
         for net_key, key in itertools.product(('network_g', 'network_t'), ('num_in_ch', 'num_out_ch')):
             ch = (opt.get(net_key) or {}).get(key)

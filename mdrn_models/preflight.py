@@ -60,13 +60,18 @@ def select_state(ckpt, load_path, param_key, net_key='g'):
     return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()), used
 
 
+def shape_mismatches(own, state):
+    """Keys of the state dict ``own`` whose tensor in ``state`` has another shape."""
+    return [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+
+
 def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
     """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
     as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    shape = shape_mismatches(own, state)
     if not ((strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own)):
         return None
     parts = []
