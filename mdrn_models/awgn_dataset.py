@@ -41,6 +41,8 @@ from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 
+from .option_checks import did_you_mean
+
 IMG_EXTENSIONS = ('.png', '.PNG', '.jpg', '.JPG', '.jpeg', '.JPEG', '.bmp', '.BMP', '.tif', '.TIF', '.tiff',
                   '.TIFF', '.ppm', '.PPM', '.webp')
 PREP_HINT = 'run python -m datasets_prep.testset / datasets_prep.div2k / datasets_prep.demo, or fix the path'
@@ -59,7 +61,10 @@ def parse_sigma(sigma, key='sigma'):
     else:
         raise ValueError(f'{key} must be a number or [low, high] (0..255 scale), got {sigma!r}.')
     if not (0 < low <= 255 and 0 < high <= 255):
-        raise ValueError(f'{key} must lie in (0, 255] (pixel scale, e.g. 25), got {sigma!r}.')
+        raise ValueError(f'{key} must lie in [1, 255] (pixel scale, e.g. 25), got {sigma!r}.')
+    if low < 1:  # below one grey level: almost surely a level on the 0..1 scale (25/255 = 0.098)
+        raise ValueError(f'{key} {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25 '
+                         f'for 0.098 on the 0..1 scale ({low:g} x 255 = {low * 255:g}).')
     return low, high
 
 
@@ -73,8 +78,22 @@ def eval_noise(shape, noise_seed, index):
 class AWGNDenoisingDataset(data.Dataset):
     """Clean images + additive white Gaussian noise; see the module docstring for options and conventions."""
 
+    # every key this dataset reads, plus those BasicSR's options parser and data loader read from the same block
+    OPTION_KEYS = frozenset({
+        'dataroot_gt', 'meta_info', 'io_backend', 'channels', 'sigma', 'sigma_teacher', 'noise_seed', 'gt_size',
+        'use_hflip', 'use_rot',
+        'name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio',
+        'use_shuffle', 'pin_memory', 'persistent_workers', 'prefetch_mode', 'num_prefetch_queue'})
+
     def __init__(self, opt):
         super().__init__()
+        unknown = sorted(set(opt) - self.OPTION_KEYS)
+        if unknown:  # a typo (noise_sed) or another dataset's key (dataroot_lq) would be ignored silently
+            hint = did_you_mean(unknown[0], self.OPTION_KEYS)
+            if unknown[0] == 'dataroot_lq':
+                hint = 'it adds the noise to dataroot_gt itself: remove dataroot_lq'
+            raise ValueError(f"unknown option '{unknown[0]}' for AWGNDenoisingDataset ("
+                             f"{hint or 'its options: ' + ', '.join(sorted(self.OPTION_KEYS))}).")
         self.opt = opt
         self.phase = opt.get('phase', 'train')
         self.is_train = self.phase == 'train'

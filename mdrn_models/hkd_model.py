@@ -94,6 +94,99 @@ def _adapter_key(name):
     return name.replace('.', '_') or 'root'
 
 
+def _layer_pairs(layers, student):
+    """``[(student layer, teacher layer)]`` from ``train.kd_opt.layers`` (default: the student's paper taps)."""
+    if layers is None:
+        if not hasattr(student, 'paper_kd_taps'):
+            raise ValueError(f'train.kd_opt.layers is required for network_g type {type(student).__name__} (only '
+                             'MDRN has a default: its paper_kd_taps())')
+        layers = student.paper_kd_taps()
+    if isinstance(layers, str):
+        layers = [layers]
+    if isinstance(layers, dict):
+        pairs = [(str(s), str(t)) for s, t in layers.items()]
+    elif isinstance(layers, (list, tuple)):
+        pairs = [(str(n), str(n)) for n in layers]
+    else:
+        raise ValueError('train.kd_opt.layers must be a list of module names or a {student: teacher} mapping, '
+                         f'got {type(layers).__name__}')
+    if not pairs:
+        raise ValueError('train.kd_opt.layers is empty; name at least one layer to distill')
+    return pairs
+
+
+class KDLayout:
+    """The distillation layer pairs of ``opt`` on the nets ``net_g`` (student) and ``net_t`` (teacher), checked by one
+    dry forward pass of both nets on a small input (random weights do, so the ``basicsr`` command's preflight runs it
+    before any folder exists): names resolve, each pair has the same spatial size, and the channel counts give the
+    1x1 adapters. Keeps the forward hooks on both nets (``hooks_s``, ``hooks_t``; ``remove()`` detaches them).
+
+    Attributes: ``pairs`` ``[(student layer, teacher layer, adapter key)]``; ``adapters`` ``{key: (c_s, c_t)}`` for
+    the pairs whose widths differ.
+    """
+
+    def __init__(self, opt, net_g, net_t):
+        kd_opt = (opt.get('train') or {}).get('kd_opt') or {}
+        g = unwrap(net_g)
+        pairs = _layer_pairs(kd_opt.get('layers'), g)
+        resolve_modules(g, [s for s, _ in pairs], 'student network_g')
+        resolve_modules(net_t, [t for _, t in pairs], 'teacher network_t')
+        keys = [_adapter_key(s) for s, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f'train.kd_opt.layers names a student layer twice: {[s for s, _ in pairs]}')
+        self.pairs = [(s, t, k) for (s, t), k in zip(pairs, keys)]
+        c_s, c_t = _in_channels(g, opt.get('network_g')), _in_channels(net_t, opt.get('network_t'))
+        if c_s != c_t:
+            raise ValueError(f'the teacher takes {c_t} input channels and the student {c_s}; set network_t.num_in_ch '
+                             'to match')
+        self.hooks_s = FeatureHooks(net_g, [s for s, _ in pairs], 'student network_g')
+        self.hooks_t = FeatureHooks(net_t, [t for _, t in pairs], 'teacher network_t')
+        try:
+            self.adapters = self._dry_run(net_g, net_t, c_s, kd_opt.get('dry_run_size'), opt)
+        except Exception:
+            self.remove()
+            raise
+
+    def _dry_run(self, net_g, net_t, channels, size, opt):
+        g = unwrap(net_g)
+        size = int(size or ((opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 32)
+        size = max(8, min(size, 96))
+        device = next(g.parameters()).device
+        x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        was_training = g.training, net_t.training
+        g.eval()
+        net_t.eval()
+        try:
+            with torch.no_grad(), self.hooks_s.capturing(), self.hooks_t.capturing():
+                g(x)
+                net_t(x)
+            fs, ft = self.hooks_s.pop(), self.hooks_t.pop()
+        except (RuntimeError, TypeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise ValueError(f'distillation dry run on a {size}x{size} input failed: {first}') from None
+        finally:
+            g.train(was_training[0])
+            net_t.train(was_training[1])
+            self.hooks_s.clear()
+            self.hooks_t.clear()
+        adapters = {}
+        for s, t, key in self.pairs:
+            a, b = fs[s], ft[t]
+            if a.dim() != b.dim() or a.shape[2:] != b.shape[2:]:
+                raise ValueError(f'layer pair {s} -> {t}: student feature {list(a.shape)} and teacher feature '
+                                 f'{list(b.shape)} differ in size; pick layers at the same resolution')
+            if a.shape[1] != b.shape[1]:
+                if a.dim() != 4:
+                    raise ValueError(f'layer pair {s} -> {t}: channel counts differ ({a.shape[1]} vs {b.shape[1]}) '
+                                     'and only 4-D features get a 1x1 adapter')
+                adapters[key] = (a.shape[1], b.shape[1])
+        return adapters
+
+    def remove(self):
+        self.hooks_s.remove()
+        self.hooks_t.remove()
+
+
 @MODEL_REGISTRY.register()
 class HKDModel(DenoiseModel):
     """Student ``net_g`` + frozen teacher ``net_t``; pixel loss + feature distillation through forward hooks."""
@@ -102,26 +195,33 @@ class HKDModel(DenoiseModel):
     def init_training_settings(self):
         train_opt = self.opt['train']
         kd_opt = deepcopy(train_opt.get('kd_opt') or {})
-        self.check_train_options(self.opt)
+        self.check_kd_options(self.opt)
         self.teacher_input = kd_opt.pop('teacher_input', 'lq')
-        layers = kd_opt.pop('layers', None)
-        self.kd_dry_run_size = int(kd_opt.pop('dry_run_size', 0) or 0)
+        for key in ('layers', 'dry_run_size'):  # KDLayout's
+            kd_opt.pop(key, None)
         train_set = (self.opt.get('datasets') or {}).get('train') or {}
         if self.teacher_input == 'lq' and train_set.get('sigma_teacher') is not None:
             get_root_logger().warning('datasets.train.sigma_teacher is set but the teacher sees lq; set '
                                       'train.kd_opt.teacher_input: lq_teacher for HMDS')
         self._setup_teacher()
-        self._setup_layers(layers)
+        self._setup_layers()
         kd_opt.setdefault('type', 'L1Loss')
         kd_opt.setdefault('loss_weight', 1.0)
         self.cri_kd = build_loss(kd_opt).to(self.device)
         self._load_adapters()
         super().init_training_settings()  # EMA, pixel loss, optimizers (with adapters), schedulers
 
+    @classmethod
+    def check_train_options(cls, opt, nets):
+        """What the ``basicsr`` command's preflight checks before any folder is created (``mdrn_models/preflight.py``):
+        the options, then the layer pairs on the freshly built ``nets`` (``{'g': student, 't': teacher}``, random
+        weights; one dry run, see ``KDLayout``). Training repeats both on the real nets."""
+        cls.check_kd_options(opt)
+        KDLayout(opt, nets['g'], nets['t']).remove()
+
     @staticmethod
-    def check_train_options(opt):
-        """Mistakes found from the options alone; the ``basicsr`` command's preflight runs this before any folder
-        is created (``mdrn_models/preflight.py``), and training runs it again."""
+    def check_kd_options(opt):
+        """Mistakes found from the options alone."""
         teacher_input = ((opt.get('train') or {}).get('kd_opt') or {}).get('teacher_input', 'lq')
         if teacher_input not in TEACHER_INPUTS:
             raise ValueError(f'train.kd_opt.teacher_input must be one of {TEACHER_INPUTS}, got {teacher_input!r}')
@@ -149,71 +249,11 @@ class HKDModel(DenoiseModel):
         get_root_logger().info(f'Teacher {type(self.net_t).__name__} ({arch_desc(self.opt["network_t"])}) loaded '
                                f'from {load_path}, frozen.')
 
-    def _setup_layers(self, layers):
-        g = unwrap(self.net_g)
-        if layers is None:
-            if not hasattr(g, 'paper_kd_taps'):
-                raise ValueError(f'train.kd_opt.layers is required for network_g type {type(g).__name__} (only '
-                                 'MDRN has a default: its paper_kd_taps())')
-            layers = g.paper_kd_taps()
-        if isinstance(layers, str):
-            layers = [layers]
-        if isinstance(layers, dict):
-            pairs = [(str(s), str(t)) for s, t in layers.items()]
-        elif isinstance(layers, (list, tuple)):
-            pairs = [(str(n), str(n)) for n in layers]
-        else:
-            raise ValueError('train.kd_opt.layers must be a list of module names or a {student: teacher} mapping, '
-                             f'got {type(layers).__name__}')
-        if not pairs:
-            raise ValueError('train.kd_opt.layers is empty; name at least one layer to distill')
-        resolve_modules(g, [s for s, _ in pairs], 'student network_g')
-        resolve_modules(self.net_t, [t for _, t in pairs], 'teacher network_t')
-        keys = [_adapter_key(s) for s, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f'train.kd_opt.layers names a student layer twice: {[s for s, _ in pairs]}')
-        self.kd_pairs = [(s, t, k) for (s, t), k in zip(pairs, keys)]
-        self.hooks_s = FeatureHooks(self.net_g, [s for s, _ in pairs], 'student network_g')
-        self.hooks_t = FeatureHooks(self.net_t, [t for _, t in pairs], 'teacher network_t')
-        self._build_adapters()
-
-    def _build_adapters(self):
-        """One dry forward pass of both nets on a small input: checks that the pairs run and line up, and gives the
-        channel counts for the 1x1 adapters."""
-        g = unwrap(self.net_g)
-        c_s, c_t = _in_channels(g, self.opt['network_g']), _in_channels(self.net_t, self.opt['network_t'])
-        if c_s != c_t:
-            raise ValueError(f'the teacher takes {c_t} input channels and the student {c_s}; set network_t.num_in_ch '
-                             'to match')
-        size = self.kd_dry_run_size or int(((self.opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 32)
-        size = max(8, min(size, 96))
-        x = torch.rand(1, c_s, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
-        was_training = g.training
-        g.eval()
-        try:
-            with torch.no_grad(), self.hooks_s.capturing(), self.hooks_t.capturing():
-                g(x)
-                self.net_t(x)
-            fs, ft = self.hooks_s.pop(), self.hooks_t.pop()
-        except (RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise ValueError(f'distillation dry run on a {size}x{size} input failed: {first}') from None
-        finally:
-            g.train(was_training)
-            self.hooks_s.clear()
-            self.hooks_t.clear()
-        self.net_adapter = nn.ModuleDict()
-        for s, t, key in self.kd_pairs:
-            a, b = fs[s], ft[t]
-            if a.dim() != b.dim() or a.shape[2:] != b.shape[2:]:
-                raise ValueError(f'layer pair {s} -> {t}: student feature {list(a.shape)} and teacher feature '
-                                 f'{list(b.shape)} differ in size; pick layers at the same resolution')
-            if a.shape[1] != b.shape[1]:
-                if a.dim() != 4:
-                    raise ValueError(f'layer pair {s} -> {t}: channel counts differ ({a.shape[1]} vs {b.shape[1]}) '
-                                     'and only 4-D features get a 1x1 adapter')
-                self.net_adapter[key] = nn.Conv2d(a.shape[1], b.shape[1], 1)
-        self.net_adapter = self.net_adapter.to(self.device)
+    def _setup_layers(self):
+        layout = KDLayout(self.opt, self.net_g, self.net_t)
+        self.kd_pairs, self.hooks_s, self.hooks_t = layout.pairs, layout.hooks_s, layout.hooks_t
+        self.net_adapter = nn.ModuleDict({key: nn.Conv2d(c_s, c_t, 1)
+                                          for key, (c_s, c_t) in layout.adapters.items()}).to(self.device)
         if self.opt.get('dist'):  # not DDP-wrapped, and BasicSR seeds each rank differently: start from rank 0's
             for tensor in self.net_adapter.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)

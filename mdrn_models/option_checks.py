@@ -17,13 +17,19 @@ class OptionError(ValueError):
     """An option that cannot work; the message says which and how to fix it."""
 
 
+def did_you_mean(word, options, cutoff=0.6):
+    """``"did you mean 'x'?"`` for the closest of ``options`` to ``word``, or None."""
+    close = difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=cutoff)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
 def check_options(opt, source='option file'):
     for key in opt:
         if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
             continue
-        close = difflib.get_close_matches(key, sorted(KNOWN_TOP_LEVEL) + ['network_g', 'network_t'], n=1, cutoff=0.8)
-        if close:
-            raise OptionError(f"{source}: unknown option key '{key}' (did you mean '{close[0]}'?)")
+        hint = did_you_mean(key, KNOWN_TOP_LEVEL | {'network_g', 'network_t'}, cutoff=0.8)
+        if hint:
+            raise OptionError(f"{source}: unknown option key '{key}' ({hint})")
     for phase, dataset in (opt.get('datasets') or {}).items():
         default = dataset.get('channels') is None and dataset.get('type') == 'AWGNDenoisingDataset'
         channels = 3 if default else dataset.get('channels')  # AWGNDenoisingDataset reads color unless told

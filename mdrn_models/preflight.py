@@ -1,8 +1,10 @@
 """Checks the ``basicsr`` command runs on the parsed options before BasicSR creates (or archives) the experiment or
 results folder, so a mistake never costs the user a run folder or a traceback:
 
-* every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean;
-* the model type's own ``check_train_options(opt)`` when training (``HKDModel``: teacher, HMDS input);
+* every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean, and
+  every key of a ``network_*`` block is an argument of its arch;
+* the model type's own ``check_train_options(opt, nets)`` when training (``HKDModel``: teacher, HMDS input, and the
+  distillation layer pairs, by one dry run of the freshly built student and teacher);
 * ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
   subclasses; BasicSR's ``SRModel`` would silently ignore them);
 * every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
@@ -11,11 +13,13 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 
 Each failure is a ``PreflightError`` with one line: where, what, and the fix.
 """
-import difflib
+import inspect
 import logging
 import os
 from collections import OrderedDict
 from copy import deepcopy
+
+import torch
 
 import mdrn_arch.basicsr_compat  # noqa: F401
 
@@ -23,6 +27,7 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
+from .option_checks import did_you_mean  # noqa: E402
 from .pipeline_fixes import check_checkpoint  # noqa: E402
 
 
@@ -103,9 +108,22 @@ def _check_type(section, cfg, registry, kind):
     name = (cfg or {}).get('type')
     if name is None or name in registry:
         return
-    close = difflib.get_close_matches(str(name), list(registry._obj_map), n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else 'install/import the plugin that registers it, or fix the name'
+    hint = did_you_mean(name, registry._obj_map) or 'install/import the plugin that registers it, or fix the name'
     raise PreflightError(f"{section}: {kind} type '{name}' is not registered ({hint})")
+
+
+def check_network_args(opt):
+    """Every key of a ``network_*`` block is an argument of its arch (BasicSR passes them all as keywords)."""
+    for key, cfg in opt.items():
+        if not (key.startswith('network_') and isinstance(cfg, dict) and cfg.get('type') in ARCH_REGISTRY):
+            continue
+        params = inspect.signature(ARCH_REGISTRY.get(cfg['type'])).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            continue
+        for arg in cfg:
+            if arg != 'type' and arg not in params:
+                hint = did_you_mean(arg, params) or f'its arguments: {", ".join(params)}'
+                raise PreflightError(f"{key}: {cfg['type']} has no argument '{arg}' ({hint})")
 
 
 def check_types(opt):
@@ -132,11 +150,12 @@ def check_val_options(opt):
                              'DenoiseModel (SRModel plus tiling and self-ensemble)')
 
 
-def check_model_options(opt):
+def check_model_options(opt, nets):
+    """The model type's ``check_train_options(opt, nets)`` (``nets``: ``build_networks``' result), when training."""
     check = getattr(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), 'check_train_options', None)
     if check is not None and opt.get('is_train'):
         try:
-            check(opt)
+            check(opt, nets)
         except ValueError as exc:
             raise PreflightError(str(exc)) from None
 
@@ -150,12 +169,22 @@ def check_datasets(opt):
             raise PreflightError(f'datasets.{name}: {first}') from None
 
 
-def check_checkpoints(opt):
+def build_networks(opt):
+    """``{net_key: network}`` for every ``network_*`` block, built as BasicSR builds them (random init); a
+    constructor's complaint (e.g. an odd ``num_feat`` for MDRN) becomes one line."""
     from basicsr.archs import build_network
+    nets = {}
     for key, net_opt in opt.items():
-        net_key = key[len('network_'):]
-        if not key.startswith('network_') or not isinstance(net_opt, dict):
-            continue
+        if key.startswith('network_') and isinstance(net_opt, dict):
+            try:
+                nets[key[len('network_'):]] = build_network(deepcopy(net_opt))
+            except (ValueError, TypeError, AssertionError) as exc:
+                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {exc}') from None
+    return nets
+
+
+def check_checkpoints(opt, nets):
+    for net_key, net in nets.items():
         load_path = checkpoint_path(opt, net_key)
         if not load_path:
             continue
@@ -165,21 +194,29 @@ def check_checkpoints(opt):
         path_opt = opt['path']
         state, _ = select_state(check_checkpoint(load_path), load_path,
                                 path_opt.get(f'param_key_{net_key}') or 'params', net_key)
-        problem = fit_problem(build_network(deepcopy(net_opt)), state, path_opt.get(f'strict_load_{net_key}', True),
-                              load_path, net_key, net_opt)
+        problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
+                              opt[f'network_{net_key}'])
         if problem:
             raise PreflightError(problem)
 
 
+def _checks(opt):
+    check_types(opt)
+    check_network_args(opt)
+    check_val_options(opt)
+    check_datasets(opt)
+    nets = build_networks(opt)
+    check_model_options(opt, nets)
+    check_checkpoints(opt, nets)
+
+
 def preflight(opt):
-    """All checks above, cheapest first."""
+    """All checks above, cheapest first. The nets they build draw their random init from a forked RNG, so the run's
+    seeded initialisation is the same as without the preflight."""
     fresh = 'basicsr' not in basicsr_logger.initialized_logger
     try:
-        check_types(opt)
-        check_model_options(opt)
-        check_val_options(opt)
-        check_datasets(opt)
-        check_checkpoints(opt)
+        with torch.random.fork_rng(devices=[]):
+            _checks(opt)
     finally:
         # BasicSR sets its root logger up once, and only the first call adds the log file and the INFO level; if a
         # check above logged (build_network does), undo that so the pipeline's own call sets it up properly
@@ -187,3 +224,4 @@ def preflight(opt):
             root = logging.getLogger('basicsr')
             for handler in list(root.handlers):
                 root.removeHandler(handler)
+

@@ -134,8 +134,16 @@ def test_meta_info_selects_images(folder, tmp_path):
 
 @pytest.mark.parametrize('change,message', [
     ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: run python -m datasets_prep"),
-    ({'sigma': 0}, 'sigma must lie in (0, 255]'),
-    ({'sigma': 300}, 'sigma must lie in (0, 255]'),
+    ({'sigma': 0}, 'sigma must lie in [1, 255]'),
+    ({'sigma': 300}, 'sigma must lie in [1, 255]'),
+    ({'sigma': 0.1}, 'sigma 0.1 is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25'),
+    ({'sigma': [0.05, 50], 'phase': 'train', 'gt_size': 8}, 'sigma [0.05, 50] is below 1'),
+    ({'sigma_teacher': 0.05}, 'sigma_teacher 0.05 is below 1'),
+    ({'noise_sed': 3}, "unknown option 'noise_sed' for AWGNDenoisingDataset (did you mean 'noise_seed'?)"),
+    ({'dataroot_lq': '/x'}, "unknown option 'dataroot_lq' for AWGNDenoisingDataset (it adds the noise to "
+                            "dataroot_gt itself: remove dataroot_lq)"),
+    ({'flip': True}, "unknown option 'flip' for AWGNDenoisingDataset (did you mean 'use_hflip'?)"),
+    ({'color': 'y'}, "unknown option 'color' for AWGNDenoisingDataset (its options: batch_size_per_gpu, channels"),
     ({'sigma': 'high'}, 'sigma must be a number or [low, high]'),
     ({'sigma': [30, 10], 'phase': 'train', 'gt_size': 8}, 'needs low <= high'),
     ({'sigma': [10, 30]}, 'for training only'),

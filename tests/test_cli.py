@@ -154,6 +154,9 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('type: calculate_psnr', 'type: calculate_psn'), "did you mean 'calculate_psnr'?"),
     (('dataroot_lq: ', 'dataroot_lq: /nonexistent'), 'datasets.train: '),
     (('pretrain_network_g: ~', 'pretrain_network_g: nowhere.pth'), 'network_g checkpoint not found: nowhere.pth'),
+    (('num_block: 1', 'num_blocks: 1'), "network_g: MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
+    (('num_feat: 8', 'num_feat: 7'), 'network_g (type=MDRN, num_in_ch=1, num_out_ch=1, num_feat=7, num_block=1, '
+                                     'num_level=2): MSAB splits its channels in two halves'),
     (('\nval:\n', '\nval:\n  tile: {size: 32}\n'), 'val.tile is set but model_type SRModel ignores it: set model_type: '
                                                 'DenoiseModel'),
 ])
@@ -165,6 +168,17 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
     assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
     assert not (tmp_path / 'experiments').exists()  # nothing was created
+
+
+def test_preflight_leaves_the_seeded_init_alone():
+    """The preflight builds every network (random init); the run's seeded initialisation must not shift."""
+    from mdrn_models.preflight import preflight
+    opt = {'is_train': True, 'model_type': 'SRModel', 'network_g': {'type': 'MDRN', 'num_feat': 8, 'num_block': 1}}
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    preflight(opt)
+    assert torch.equal(torch.rand(4), expected)
 
 
 @pytest.mark.parametrize('dataset, net, message', [

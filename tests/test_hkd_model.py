@@ -339,6 +339,12 @@ def _e2e_opt(name, gt, teacher_ckpt, network_t, total_iter):
     (lambda o: o['datasets']['train'].pop('sigma_teacher'), 'HMDS (train.kd_opt.teacher_input: lq_teacher) needs '
                                                             'lq_teacher from the dataset'),
     (lambda o: o['network_t'].update(num_feat=32), 'teacher checkpoint'),  # of another width than network_t
+    # found by the dry run of the freshly built nets, before any folder (and before the teacher's weights load)
+    (lambda o: o['train']['kd_opt'].update(layers=['msag_0_9']), "unknown layer name(s) ['msag_0_9'] in the student"),
+    (lambda o: o['train']['kd_opt'].update(layers={'msag_0_1': 'msag_1_0'}), 'differ in size; pick layers at the '
+                                                                              'same resolution'),
+    (lambda o: o['network_t'].update(num_blok=2), "network_t: MDRN has no argument 'num_blok' (did you mean "
+                                                  "'num_block'?)"),
 ])
 def test_cli_refuses_bad_distillation_options_before_any_folder(tmp_path, basicsr_cli, edit, message):
     gt = tmp_path / 'toy'
