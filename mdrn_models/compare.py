@@ -46,6 +46,7 @@ from mdrn_arch import FFDNet
 from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset
 from mdrn_models.cli import OptionFileError, check_option_file
+from mdrn_models.denoise_model import eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
@@ -91,7 +92,9 @@ def _basicsr_load(net, path, strict=True, param_key='params'):
 
 
 def build_model(spec_path):
-    """Option file or checkpoint -> (eval-mode network, description of its weights)."""
+    """Option file or checkpoint -> (eval-mode network, description of its weights, options). ``eval_forward(net,
+    options)`` is what ``basicsr test`` runs for the option file (e.g. the ×8 self-ensemble under ``model_type:
+    DenoiseModel`` with ``val.self_ensemble``, SwinIR's window padding); a bare checkpoint's options are ``{}``."""
     if not osp.isfile(spec_path):
         raise CompareError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
     if spec_path.endswith(('.yml', '.yaml')):
@@ -111,7 +114,7 @@ def build_model(spec_path):
                 raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
                                    'to the current directory; import/train the weights first).')
             _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
-        return net.eval(), weights or RANDOM_INIT
+        return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path)
     state = ckpt
     if isinstance(ckpt, dict):
@@ -126,7 +129,7 @@ def build_model(spec_path):
                            'network_g and path.pretrain_network_g instead.')
     net = build_network(net_opt)
     net.load_state_dict(state, strict=True)
-    return net.eval(), spec_path
+    return net.eval(), spec_path, {}
 
 
 def in_channels(net):
@@ -255,24 +258,24 @@ def run(args):
         raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
 
     # build every network first: bad paths / mismatched channels fail before any compute
-    nets = OrderedDict()  # (name, sigma) -> net
+    nets = OrderedDict()  # (name, sigma) -> (net, its test-time forward)
     info = OrderedDict()  # name -> dict(params, gflops, weights)
     channels = args.channels
     for name, slots in models.items():
         for sigma, path in slots.items():
-            net, weights = build_model(path)
+            net, weights, opt = build_model(path)
             c = in_channels(net)
             if channels is None:
                 channels = c
             if c is not None and c != channels:
                 raise CompareError(f"model '{name}' ({path}) takes {c}-channel input but the comparison uses "
                                    f'{channels} channels: compare gray with gray, color with color (--channels).')
-            nets[name, sigma] = net.to(device)
+            nets[name, sigma] = net.to(device), eval_forward(net, opt)
             entry = info.setdefault(name, {'params': None, 'gflops': None, 'weights': [], 'time': 0.0, 'mp': 0.0})
             entry['weights'].append(weights if sigma is None else f'@{sigma:g}: {weights}')
     channels = channels or 1
     for name in info:
-        net = next(n for (m, _), n in nets.items() if m == name)
+        net = next(n for (m, _), (n, _) in nets.items() if m == name)
         info[name]['params'] = sum(p.numel() for p in net.parameters())
         info[name]['gflops'] = count_flops(net, channels, args.flops_size, device) / 1e9
 
@@ -298,14 +301,14 @@ def run(args):
                 gt_img = tensor2img(data['gt'][None])
                 # tensor2img clamps its argument in place (basicsr 1.4.2): give it a copy so that lq stays unclipped
                 outs = [('noisy', tensor2img(data['lq'][None].clone()))]
-                for name, net in runnable:
+                for name, (net, forward) in runnable:
                     set_sigma(net, sigma)
                     bar.set_postfix_str(f'{set_name} σ{sigma:g} {name}')
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
                     with torch.autocast(device.type, dtype=AMP_DTYPE[device.type], enabled=args.amp):
-                        out = net(lq).float()
+                        out = forward(lq).float()
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     info[name]['time'] += time.perf_counter() - t0

@@ -9,7 +9,9 @@ registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an 
 the output image or folder; existing outputs are refused unless ``--force``. Gray models read images as gray, color
 models as RGB; outputs are 8-bit. The shipped weights were trained for additive white Gaussian noise of one sigma:
 ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image first, to see what the model does.
-``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
+``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams). An option file
+runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under ``model_type:
+DenoiseModel`` and ``val.self_ensemble: true``.
 """
 import argparse
 import os.path as osp
@@ -26,7 +28,7 @@ from datasets_prep.common import PrepError, list_images
 from mdrn_models import malloc_tuning
 from mdrn_models.cli import OptionFileError
 from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels
-from mdrn_models.denoise_model import TILE_ALIGN, tiled_forward
+from mdrn_models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError
 
 
@@ -78,14 +80,14 @@ def read_image(path, channels):
     return img[..., None] if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def denoise(net, img, add_noise=None, seed=0, tile=None, device='cpu'):
-    """uint8 image -> (noisy input actually fed, denoised), both uint8 in the image's channel order."""
+def denoise(forward, img, add_noise=None, seed=0, device='cpu'):
+    """uint8 image -> (noisy input actually fed, ``forward``'s output), both uint8 in the image's channel order."""
     x = img2tensor(img.astype(np.float32) / 255., bgr2rgb=False, float32=True)[None].to(device)
     if add_noise:
         gen = torch.Generator().manual_seed(seed)
         x = x + (torch.randn(x.shape, generator=gen) * add_noise / 255.).to(device)  # not clipped, as in training
     with torch.no_grad():
-        y = net(x) if tile is None else tiled_forward(net, x, tile, 32)
+        y = forward(x)
     return tensor2img(x.clamp(0, 1), rgb2bgr=False), tensor2img(y, rgb2bgr=False)
 
 
@@ -113,7 +115,7 @@ def main(argv=None):
         if args.add_noise is not None and args.add_noise <= 0:
             raise DenoiseError(f'--add_noise is a noise sigma on the 0-255 scale and must be > 0, got {args.add_noise}')
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
-        net, weights = build_model(args.opt)
+        net, weights, opt = build_model(args.opt)
         if weights == RANDOM_INIT:
             raise DenoiseError(f'{args.opt} has no path.pretrain_network_g: a randomly initialised network does not '
                                'denoise; set it to a trained checkpoint (.pth)')
@@ -121,13 +123,14 @@ def main(argv=None):
         sys.exit(f'basicsr denoise: error: {exc}')
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     net = net.to(device)
+    forward = eval_forward(net, opt, tile=args.tile and (args.tile, 32))
     channels = in_channels(net) or 3
     for src, dst in pairs:
         try:
             img = read_image(src, channels)
         except DenoiseError as exc:
             sys.exit(f'basicsr denoise: error: {exc}')
-        noisy, out = denoise(net, img, args.add_noise, args.seed, args.tile, device)
+        noisy, out = denoise(forward, img, args.add_noise, args.seed, device)
         imwrite(out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR), dst)
         if args.add_noise:
             imwrite(noisy if channels == 1 else cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), noisy_path(dst))

@@ -1,10 +1,14 @@
 """``DenoiseModel``: BasicSR's ``SRModel`` plus, at validation/test, the ×8 self-ensemble of the paper's MDRN+
-(``val.self_ensemble: true``) and tiled inference for large images (``val.tile: {size: 512, overlap: 32}``)."""
+(``val.self_ensemble: true``) and tiled inference for large images (``val.tile: {size: 512, overlap: 32}``).
+
+``eval_forward(net, opt)`` is that test-time forward as a function, so that ``basicsr test``, the compare command and
+``basicsr denoise`` all run the same thing for one option file."""
 import torch
 
 import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
 
 TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned with the whole image
 
@@ -52,17 +56,47 @@ def self_ensemble(net, x):
     return torch.stack(outputs, 0).mean(0)
 
 
+def window_padded(net, window):
+    """``net`` on ``x`` padded (reflect, bottom/right) to a multiple of ``window`` and cropped back, as BasicSR's
+    ``SwinIRModel.test`` runs SwinIR (whose attention windows need it)."""
+
+    def forward(x):
+        h, w = x.shape[-2:]
+        return net(pad_to_multiple(x, window))[..., :h, :w]
+
+    return forward
+
+
+def eval_forward(net, opt, tile=None):
+    """The function of an image batch that testing ``opt``'s model runs on ``net``: the network, padded to
+    ``network_g.window_size`` when it has one (SwinIR; same-size restoration), and under ``DenoiseModel`` and its
+    subclasses ``val.tile`` and ``val.self_ensemble``. ``tile`` = (size, overlap) tiles any model (``basicsr
+    denoise --tile``), in place of ``val.tile``."""
+    forward = net
+    window = (opt.get('network_g') or {}).get('window_size')
+    if isinstance(window, int) and window > 1:
+        forward = window_padded(forward, window)
+    denoise_model = issubclass(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), DenoiseModel)
+    tile = tile or (tile_options(opt) if denoise_model else None)
+    if tile:
+        forward = _partial(tiled_forward, forward, *tile)
+    if denoise_model and (opt.get('val') or {}).get('self_ensemble', False):
+        forward = _partial(self_ensemble, forward)
+    return forward
+
+
+def _partial(fn, net, *args):
+    return lambda x: fn(net, x, *args)
+
+
 @MODEL_REGISTRY.register()
 class DenoiseModel(SRModel):
     """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),
     ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result)."""
 
     def __init__(self, opt):
-        self.tile = tile_options(opt)  # checked before any network is built
+        tile_options(opt)  # refuses bad val.tile values before any network is built
         super().__init__(opt)
-
-    def _self_ensemble_on(self):
-        return bool((self.opt.get('val') or {}).get('self_ensemble', False))
 
     def test(self):
         net = getattr(self, 'net_g_ema', None)
@@ -70,8 +104,7 @@ class DenoiseModel(SRModel):
             net = self.net_g
         was_training = net.training
         net.eval()
-        forward = net if self.tile is None else lambda x: tiled_forward(net, x, *self.tile)
         with torch.no_grad():
-            self.output = self_ensemble(forward, self.lq) if self._self_ensemble_on() else forward(self.lq)
+            self.output = eval_forward(net, self.opt)(self.lq)
         if was_training and net is self.net_g:
             net.train()

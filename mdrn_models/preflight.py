@@ -6,7 +6,7 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 * the model type's own ``check_train_options(opt, nets)`` when training (``HKDModel``: teacher, HMDS input, and the
   distillation layer pairs, by one dry run of the freshly built student and teacher);
 * ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
-  subclasses; BasicSR's ``SRModel`` would silently ignore them);
+  subclasses; BasicSR's ``SRModel`` would silently ignore them), and ``val.tile`` holds usable values;
 * every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
 * every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
   (missing/unexpected keys and shape mismatches where the load is strict).
@@ -141,13 +141,19 @@ def check_types(opt):
 
 
 def check_val_options(opt):
-    from .denoise_model import DenoiseModel
+    from .denoise_model import DenoiseModel, tile_options
     val = opt.get('val') or {}
     used = [key for key in ('tile', 'self_ensemble') if val.get(key)]
     model_type = opt.get('model_type', 'SRModel')
-    if used and not issubclass(MODEL_REGISTRY.get(model_type), DenoiseModel):
-        raise PreflightError(f'val.{used[0]} is set but model_type {model_type} ignores it: set model_type: '
-                             'DenoiseModel (SRModel plus tiling and self-ensemble)')
+    if not issubclass(MODEL_REGISTRY.get(model_type), DenoiseModel):
+        if used:
+            raise PreflightError(f'val.{used[0]} is set but model_type {model_type} ignores it: set model_type: '
+                                 'DenoiseModel (SRModel plus tiling and self-ensemble)')
+        return
+    try:
+        tile_options(opt)
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
 
 
 def check_model_options(opt, nets):

@@ -170,6 +170,18 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     assert not (tmp_path / 'experiments').exists()  # nothing was created
 
 
+def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_cli):
+    yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_tile', total_iter=2)
+    yml.write_text(yml.read_text().replace('model_type: SRModel', 'model_type: DenoiseModel')
+                   .replace('\nval:\n', '\nval:\n  tile: {size: 60}\n', 1))
+    run = tmp_path / 'experiments' / 'tiny_tile'
+    run.mkdir(parents=True)  # an earlier run of the same name
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout, proc.stdout[-2000:]
+    assert 'val.tile.size must be a positive multiple of 8' in proc.stdout.strip().splitlines()[-1]
+    assert os.listdir(tmp_path / 'experiments') == ['tiny_tile']  # not archived
+
+
 def test_preflight_leaves_the_seeded_init_alone():
     """The preflight builds every network (random init); the run's seeded initialisation must not shift."""
     from mdrn_models.preflight import preflight

@@ -121,12 +121,24 @@ def test_compare_amp_runs_under_bf16_autocast_on_cpu(tiny, tmp_path, capsys, mon
     assert abs(float(rows['amp', 'MDRN-tiny', '25']['psnr']) - float(rows['fp32', 'MDRN-tiny', '25']['psnr'])) < 0.1
 
 
-def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli):
-    assert _run(tiny, tmp_path / 'cmp') == 0
+@pytest.mark.parametrize('ensemble', [False, True])
+def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble):
+    """Compare runs what basicsr test runs for the option file: with the x8 self-ensemble (MDRN+) under DenoiseModel
+    too, which changes the score."""
+    yml = tiny / 'mdrn.yml'
+    if ensemble:
+        yml = tmp_path / 'mdrn_plus.yml'
+        yml.write_text((tiny / 'mdrn.yml').read_text().replace('model_type: SRModel', 'model_type: DenoiseModel')
+                       .replace('save_img: false', 'save_img: false\n  self_ensemble: true'))
+    assert compare.main(['--models', f'M={yml}', '--sets', f'tiny={tiny / "imgs"}', '--sigmas', '25',
+                         '--out', str(tmp_path / 'cmp')]) == 0
     rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(tmp_path / 'cmp' / 'compare.csv'))}
-    log = basicsr_cli('test', '-opt', tiny / 'mdrn.yml', '--root', tmp_path, cwd=tmp_path).stdout
+    log = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
     psnr = float(re.findall(r'# psnr: ([0-9.]+)', log)[-1])
-    assert float(rows['MDRN-tiny', '25']['psnr']) == pytest.approx(psnr, abs=1e-4)
+    assert float(rows['M', '25']['psnr']) == pytest.approx(psnr, abs=1e-4)
+    if ensemble:  # and the ensemble is not a no-op here
+        plain = basicsr_cli('test', '-opt', tiny / 'mdrn.yml', '--root', tmp_path, cwd=tmp_path).stdout
+        assert abs(float(re.findall(r'# psnr: ([0-9.]+)', plain)[-1]) - psnr) > 1e-3
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mdrn_arch import MDRN
-from mdrn_models.denoise_model import tile_options, tiled_forward
+from mdrn_models.denoise_model import self_ensemble, eval_forward, tile_options, tiled_forward
 
 
 def test_tiled_inference_equals_whole_image():
@@ -23,3 +23,25 @@ def test_tiled_inference_equals_whole_image():
 def test_bad_tile_options_are_refused(tile, message):
     with pytest.raises(ValueError, match=message):
         tile_options({'val': {'tile': tile}})
+
+
+def test_eval_forward_is_what_the_model_type_tests():
+    """``eval_forward``: the plain net under SRModel (val.tile / self_ensemble are DenoiseModel's), the x8 ensemble
+    and tiles under DenoiseModel, an explicit tile for any model, and SwinIR padded to its window (any size runs)."""
+    from basicsr.archs.swinir_arch import SwinIR
+    torch.manual_seed(0)
+    net = MDRN(num_feat=8, num_block=1, num_level=2).eval()
+    x = torch.rand(1, 1, 40, 48)
+    val = {'self_ensemble': True, 'tile': {'size': 16, 'overlap': 16}}
+    with torch.no_grad():
+        assert torch.equal(eval_forward(net, {'model_type': 'SRModel', 'val': val})(x), net(x))
+        got = eval_forward(net, {'model_type': 'DenoiseModel', 'val': val})(x)
+        assert (got - self_ensemble(net, x)).abs().max() < 1e-4  # tiles with full context: the same
+        assert (got - net(x)).abs().max() > 1e-3
+        assert torch.equal(eval_forward(net, {}, tile=(16, 0))(x), tiled_forward(net, x, 16, 0))
+        swin = SwinIR(upscale=1, in_chans=1, img_size=16, window_size=8, img_range=1., depths=[1], embed_dim=8,
+                      num_heads=[2], mlp_ratio=1, upsampler='', resi_connection='1conv').eval()
+        odd = torch.rand(1, 1, 21, 30)
+        with pytest.raises(RuntimeError):
+            swin(odd)
+        assert eval_forward(swin, {'network_g': {'type': 'SwinIR', 'window_size': 8}})(odd).shape == odd.shape
