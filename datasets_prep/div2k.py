@@ -107,6 +107,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.crop_size <= 0 or args.step <= 0 or args.thresh_size < 0 or args.n_thread < 1:
         raise PrepError('--crop-size, --step and --n-thread must be positive and --thresh-size >= 0')
+    if not 0 <= args.compress_level <= 9:  # cv2.imwrite only warns (per sub-image) and falls back to 9
+        raise PrepError(f'--compress-level is a PNG compression level from 0 (none, fastest) to 9 (smallest), '
+                        f'got {args.compress_level}')
     inp = osp.normpath(args.input)
     names = list_images(inp)  # fails early on a missing/empty input
     out = args.out or osp.dirname(osp.abspath(inp))

@@ -81,7 +81,7 @@ def build_parser():
     p.add_argument('--channels', type=int, choices=(1, 3), default=None,
                    help='convert to 1 (gray) or 3 (color) channels; default: keep each image as it is')
     p.add_argument('--noisy', type=float, nargs='+', default=[], metavar='SIGMA',
-                   help='also write fixed noisy PNG copies at these sigmas (0..255 scale)')
+                   help='also write fixed noisy PNG copies at these sigmas (1..255 pixel scale)')
     p.add_argument('--noise-seed', type=int, default=0, help='noise seed of the noisy copies (as noise_seed in YAML)')
     p.add_argument('--noisy-out', default=None, help='folder for the noisy copies (default: <out>_noisy)')
     p.add_argument('--force', action='store_true', help='replace existing outputs')
@@ -90,9 +90,15 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for s in args.noisy:
-        if not 0 < s <= 255:
-            raise PrepError(f'--noisy sigma {s:g} is outside (0, 255]: use the 0..255 pixel scale, e.g. 25')
+    if args.noisy:
+        # the dataset's own check ([1, 255], no nan/inf), here before the clean folder is written: failing in
+        # write_noisy would leave that folder behind and the rerun would need --force
+        from mdrn_models.awgn_dataset import parse_sigma
+        for s in args.noisy:
+            try:
+                parse_sigma(s, '--noisy sigma')
+            except ValueError as exc:
+                raise PrepError(str(exc)) from None
     if args.noise_seed < 0:
         raise PrepError('--noise-seed must be >= 0')
     inp, out = osp.normpath(args.input), osp.normpath(args.out)

@@ -202,7 +202,10 @@ class AWGNDenoisingDataset(data.Dataset):
         # decoded as uint8 first: BasicSR's float32 conversion would fail on an undecodable value with an AttributeError
         img = imfrombytes(img_bytes, flag='grayscale' if self.channels == 1 else 'color', float32=False)
         if img is None:
-            raise ValueError(f"'{path}' is not a decodable image: replace it or run python -m datasets_prep.verify")
+            # datasets_prep.verify reads LMDBs only; on disk the path above is the file to remove or replace
+            hint = (f'run python -m datasets_prep.verify {self.gt_folder}' if self.backend == 'lmdb' else
+                    'remove or replace that file')
+            raise ValueError(f"'{path}' is not a decodable image: {hint}")
         img = img.astype(np.float32) / 255.
         if img.ndim == 2:
             img = img[..., None]

@@ -21,7 +21,10 @@ latency.
 
 ``--train``: one optimisation step (forward, losses, backward, Adam step) of MDRN-2B as plain ``DenoiseModel``, HADS
 (``HKDModel``, teacher MDRN num_block 8, same input) and HMDS (``HKDModel``, teacher MDRN-2B at a lower sigma on
-``lq_teacher``), all built through BasicSR's ``build_model`` with random teacher weights, timed interleaved.
+``lq_teacher``), all built through BasicSR's ``build_model`` with random teacher weights, timed interleaved: one
+warm-up step each, then ``--repeats`` rounds (default 3).
+
+The table of GMAC/s relative to DnCNN needs ``DnCNN`` in ``--models``; without it the report says so instead.
 """
 import argparse
 import os
@@ -263,20 +266,24 @@ def device_desc(device):
 
 
 def report(rows, train, device, args):
-    lines = [f'Device: {device_desc(device)}, {args.malloc}. Batch 1, gray, no_grad, random weights. Latency: min '
-             'over rounds (median in brackets); rounds interleave all models. GMAC/s = flop-counter MACs / latency. '
-             'Peak memory: '
-             + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
-                'peak live tensors created by the forward (activations/outputs, not weights or oneDNN scratch).')
-             + (f' amp: autocast to {amp_dtype_name(device.type)}.' if 'amp' in args.modes else ''),
-             '', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | peak MiB |',
-             '|---|---:|---:|---|---:|---:|---:|---:|---:|']
+    lines = [f'Device: {device_desc(device)}, {args.malloc}.']
+    if rows:  # --train-only has no inference table: its header would describe a measurement not made
+        lines[0] += (' Batch 1, gray, no_grad, random weights. Latency: min over rounds (median in brackets); rounds '
+                     'interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
+                     + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
+                        'peak live tensors created by the forward (activations/outputs, not weights or oneDNN '
+                        'scratch).')
+                     + (f' amp: autocast to {amp_dtype_name(device.type)}.' if 'amp' in args.modes else ''))
+        lines += ['', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | '
+                  'peak MiB |', '|---|---:|---:|---|---:|---:|---:|---:|---:|']
     for r in rows:
         px = r['size'] ** 2
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.3f} | {r['macs'] / px / 1e3:.0f} | {r['mode']} | "
                      f"{r['size']}² | {r['lat'] * 1e3:.0f} ({r['median'] * 1e3:.0f}, n={r['n']}) | "
                      f"{r['lat'] * 1e3 / (px / 1e6):.0f} | {r['macs'] / r['lat'] / 1e9:.1f} | {r['peak'] / 2**20:.0f} |")
-    if rows:
+    if rows and 'DnCNN' not in args.models:
+        lines += ['', 'No GMAC/s-relative-to-DnCNN table: add DnCNN to --models for it.']
+    elif rows:
         lines += ['', 'GMAC/s relative to DnCNN (same mode and size):', '',
                   '| model | mode | ' + ' | '.join(f'{s}²' for s in args.sizes) + ' |',
                   '|---|---|' + '---:|' * len(args.sizes)]
@@ -290,13 +297,48 @@ def report(rows, train, device, args):
                 lines.append(f'| {name} | {mode} | ' + ' | '.join(cells) + ' |')
     if train:
         lines += ['', f'Training step (MDRN-2B student, batch {args.train_batch}×1×{args.train_size}², L1 + KD on '
-                  'MSAG-2/3/4, Adam; built with basicsr build_model; min over rounds, median in brackets):', '',
+                  'MSAG-2/3/4, Adam; built with basicsr build_model; min over rounds, median in brackets; rounds '
+                  'interleave the three):', '',
                   '| method | teacher | step ms (median) | vs plain |', '|---|---|---:|---:|']
         teacher = {'plain': '—', 'HADS': 'MDRN (8 blocks), same input', 'HMDS': 'MDRN-2B, lq_teacher (σ 25)'}
         for kind, (t, med) in train.items():
             lines.append(f"| {kind} | {teacher[kind]} | {t * 1e3:.0f} ({med * 1e3:.0f}) | "
                          f"{t / train['plain'][0]:.2f}× |")
     return '\n'.join(lines) + '\n'
+
+
+def check_args(args, device):
+    """Refuse, with one line (ValueError), every option that would fail or mislead later: before anything is
+    measured, so that no long run ends in a traceback or cannot write its --out."""
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda asked for but CUDA is not available: use --device cpu.')
+    if device.type == 'cpu' and 'compile' in args.modes:
+        raise ValueError('mode compile is for --device cuda (on the CPU inductor compiles each model for about a '
+                         'minute and sped DnCNN and MDRN alike); on CPU use fp32, channels_last and amp.')
+    if any(s < 16 or s % 8 for s in args.sizes):
+        raise ValueError(f'--sizes must be multiples of 8 and >= 16, got {args.sizes}.')
+    for flag in ('sizes', 'models', 'modes'):  # a repeat would only repeat rows (and columns) of the tables
+        values = getattr(args, flag)
+        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if repeated is not None:
+            raise ValueError(f'--{flag} lists {repeated} twice: give each once.')
+    # train_size >= 8: MDRN pads its input to a multiple of 8 (3 levels), a smaller patch would time mostly padding
+    for flag, minimum in (('repeats', 1), ('threads', 1), ('train_batch', 1), ('train_size', 8)):
+        value = getattr(args, flag)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= {minimum}, got {value}.")
+    for name in args.models:
+        build(name)  # ValueError naming the choices
+    if args.out:
+        if os.path.isdir(args.out):
+            raise ValueError(f"--out '{args.out}' is a folder: give a file name for the Markdown, e.g. "
+                             f"{os.path.join(args.out, 'bench.md')}.")
+        if os.path.exists(args.out) and not args.force:
+            raise ValueError(f"'{args.out}' exists: pass --force to overwrite it or choose another --out.")
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--out '{args.out}': folder '{folder}' does not exist; create it or choose another "
+                             '--out.')
 
 
 def main(argv=None):
@@ -308,7 +350,7 @@ def main(argv=None):
                    help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA). amp: autocast fp16 on '
                         'CUDA, bf16 on the CPU (fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
     p.add_argument('--repeats', type=int, default=None, help='timed rounds per size (default CPU: 3/2/1 for '
-                   '<=256/<=512/larger; CUDA: 20)')
+                   '<=256/<=512/larger; CUDA: 20), and of training steps after one warm-up (default 3)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
     p.add_argument('--keep-freed-memory', action='store_true',
@@ -321,26 +363,16 @@ def main(argv=None):
     p.add_argument('--out', default=None, help='also write the Markdown here (refused if it exists, unless --force)')
     p.add_argument('--force', action='store_true')
     args = p.parse_args(argv)
-    args.malloc = 'glibc keeps freed memory' if args.keep_freed_memory and malloc_tuning.keep_freed_memory() else \
-        'default malloc'
     device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        p.exit(2, 'error: --device cuda asked for but CUDA is not available: use --device cpu.\n')
     args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
                                 ['fp32', 'channels_last'])
-    if device.type == 'cpu' and 'compile' in args.modes:
-        p.exit(2, 'error: mode compile is for --device cuda (on the CPU inductor compiles each model for about a '
-                  'minute and sped DnCNN and MDRN alike); on CPU use fp32, channels_last and amp.\n')
-    if any(s < 16 or s % 8 for s in args.sizes):
-        p.exit(2, f'error: --sizes must be multiples of 8 and >= 16, got {args.sizes}.\n')
-    for name in args.models:
-        try:
-            build(name)
-        except ValueError as err:
-            p.exit(2, f'error: {err}\n')
-    if args.out and os.path.exists(args.out) and not args.force:
-        p.exit(2, f"error: '{args.out}' exists: pass --force to overwrite it or choose another --out.\n")
-    if args.threads:
+    try:
+        check_args(args, device)
+    except ValueError as err:
+        p.exit(2, f'error: {err}\n')
+    args.malloc = 'glibc keeps freed memory' if args.keep_freed_memory and malloc_tuning.keep_freed_memory() else \
+        'default malloc'
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.repeats is not None:
         repeats = {s: args.repeats for s in args.sizes}
@@ -350,8 +382,8 @@ def main(argv=None):
         repeats = {s: 3 if s <= 256 else 2 if s <= 512 else 1 for s in args.sizes}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = [] if args.train_only else bench_inference(args.models, args.modes, args.sizes, repeats, device, log)
-    train = bench_train(device, args.train_batch, args.train_size, 3, log) if (args.train or args.train_only) \
-        else None
+    train = bench_train(device, args.train_batch, args.train_size, args.repeats or 3, log) \
+        if (args.train or args.train_only) else None
     text = report(rows, train, device, args)
     print(text)
     if args.out:

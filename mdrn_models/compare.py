@@ -9,10 +9,13 @@
 
 * ``PATH`` is a BasicSR option file (its ``network_g`` is built through ARCH_REGISTRY -- MDRN, DnCNN, FFDNet or any
   BasicSR arch such as RIDNet or SwinIR -- and ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g`` are
-  loaded with BasicSR's own ``load_network``, ``weights_only=True``; no ``pretrain_network_g`` = random init, marked in
-  the table), or a ``.pth`` checkpoint of MDRN/DnCNN/FFDNet whose arch options are inferred from its tensors.
+  loaded with BasicSR's own ``load_network``, ``weights_only=True``; no ``pretrain_network_g`` = random init, marked
+  ``(random init)`` after the model's name in the table), or a ``.pth`` checkpoint of MDRN/DnCNN/FFDNet whose arch
+  options are inferred from its tensors.
 * ``@SIGMA`` restricts an entry to one tested sigma, so per-sigma models (DnCNN-S, MDRN trained at one level) form one
-  row: ``DnCNN@15=... DnCNN@25=... DnCNN@50=...``. Entries without ``@`` run at every sigma (blind / FFDNet).
+  row: ``DnCNN@15=... DnCNN@25=... DnCNN@50=...``. Entries without ``@`` run at every sigma (blind / FFDNet). The
+  per-sigma models of one name must share one architecture (the row shows one params / GFLOPs / ms/MP); give
+  different architectures different names. The CSV's ``weights`` column names the weights behind each row.
 * A network with a numeric ``sigma`` attribute (FFDNet) gets it set to the sigma under test.
 
 Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k = f(noise_seed, k), not clipped), so
@@ -22,14 +25,18 @@ Also reported: parameters, GFLOPs of one 256x256 forward (``torch.utils.flop_cou
 milliseconds per megapixel measured on this device during the run. ``--amp`` runs every model under autocast (fp16 on
 CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR and gains in speed.
 
-Outputs (refused if present, unless ``--force``): ``OUT/compare.md``, ``OUT/compare.csv``,
-``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model | clean, zoomed crop, PSNR in the labels).
+Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model |
+clean, zoomed crop, each label the PSNR over the model's name; characters other than letters, digits, ``.``, ``_``
+and ``-`` in the file name become ``_``). If ``OUT`` already holds any of them the command refuses, unless ``--force``:
+then it replaces compare.md / compare.csv and first deletes the figures a previous run left there (files named
+``*_sigma<s>_*.png`` in ``OUT/figures``), so none is stale.
 """
 import argparse
 import csv
 import math
 import os
 import os.path as osp
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -44,14 +51,16 @@ from basicsr.utils import tensor2img
 
 from mdrn_arch import FFDNet
 from mdrn_models import malloc_tuning, pipeline_fixes
-from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
 from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.denoise_model import eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
+from mdrn_models.preflight import PreflightError, build_networks, check_network_args
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
 RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
+OUR_FIGURE = re.compile(r'.+_sigma[0-9.]+_.+\.png')  # the names figure_name() gives: what --force may delete
 
 
 def amp_dtype_name(device_type):
@@ -103,7 +112,12 @@ def build_model(spec_path):
             raise CompareError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
         net_opt = dict(opt['network_g'])
         try:
-            net = build_network(net_opt)
+            # the preflight's checks: a misspelt option (did-you-mean) or a constructor's complaint is one line,
+            # not a TypeError traceback from inside the arch
+            check_network_args({'network_g': net_opt})
+            net = build_networks({'network_g': net_opt})['g']
+        except PreflightError as err:
+            raise CompareError(f"'{spec_path}': {err}.") from None
         except KeyError as err:
             raise CompareError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "
                                '(install/import its plugin, or fix the type).') from err
@@ -148,6 +162,24 @@ def count_flops(net, channels, size=256, device='cpu'):
     with torch.no_grad(), counter:
         net(x)
     return counter.get_total_flops()
+
+
+def arch_problem(a, b):
+    """Why two (net, opt) pairs are not one architecture (one line), or None: another class, another weight name or
+    shape, or other network_g options (``sigma`` aside: FFDNet's is set to each tested sigma anyway; a bare
+    checkpoint has no options, so its weights' shapes decide)."""
+    (net_a, opt_a), (net_b, opt_b) = a, b
+    params_a, params_b = (sum(p.numel() for p in n.parameters()) for n in (net_a, net_b))
+    shapes_a, shapes_b = ([(k, tuple(v.shape)) for k, v in n.state_dict().items()] for n in (net_a, net_b))
+    if type(net_a) is not type(net_b) or shapes_a != shapes_b:
+        return f'{type(net_a).__name__} with {params_a / 1e6:.3f}M params vs {type(net_b).__name__} with ' \
+               f'{params_b / 1e6:.3f}M params'
+    net_opt_a, net_opt_b = ({k: v for k, v in (o.get('network_g') or {}).items() if k != 'sigma'}
+                            for o in (opt_a, opt_b))
+    if net_opt_a and net_opt_b and net_opt_a != net_opt_b:
+        diff = sorted(k for k in net_opt_a.keys() | net_opt_b.keys() if net_opt_a.get(k) != net_opt_b.get(k))
+        return 'network_g options ' + ', '.join(f'{k}={net_opt_a.get(k)} vs {net_opt_b.get(k)}' for k in diff)
+    return None
 
 
 def set_sigma(net, sigma):
@@ -215,24 +247,74 @@ def pick_crop(gt_img, size):
     return best_yx + (size,)
 
 
+FONT = dict(fontFace=0, fontScale=0.45, thickness=1)  # cv2.FONT_HERSHEY_SIMPLEX, size of the figure labels
+LINE_H, MARGIN = 18, 3  # label line height and left margin (px)
+
+
+def text_width(text):
+    import cv2
+    return cv2.getTextSize(text, **FONT)[0][0]
+
+
+def label_lines(name, psnr, width):
+    """The label of one figure panel: the PSNR on its own line, so a long name can never hide it, and the name cut
+    to fit ``width`` px (ending '..'; Hershey fonts have no ellipsis glyph)."""
+    if text_width(name) + 2 * MARGIN > width:
+        while len(name) > 1 and text_width(name + '..') + 2 * MARGIN > width:
+            name = name[:-1]
+        name += '..'
+    return [name] if psnr is None else [name, f'{psnr:.2f} dB']
+
+
+def figure_name(set_name, sigma, stem):
+    """``<set>_sigma<s>_<image>.png`` with anything but letters, digits, '.', '_', '-' replaced by '_': a set name
+    such as 'my/set' would otherwise be a path into a missing folder."""
+    return re.sub(r'[^A-Za-z0-9._-]', '_', f'{set_name}_sigma{sigma:g}_{stem}') + '.png'
+
+
 def save_figure(path, panels, crop, zoom):
-    """``panels``: list of (label, uint8 image HxW or HxWx3 BGR). Writes one PNG row of zoomed crops with labels."""
+    """``panels``: list of (name, PSNR or None, uint8 image HxW or HxWx3 BGR). Writes one PNG row of zoomed crops,
+    each under a two-line label (name, PSNR); a panel is widened to show the whole PSNR when the crop is narrower."""
     import cv2
     y, x, size = crop
     tiles = []
-    for label, img in panels:
+    for name, psnr, img in panels:
         tile = img[y:y + size, x:x + size]
         if tile.ndim == 2:
             tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
         tile = cv2.resize(tile, (tile.shape[1] * zoom, tile.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
-        bar = np.full((22, tile.shape[1], 3), 255, np.uint8)
-        cv2.putText(bar, label[:40], (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        tiles.append(np.concatenate([bar, tile], axis=0))
-        tiles.append(np.full((tiles[-1].shape[0], 4, 3), 255, np.uint8))
-    cv2.imwrite(path, np.concatenate(tiles[:-1], axis=1))
+        width = max(tile.shape[1], text_width('000.00 dB') + 2 * MARGIN)
+        lines = label_lines(name, psnr, width)
+        panel = np.full((2 * LINE_H + 4 + tile.shape[0], width, 3), 255, np.uint8)
+        for i, line in enumerate(lines):
+            cv2.putText(panel, line, (MARGIN, LINE_H * (i + 1) - 4), color=(0, 0, 0), lineType=cv2.LINE_AA, **FONT)
+        panel[2 * LINE_H + 4:, :tile.shape[1]] = tile
+        tiles.append(panel)
+        tiles.append(np.full((panel.shape[0], 4, 3), 255, np.uint8))
+    # cv2.imwrite reports a failure (missing folder, unwritable file) only by returning False
+    if not cv2.imwrite(path, np.concatenate(tiles[:-1], axis=1)):
+        raise CompareError(f"could not write figure '{path}': check that --out is a writable folder.")
 
 
 # -------------------------------------------------------------------------------------------------------------- run
+def row_weights(meta, sigma, vals):
+    """CSV ``weights`` of one (model, sigma) row: the weights that produced it ('' where the model did not run)."""
+    if not meta:
+        return 'noisy input'
+    weights = meta['weights']
+    return (weights.get(sigma) or weights.get(None) or '') if vals else ''
+
+
+def random_init_mark(meta):
+    """' (random init)' after a model's name in the table when its scores come from untrained weights."""
+    rand = [s for s, w in (meta or {}).get('weights', {}).items() if w == RANDOM_INIT]
+    if not rand:
+        return ''
+    if len(rand) == len(meta['weights']):
+        return f' ({RANDOM_INIT})'
+    return f" ({RANDOM_INIT} at σ={', '.join(f'{s:g}' for s in rand)})"
+
+
 def _fmt(v, digits):
     return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}'
 
@@ -242,24 +324,42 @@ def run(args):
 
     models = parse_models(args.models)
     sets = parse_sets(args.sets)
+    for sigma in args.sigmas:
+        try:
+            parse_sigma(sigma, '--sigmas')
+        except ValueError as err:
+            raise CompareError(str(err)) from None
     sigmas = [float(s) for s in args.sigmas]
-    if any(not 0 < s <= 255 for s in sigmas):
-        raise CompareError(f'--sigmas must lie in (0, 255] (pixel scale, e.g. 15 25 50), got {args.sigmas}.')
+    repeated = next((s for i, s in enumerate(sigmas) if s in sigmas[:i]), None)
+    if repeated is not None:
+        raise CompareError(f'--sigmas lists {repeated:g} twice: give each noise level once.')
+    if args.noise_seed < 0:
+        raise CompareError(f'--noise-seed must be a non-negative integer, got {args.noise_seed}.')
     for name, slots in models.items():
         for sigma in slots:
             if sigma is not None and sigma not in sigmas:
                 raise CompareError(f"--models: '{name}@{sigma:g}' is for a sigma not in --sigmas {args.sigmas}.")
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        raise CompareError(f"--out '{args.out}' is a file, not a folder: choose a folder for compare.md, compare.csv "
+                           'and figures/.')
     out_md, out_csv = osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')
+    fig_dir = osp.join(args.out, 'figures')
+    old_figures = sorted(osp.join(fig_dir, f) for f in (os.listdir(fig_dir) if osp.isdir(fig_dir) else ())
+                         if OUR_FIGURE.fullmatch(f) and osp.isfile(osp.join(fig_dir, f)))
     existing = [p for p in (out_md, out_csv) if osp.exists(p)]
     if existing and not args.force:
         raise CompareError(f"'{existing[0]}' exists: pass --force to overwrite it or choose another --out.")
+    if old_figures and not args.force:
+        raise CompareError(f"'{fig_dir}' holds {len(old_figures)} figure(s) of an earlier run (e.g. "
+                           f"{osp.basename(old_figures[0])}): pass --force to delete them or choose another --out.")
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
 
     # build every network first: bad paths / mismatched channels fail before any compute
     nets = OrderedDict()  # (name, sigma) -> (net, its test-time forward)
-    info = OrderedDict()  # name -> dict(params, gflops, weights)
+    info = OrderedDict()  # name -> dict(params, gflops, weights: {sigma or None: weights}, time, mp)
+    first = {}  # name -> (sigma, path, (net, opt)) of its first entry
     channels = args.channels
     for name, slots in models.items():
         for sigma, path in slots.items():
@@ -270,24 +370,54 @@ def run(args):
             if c is not None and c != channels:
                 raise CompareError(f"model '{name}' ({path}) takes {c}-channel input but the comparison uses "
                                    f'{channels} channels: compare gray with gray, color with color (--channels).')
+            sigma0, path0, net_opt0 = first.setdefault(name, (sigma, path, (net, opt)))
+            problem = arch_problem(net_opt0, (net, opt))
+            if problem:
+                raise CompareError(f"--models: '{name}@{sigma0:g}' ({path0}) and '{name}@{sigma:g}' ({path}) are "
+                                   f'different architectures ({problem}) but share one table row (one params / '
+                                   f'GFLOPs / ms/MP): give them different names, e.g. {name}-A@{sigma0:g} and '
+                                   f'{name}-B@{sigma:g}.')
             nets[name, sigma] = net.to(device), eval_forward(net, opt)
-            entry = info.setdefault(name, {'params': None, 'gflops': None, 'weights': [], 'time': 0.0, 'mp': 0.0})
-            entry['weights'].append(weights if sigma is None else f'@{sigma:g}: {weights}')
+            entry = info.setdefault(name, {'params': None, 'gflops': None, 'weights': {}, 'time': 0.0, 'mp': 0.0})
+            entry['weights'][sigma] = weights
     channels = channels or 1
+
+    datasets = {}
+    for set_name, folder in sets.items():
+        for sigma in sigmas:
+            try:
+                datasets[set_name, sigma] = AWGNDenoisingDataset({
+                    'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': args.noise_seed,
+                    'phase': 'test', 'io_backend': {'type': 'disk'}})
+            except ValueError as err:
+                raise CompareError(f'--sets {set_name}: {err}') from None
+    n_imgs = {key: len(ds) if args.max_images is None else min(len(ds), args.max_images)
+              for key, ds in datasets.items()}
+    # read every image once before any output or compute: an undecodable file (or a --crop outside an image) is
+    # one line naming it now, not a traceback after minutes of denoising. Decoding is cheap next to the models.
+    for set_name in sets:
+        ds = datasets[set_name, sigmas[0]]
+        for k in range(n_imgs[set_name, sigmas[0]]):
+            try:
+                gt = ds[k]['gt']
+            except ValueError as err:
+                raise CompareError(f'--sets {set_name}: {err}') from None
+            y, x, size = args.crop or (0, 0, 1)
+            if k < args.figures_per_set and not (0 <= y < gt.shape[-2] and 0 <= x < gt.shape[-1] and size > 0):
+                raise CompareError(f'--crop {" ".join(map(str, args.crop))} lies outside image {ds.paths[k]} '
+                                   f'({gt.shape[-2]}x{gt.shape[-1]}): pick Y, X inside every figure image.')
     for name in info:
         net = next(n for (m, _), (n, _) in nets.items() if m == name)
         info[name]['params'] = sum(p.numel() for p in net.parameters())
         info[name]['gflops'] = count_flops(net, channels, args.flops_size, device) / 1e9
 
-    os.makedirs(osp.join(args.out, 'figures'), exist_ok=True)
-    datasets = {}
-    for set_name, folder in sets.items():
-        for sigma in sigmas:
-            datasets[set_name, sigma] = AWGNDenoisingDataset({
-                'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': args.noise_seed,
-                'phase': 'test', 'io_backend': {'type': 'disk'}})
-    n_imgs = {key: len(ds) if args.max_images is None else min(len(ds), args.max_images)
-              for key, ds in datasets.items()}
+    try:
+        os.makedirs(fig_dir, exist_ok=True)
+    except OSError as err:
+        raise CompareError(f"--out '{args.out}': cannot create {fig_dir} ({err.strerror}): choose another --out.") \
+            from None
+    for path in old_figures:  # --force: a previous run's figures go, so none is left stale beside the new ones
+        os.remove(path)
     scores = {}  # (model, set, sigma) -> list of (psnr, ssim)
     figures = []
     with torch.no_grad(), tqdm(total=sum(n_imgs.values()), unit='img', desc='compare', dynamic_ncols=True) as bar:
@@ -319,16 +449,18 @@ def run(args):
                     psnr = calculate_psnr(img, gt_img, crop_border=0, test_y_channel=False)
                     ssim = calculate_ssim(img, gt_img, crop_border=0, test_y_channel=False)
                     scores.setdefault((name, set_name, sigma), []).append((psnr, ssim))
-                    row.append((f'{name} {psnr:.2f}dB', img))
+                    row.append((name, psnr, img))
                 if k < args.figures_per_set:
                     crop = tuple(args.crop) if args.crop else pick_crop(gt_img, args.crop_size)
                     crop = (crop[0], crop[1], min(crop[2], gt_img.shape[0] - crop[0], gt_img.shape[1] - crop[1]))
-                    if crop[2] <= 0:
-                        raise CompareError(f'--crop {args.crop} lies outside image {data["gt_path"]} '
-                                           f'({gt_img.shape[0]}x{gt_img.shape[1]}).')
                     stem = osp.splitext(osp.basename(data['gt_path']))[0]
-                    fig = osp.join(args.out, 'figures', f'{set_name}_sigma{sigma:g}_{stem}.png')
-                    save_figure(fig, row + [('clean', gt_img)], crop, args.zoom)
+                    fig = osp.join(fig_dir, figure_name(set_name, sigma, stem))
+                    # two names made alike by figure_name ('a/b' and 'a_b', or a.png and a.jpg) keep both figures
+                    base, i = fig[:-4], 0
+                    while fig in figures:
+                        i += 1
+                        fig = f'{base}_{i}.png'
+                    save_figure(fig, row + [('clean', None, gt_img)], crop, args.zoom)
                     figures.append(fig)
                 bar.update(1)
 
@@ -348,7 +480,7 @@ def run(args):
                     'params_M': meta['params'] / 1e6 if meta else None,
                     'gflops_%d' % args.flops_size: meta.get('gflops'),
                     'ms_per_MP': ms_mp,
-                    'weights': ' ; '.join(meta.get('weights', [])) if meta else 'noisy input'})
+                    'weights': row_weights(meta, sigma, vals)})
     with open(out_csv, 'w', newline='') as fout:
         writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -378,8 +510,10 @@ def run(args):
             tail = f"{meta['params'] / 1e6:.3f} | {meta['gflops']:.2f} | {ms}"
         else:
             tail = '— | — | —'
-        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {tail} |')
-    lines += ['', 'Weights: ' + '; '.join(f"{n}: {', '.join(info[n]['weights'])}" for n in info), '']
+        lines.append(f'| {name}{random_init_mark(meta)} | ' + ' | '.join(cells) + f' | {tail} |')
+    lines += ['', 'Weights: ' + '; '.join(f"{n}: " + ', '.join(w if s is None else f'@{s:g}: {w}'
+                                                              for s, w in info[n]['weights'].items())
+                                          for n in info), '']
     lines += [f'![{osp.basename(f)}](figures/{osp.basename(f)})' for f in figures]
     with open(out_md, 'w') as fout:
         fout.write('\n'.join(lines) + '\n')
@@ -413,7 +547,8 @@ def build_parser():
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
                    '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
-    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out')
+    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out and delete the '
+                   'figures a previous run left in --out/figures')
     return p
 
 

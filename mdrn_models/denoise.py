@@ -6,12 +6,15 @@
 
 ``-opt`` is the ``basicsr test`` option file of a weight (its ``network_g`` and ``path.pretrain_network_g``; any
 registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an image or a folder of images, ``-o``
-the output image or folder; existing outputs are refused unless ``--force``. Gray models read images as gray, color
-models as RGB; outputs are 8-bit. The shipped weights were trained for additive white Gaussian noise of one sigma:
-``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image first, to see what the model does.
-``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams). An option file
-runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under ``model_type:
-DenoiseModel`` and ``val.self_ensemble: true``.
+the output image or folder (a trailing ``/`` names a folder to create); existing outputs are refused unless
+``--force``, and an output that is one of the inputs always. Every input is decoded before anything is written. Gray
+models read images as gray, color models as RGB; outputs are 8-bit. The shipped weights were trained for additive
+white Gaussian noise of one sigma: ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image
+first, to see what the model does. A network with a noise-level input (FFDNet) is told ``--sigma SIGMA``: by default
+the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FFDNet ``.pth`` needs ``--sigma`` or
+``--add_noise``. ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
+An option file runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under
+``model_type: DenoiseModel`` and ``val.self_ensemble: true``.
 """
 import argparse
 import os.path as osp
@@ -26,8 +29,9 @@ from basicsr.utils import img2tensor, imwrite, tensor2img
 
 from datasets_prep.common import PrepError, list_images
 from mdrn_models import malloc_tuning
+from mdrn_models.awgn_dataset import parse_sigma
 from mdrn_models.cli import OptionFileError
-from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels
+from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels, set_sigma
 from mdrn_models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError
 
@@ -57,7 +61,8 @@ def plan(inp, out, force, add_noise=False):
                 raise DenoiseError(f'{first_source[dst]} and {src} would both be written to {dst}: rename one of them')
             first_source[dst] = src
     elif osp.isfile(inp):
-        if osp.isdir(out):
+        # a trailing separator names a folder, even one not created yet (imwrite creates it)
+        if osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s)):
             out = osp.join(out, osp.splitext(osp.basename(inp))[0] + '.png')
         if not cv2.haveImageWriter(out):
             raise DenoiseError(f'cannot write {out}: use an image extension such as .png')
@@ -65,6 +70,16 @@ def plan(inp, out, force, add_noise=False):
     else:
         raise DenoiseError(f'input not found: {inp} (pass an image file or a folder of images to -i)')
     outputs = [o for _, dst in pairs for o in ([dst, noisy_path(dst)] if add_noise else [dst])]
+    # checked before the --force check: an input is never overwritten, even with --force (as datasets_prep's
+    # check_apart); samefile also catches a symlink or hard link to the input
+    inputs = {osp.realpath(src): src for src, _ in pairs}
+    for o in outputs:
+        src = inputs.get(osp.realpath(o))
+        if src is None and osp.exists(o):
+            src = next((s for s in inputs.values() if osp.samefile(s, o)), None)
+        if src is not None:
+            raise DenoiseError(f'output {o} is the input {src} itself: choose another -o (inputs are never '
+                               'overwritten, even with --force)')
     existing = [o for o in outputs if osp.exists(o)]
     if existing and not force:
         raise DenoiseError(f'{existing[0]} exists ({len(existing)} output(s) in all); pass --force to overwrite, '
@@ -76,7 +91,7 @@ def read_image(path, channels):
     """uint8 HxWxC image in the model's channel order (gray, or RGB), as BasicSR's datasets feed it."""
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if img is None:
-        raise DenoiseError(f'cannot read {path} as an image')
+        raise DenoiseError(f'cannot read {path} as an image: remove or fix it, then rerun (nothing was written)')
     return img[..., None] if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -91,6 +106,22 @@ def denoise(forward, img, add_noise=None, seed=0, device='cpu'):
     return tensor2img(x.clamp(0, 1), rgb2bgr=False), tensor2img(y, rgb2bgr=False)
 
 
+def noise_level(net, opt, args):
+    """The sigma to tell ``net`` (None for a network without a noise-level input, as ``compare.set_sigma`` tells
+    them apart): --sigma, else --add_noise, else the option file's (the network as built from network_g)."""
+    if not isinstance(getattr(net, 'sigma', None), (int, float)):
+        if args.sigma is not None:
+            raise DenoiseError(f'--sigma is for networks with a noise-level input (FFDNet); {type(net).__name__} '
+                               'has none, so it would do nothing: remove --sigma')
+        return None
+    if args.sigma is not None or args.add_noise is not None:
+        return args.sigma if args.sigma is not None else args.add_noise
+    if not opt:  # a bare checkpoint: the 25 its network was built with is a placeholder, not the weight's level
+        raise DenoiseError(f'{args.opt} is a bare {type(net).__name__} checkpoint with a noise-level input: pass '
+                           '--sigma SIGMA, the noise level of your images (0-255 scale, e.g. 25)')
+    return float(net.sigma)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='basicsr denoise', description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +130,9 @@ def build_parser():
     parser.add_argument('-o', '--output', required=True, help='output image file, or folder')
     parser.add_argument('--add_noise', type=float, default=None, metavar='SIGMA',
                         help='add AWGN of this sigma (0-255 scale) first; also writes the noisy input (*_noisy.png)')
+    parser.add_argument('--sigma', type=float, default=None, metavar='SIGMA',
+                        help='noise level (0-255 scale) told to a network with a noise-level input (FFDNet); '
+                             "default: --add_noise, else the option file's network_g.sigma")
     parser.add_argument('--seed', type=int, default=0, help='seed of --add_noise (default 0)')
     parser.add_argument('--tile', type=int, default=None, metavar='SIZE',
                         help=f'denoise in SIZE-pixel tiles (multiple of {TILE_ALIGN}) to bound memory')
@@ -112,24 +146,34 @@ def main(argv=None):
     try:
         if args.tile is not None and (args.tile <= 0 or args.tile % TILE_ALIGN):
             raise DenoiseError(f'--tile must be a positive multiple of {TILE_ALIGN}, got {args.tile}')
-        if args.add_noise is not None and args.add_noise <= 0:
-            raise DenoiseError(f'--add_noise is a noise sigma on the 0-255 scale and must be > 0, got {args.add_noise}')
+        # the dataset's own range check ([1, 255]; it also refuses nan/inf, which would write black images)
+        for key in ('add_noise', 'sigma'):
+            if getattr(args, key) is not None:
+                try:
+                    parse_sigma(getattr(args, key), f'--{key}')
+                except ValueError as exc:
+                    raise DenoiseError(str(exc)) from None
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
         net, weights, opt = build_model(args.opt)
         if weights == RANDOM_INIT:
             raise DenoiseError(f'{args.opt} has no path.pretrain_network_g: a randomly initialised network does not '
                                'denoise; set it to a trained checkpoint (.pth)')
+        sigma = noise_level(net, opt, args)
+        channels = in_channels(net) or 3
+        # every input is decoded once up front, so a bad file late in a folder stops the run before the first
+        # output is written (and the rerun needs no --force); decoding is cheap next to the network
+        for src, _ in pairs:
+            read_image(src, channels)
     except (DenoiseError, CompareError, OptionFileError, CheckpointError) as exc:
         sys.exit(f'basicsr denoise: error: {exc}')
+    if sigma is not None:
+        set_sigma(net, sigma)
+        print(f'noise level given to the network: sigma {sigma:g}', flush=True)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     net = net.to(device)
     forward = eval_forward(net, opt, tile=args.tile and (args.tile, 32))
-    channels = in_channels(net) or 3
     for src, dst in pairs:
-        try:
-            img = read_image(src, channels)
-        except DenoiseError as exc:
-            sys.exit(f'basicsr denoise: error: {exc}')
+        img = read_image(src, channels)
         noisy, out = denoise(forward, img, args.add_noise, args.seed, device)
         imwrite(out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR), dst)
         if args.add_noise:

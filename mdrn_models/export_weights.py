@@ -5,8 +5,9 @@
 
 BasicSR's ``net_g_*.pth`` already holds ``params`` (and ``params_ema`` when EMA is on); shipping means picking one,
 casting it (fp16 halves the file; BasicSR's ``load_network`` casts it back to the network's fp32 on load) and
-storing it under ``params``, the key every ``basicsr test`` option file of this project reads. An existing output is
-refused unless ``--force``. Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
+storing it under ``params``, the key every ``basicsr test`` option file of this project reads. A bare state
+dict (``torch.save(net.state_dict(), ...)``) is exported as it is. An existing output is refused unless ``--force``.
+Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
 """
 import argparse
 import os
@@ -21,13 +22,35 @@ from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 DTYPES = {'fp16': torch.float16, 'fp32': torch.float32}
 
 
+def is_state_dict(obj):
+    """A non-empty dict of tensors (what ``net.state_dict()`` gives)."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def export(ckpt, out, key='params', dtype='fp16', force=False):
     """Write ``{'params': ckpt[key] cast to dtype}`` to ``out``; returns the number of parameters written."""
+    if osp.isdir(out):  # even with --force: torch.save cannot replace a folder
+        raise CheckpointError(f'{out} is a folder: give the weight file to write, e.g. {osp.join(out, "NAME.pth")}')
     if osp.exists(out) and not force:
         raise CheckpointError(f'{out} exists; pass --force to overwrite it')
-    state = check_checkpoint(ckpt)
-    if key not in state:
-        raise CheckpointError(f'{ckpt} has no "{key}" (it holds: {", ".join(map(str, state))}); choose one with --key')
+    if osp.isdir(ckpt):
+        raise CheckpointError(f'{ckpt} is a folder: give a checkpoint file, e.g. {osp.join(ckpt, "net_g_latest.pth")}')
+    if not osp.isfile(ckpt):  # check_checkpoint's own wording is about option files, which this command has none of
+        raise CheckpointError(f'network checkpoint not found: {ckpt} (fix the CKPT argument)')
+    try:
+        state = check_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(str(exc).replace('fix the path.pretrain_network_* option', 'pass a .pth written by '
+                                               'torch.save as CKPT')) from None
+    if is_state_dict(state):  # a bare state dict: it is the params itself, and there is nothing to pick with --key
+        if key != 'params':
+            raise CheckpointError(f'{ckpt} is a bare state dict (tensors only, no "{key}" inside): drop --key')
+        state = {'params': state}
+    candidates = [k for k, v in state.items() if is_state_dict(v)] if isinstance(state, dict) else []
+    if key not in candidates:
+        hint = (f'choose one of {", ".join(map(str, candidates))} with --key' if candidates else
+                'it holds no state dict: pass a BasicSR net_g_*.pth or a torch.save(net.state_dict()) file')
+        raise CheckpointError(f'{ckpt} has no "{key}" state dict; {hint}')
     params = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v) for k, v in state[key].items()}
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     torch.save({'params': params}, out)

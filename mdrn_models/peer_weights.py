@@ -49,6 +49,9 @@ def read_matconvnet(path):
     of float32 arrays in MATLAB dim order), and the numeric fields ``pad``, ``stride``, ``dilate``, ``scale``."""
     import h5py
 
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"'{path}' is a folder: pass the .mat file itself "
+                                f"(e.g. {os.path.join(path, 'DnCNN_gray_sigma25.mat')}).")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"'{path}' does not exist: pass the path of a published .mat file "
                                 '(e.g. ../shared/weights/peers/DnCNN_gray_sigma25.mat).')
@@ -173,6 +176,9 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='output BasicSR checkpoint (.pth), {"params": state_dict}')
     parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
     args = parser.parse_args(argv)
+    if os.path.isdir(args.out):  # even with --force: torch.save cannot replace a folder
+        parser.exit(2, f"error: '{args.out}' is a folder: give the checkpoint file to write, e.g. "
+                       f"{os.path.join(args.out, args.arch.lower() + '.pth')}.\n")
     if os.path.exists(args.out) and not args.force:
         parser.exit(2, f"error: '{args.out}' exists: pass --force to overwrite it or choose another --out.\n")
     try:

@@ -56,6 +56,11 @@ def tiny(tmp_path_factory):
         """))
     (root / 'ffdnet.yml').write_text('network_g: {type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 4, '
                                      'num_conv: 3, sigma: 5}\n')
+    (root / 'typo.yml').write_text('network_g: {type: MDRN, num_blocks: 1}\n')
+    (root / 'badset').mkdir()
+    cv2.imwrite(str(root / 'badset' / 'a.png'), np.zeros((16, 16), np.uint8))
+    (root / 'badset' / 'bad.png').write_bytes(b'not a png at all')
+    (root / 'empty').mkdir()
     return root
 
 
@@ -89,18 +94,63 @@ def test_compare_outputs_and_consistency(tiny, tmp_path, capsys):
     # FLOPs of a 3-conv DnCNN (1->4->4->1) at 256^2: 2 * MACs
     assert float(ident['gflops_256']) == pytest.approx(2 * 256 * 256 * 9 * (4 + 16 + 4) / 1e9, rel=1e-4)
     assert float(ffd['ms_per_MP']) > 0 and ffd['weights'] == 'random init'
+    # each row names the weights that produced it, none where the model did not run
+    assert rows['MDRN-tiny', '25']['weights'] == str(tiny / 'mdrn.pth') and rows['MDRN-tiny', '15']['weights'] == ''
     md = (out / 'compare.md').read_text()
     assert '| Ident |' in md and '| MDRN-tiny | — /' not in md and '| MDRN-tiny | — |' in md
+    assert '| FFDNet-tiny (random init) |' in md
     figs = sorted((out / 'figures').glob('*.png'))
     assert [f.name for f in figs] == ['tiny_sigma15_a.png', 'tiny_sigma25_a.png']
     fig = cv2.imread(str(figs[1]))
-    # noisy | Ident | MDRN-tiny | FFDNet-tiny | clean, 12 px crops zoomed x2, 4 px gaps
-    assert fig.shape[1] == 5 * 24 + 4 * 4 and fig.shape[0] == 22 + 24
-    # refuses to overwrite without --force
+    # noisy | Ident | MDRN-tiny | FFDNet-tiny | clean, 12 px crops zoomed x2 (panels widened to show the whole PSNR),
+    # 4 px gaps, under two label lines
+    panel = max(24, compare.text_width('000.00 dB') + 2 * compare.MARGIN)
+    assert fig.shape[1] == 5 * panel + 4 * 4 and fig.shape[0] == 2 * compare.LINE_H + 4 + 24
+    # refuses to overwrite without --force, a previous run's figure too; --force deletes stale figures only
     with pytest.raises(SystemExit) as err:
         _run(tiny, out)
     assert err.value.code == 2 and '--force' in capsys.readouterr().err
+    for name in ('compare.md', 'compare.csv'):
+        (out / name).unlink()
+    (out / 'figures' / 'tiny_sigma50_old.png').write_bytes(b'stale')
+    (out / 'figures' / 'notes.txt').write_text('mine')
+    with pytest.raises(SystemExit) as err:
+        _run(tiny, out)
+    assert err.value.code == 2 and '3 figure(s) of an earlier run' in capsys.readouterr().err
     assert _run(tiny, out, '--force') == 0
+    assert sorted(f.name for f in (out / 'figures').iterdir()) == ['notes.txt', 'tiny_sigma15_a.png',
+                                                                   'tiny_sigma25_a.png']
+
+
+def test_per_sigma_models_of_one_name_share_a_row_with_their_own_weights(tiny, tmp_path):
+    (tmp_path / 'copy.pth').write_bytes((tiny / 'identity.pth').read_bytes())
+    assert compare.main(['--models', f'D@15={tiny / "identity.pth"}', f'D@25={tmp_path / "copy.pth"}', '--sets',
+                         f'tiny={tiny / "imgs"}', '--sigmas', '15', '25', '--out', str(tmp_path / 'o'),
+                         '--max-images', '1', '--figures-per-set', '0']) == 0
+    rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(tmp_path / 'o' / 'compare.csv'))}
+    assert rows['D', '15']['weights'] == str(tiny / 'identity.pth')
+    assert rows['D', '25']['weights'] == str(tmp_path / 'copy.pth')
+
+
+def test_figure_names_are_safe_and_write_failures_are_reported(tiny, tmp_path, capsys, monkeypatch):
+    argv = ['--models', f'I={tiny / "identity.pth"}', '--sets', f'my/set={tiny / "imgs"}', '--max-images', '1',
+            '--crop-size', '8']
+    assert compare.main(argv + ['--out', str(tmp_path / 'o')]) == 0
+    assert [f.name for f in (tmp_path / 'o' / 'figures').iterdir()] == ['my_set_sigma25_a.png']
+    assert '](figures/my_set_sigma25_a.png)' in (tmp_path / 'o' / 'compare.md').read_text()
+    # cv2.imwrite says only by returning False that it wrote nothing
+    monkeypatch.setattr(cv2, 'imwrite', lambda *a: False)
+    with pytest.raises(SystemExit) as err:
+        compare.main(argv + ['--out', str(tmp_path / 'p')])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar, which stderr shows too
+    assert err.value.code == 2 and last.startswith('error: could not write figure')
+
+
+def test_figure_label_keeps_the_psnr_of_a_long_name():
+    width = 60
+    name, psnr = compare.label_lines('MDRN-2B-HMDS-distilled-from-sigma15-teacher', 29.87, width)
+    assert psnr == '29.87 dB' and name.endswith('..') and compare.text_width(name) + 2 * compare.MARGIN <= width
+    assert compare.label_lines('noisy', 20.1, width) == ['noisy', '20.10 dB']
 
 
 def test_compare_amp_runs_under_bf16_autocast_on_cpu(tiny, tmp_path, capsys, monkeypatch):
@@ -145,10 +195,22 @@ def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble)
     (['--models', 'X=missing.yml'], 'does not exist'),
     (['--models', 'nameonly'], 'NAME=PATH'),
     (['--models', 'X@abc=a.yml'], 'is not a number'),
+    (['--models', 'X={tiny}/typo.yml'], "MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
+    (['--models', 'X@25={tiny}/identity.pth', 'X@50={tiny}/mdrn.pth', '--sigmas', '25', '50'],
+     'different architectures'),
+    (['--models', 'X={tiny}/identity.pth', '--sigmas', '0.1'], 'below 1 on the 0..255 pixel scale'),
+    (['--models', 'X={tiny}/identity.pth', '--sigmas', '25', '25'], 'lists 25 twice'),
+    (['--models', 'X={tiny}/identity.pth', '--noise-seed', '-1'], '--noise-seed must be a non-negative integer'),
+    (['--models', 'X={tiny}/identity.pth', '--sets', 'b={tiny}/badset'], "bad.png' is not a decodable image"),
+    (['--models', 'X={tiny}/identity.pth', '--sets', 'e={tiny}/empty'], 'no images found'),
+    (['--models', 'X={tiny}/identity.pth', '--crop', '500', '0', '8'], 'lies outside image'),
+    (['--models', 'X={tiny}/identity.pth', '--out', '{tiny}/ffdnet.yml'], 'is a file, not a folder'),
 ])
 def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, argv, message):
+    """... before any output folder is created (the defaults first: an entry of ``argv`` overrides them)."""
     with pytest.raises(SystemExit) as err:
-        compare.main(argv + ['--sets', str(tiny / 'imgs'), '--out', str(tmp_path / 'o')])
+        compare.main(['--sets', str(tiny / 'imgs'), '--out', str(tmp_path / 'o')] +
+                     [a.format(tiny=tiny) for a in argv])
     msg = capsys.readouterr().err.strip()
     assert err.value.code == 2 and message in msg and '\n' not in msg
     assert not (tmp_path / 'o').exists()
@@ -203,3 +265,51 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(['--sizes', '32', '--models', 'DnCNN', '--modes', 'compile', '--device', 'cpu'])
     assert 'mode compile is for --device cuda' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--repeats', '0'], '--repeats must be >= 1'),
+    (['--threads', '-1'], '--threads must be >= 1'),
+    (['--threads', '0'], '--threads must be >= 1'),
+    (['--train-only', '--train-size', '0'], '--train-size must be >= 8'),
+    (['--train-only', '--train-batch', '0'], '--train-batch must be >= 1'),
+    (['--out', '{tmp}/missing/b.md'], 'does not exist; create it'),
+    (['--out', '{tmp}', '--force'], 'is a folder: give a file name'),
+    (['--models', 'DnCNN', 'DnCNN'], '--models lists DnCNN twice'),
+    (['--sizes', '32', '32'], '--sizes lists 32 twice'),
+])
+def test_benchmark_bad_input_is_one_line_error_before_any_run(tmp_path, capsys, monkeypatch, argv, message):
+    from mdrn_models import benchmark
+
+    def never(*args):
+        raise AssertionError('measured before refusing the options')
+    monkeypatch.setattr(benchmark, 'bench_inference', never)
+    monkeypatch.setattr(benchmark, 'bench_train', never)
+    with pytest.raises(SystemExit) as err:
+        benchmark.main(['--sizes', '32', '--models', 'DnCNN'] + [a.format(tmp=tmp_path) for a in argv])
+    msg = capsys.readouterr().err.strip()
+    assert err.value.code == 2 and message in msg and '\n' not in msg
+
+
+def test_benchmark_train_only_report_and_rounds(capsys, monkeypatch):
+    """--repeats sets the training rounds too; the --train-only report describes no inference measurement."""
+    from mdrn_models import benchmark
+    seen = []
+    monkeypatch.setattr(benchmark, 'bench_train', lambda device, batch, size, repeats, log: seen.append(repeats) or
+                        {k: (0.01, 0.01) for k in ('plain', 'HADS', 'HMDS')})
+    assert benchmark.main(['--train-only', '--repeats', '7']) == 0
+    text = capsys.readouterr().out
+    assert seen == [7] and '| HMDS |' in text and 'no_grad' not in text and 'Latency' not in text
+
+
+def test_benchmark_relative_table_needs_dncnn():
+    from argparse import Namespace
+    from mdrn_models import benchmark
+    row = {'model': 'MDRN-2B', 'mode': 'fp32', 'size': 32, 'macs': 1e6, 'peak': 0, 'params': 1, 'lat': 1e-3,
+           'median': 1e-3, 'n': 1}
+    args = Namespace(malloc='default malloc', modes=['fp32'], sizes=[32], models=['MDRN-2B'])
+    text = benchmark.report([row], None, torch.device('cpu'), args)
+    assert 'relative to DnCNN (same' not in text and 'add DnCNN to --models' in text
+    args.models = ['DnCNN', 'MDRN-2B']
+    text = benchmark.report([row | {'model': 'DnCNN', 'macs': 2e6}, row], None, torch.device('cpu'), args)
+    assert '| MDRN-2B | fp32 | 0.50× |' in text

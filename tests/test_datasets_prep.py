@@ -143,7 +143,7 @@ def test_testset_clean_copy_and_noisy_pngs_match_the_dataset(tmp_path, capsys):
             assert 0.6 * sigma < err.std() < 1.1 * sigma  # clipping lowers it a little
     with pytest.raises(PrepError, match='already exists: pass --force'):
         testset.main(['--input', str(src), '--out', str(out)])
-    with pytest.raises(PrepError, match=r'outside \(0, 255\]'):
+    with pytest.raises(PrepError, match=r'must lie in \[1, 255\]'):
         testset.main(['--input', str(src), '--out', str(tmp_path / 'o2'), '--noisy', '0'])
     with pytest.raises(PrepError, match="input folder '.*nope' does not exist"):
         testset.main(['--input', str(tmp_path / 'nope'), '--out', str(tmp_path / 'o3')])
@@ -189,6 +189,29 @@ def test_commands_have_help_and_one_line_errors(module, tmp_path):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ')
+
+
+@pytest.mark.parametrize('command, args, message', [
+    (testset, ['--noisy', '25', '0.5'], 'below 1 on the 0..255 pixel scale'),  # the dataset's range, up front
+    (testset, ['--noisy', 'nan'], r'must lie in \[1, 255\]'),
+    (testset, ['--noisy', '300'], r'must lie in \[1, 255\]'),
+    (div2k, ['--compress-level', '12'], r'PNG compression level from 0 \(none, fastest\) to 9 \(smallest\), got 12'),
+    (div2k, ['--compress-level', '-1'], 'PNG compression level from 0'),
+])
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, command, args, message):
+    src = random_images(tmp_path / 'src', [(32, 32)])
+    with pytest.raises(PrepError, match=message):
+        command.main(['--input', str(src), '--out', str(tmp_path / 'out'), *args])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['src']
+
+
+def test_undecodable_image_of_a_disk_dataset_is_named_not_sent_to_verify(tmp_path):
+    src = random_images(tmp_path / 'set', [(16, 16), (16, 16)])
+    (src / '0001.png').write_bytes(b'not an image')
+    ds = AWGNDenoisingDataset({'phase': 'test', 'dataroot_gt': str(src), 'io_backend': {'type': 'disk'},
+                               'channels': 3, 'sigma': 25})
+    with pytest.raises(ValueError, match=r"0001\.png' is not a decodable image: remove or replace that file$"):
+        ds[1]  # verify reads LMDBs only, so it is no advice for a folder
 
 
 @pytest.mark.parametrize('command,args', [

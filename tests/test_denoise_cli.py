@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from mdrn_arch import MDRN
+from mdrn_arch import FFDNet, MDRN
 from mdrn_models.denoise import denoise, read_image
 
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    """A gray and a color image, and a tiny gray MDRN (option file + params-only checkpoint)."""
+    """A gray and a color image, and a tiny gray MDRN and FFDNet (option file + params-only checkpoint)."""
     root = tmp_path_factory.mktemp('denoise')
     (root / 'imgs').mkdir()
     yy, xx = np.mgrid[:37, :29]
@@ -24,6 +24,11 @@ def tiny(tmp_path_factory):
     (root / 'mdrn.yml').write_text(textwrap.dedent(f"""
         network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
         path: {{pretrain_network_g: {root / 'mdrn.pth'}, param_key_g: params, strict_load_g: true}}
+        """))
+    torch.save({'params': FFDNet(num_feat=8, num_conv=3).state_dict()}, root / 'ffdnet.pth')
+    (root / 'ffdnet15.yml').write_text(textwrap.dedent(f"""
+        network_g: {{type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_conv: 3, sigma: 15}}
+        path: {{pretrain_network_g: {root / 'ffdnet.pth'}}}
         """))
     return root
 
@@ -58,18 +63,29 @@ def test_folder_add_noise_and_tiles(tiny, basicsr_cli, tmp_path):
     (['-i', 'missing.png', '-o', 'o.png'], 'input not found: missing.png'),
     (['-i', '{imgs}/a.png', '-o', 'o.txt'], 'cannot write o.txt'),
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--tile', '30'], '--tile must be a positive multiple of 8'),
-    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0'], '--add_noise is a noise sigma'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0'], '--add_noise must lie in [1, 255]'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', 'nan'], '--add_noise must lie in [1, 255]'),  # black
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', 'inf'], '--add_noise must lie in [1, 255]'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '300'], '--add_noise must lie in [1, 255]'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0.1'], 'is below 1 on the 0..255 pixel scale'),
+    (['-i', '{imgs}/a.png', '-o', 'o.png', '--sigma', '25'], '--sigma is for networks with a noise-level input'),
+    (['-i', 'mixed/a.png', '-o', 'mixed/a.png', '--force'], 'output mixed/a.png is the input mixed/a.png itself'),
+    (['-i', 'mixed', '-o', 'o.png'], 'cannot read mixed/z.png as an image: remove or fix it'),  # nothing written
     (['-i', '{imgs}/a.png', '-o', 'exists.png'], 'exists.png exists (1 output(s) in all); pass --force'),
     (['-i', '{imgs}', '-o', 'exists.png'], 'so -o must be a folder'),
 ])
 def test_bad_input_is_one_line_before_compute(tiny, basicsr_cli, tmp_path, args, message):
     (tmp_path / 'exists.png').write_bytes(b'mine')
+    (tmp_path / 'mixed').mkdir()  # a good image, then an undecodable one
+    (tmp_path / 'mixed' / 'a.png').write_bytes((tiny / 'imgs' / 'a.png').read_bytes())
+    (tmp_path / 'mixed' / 'z.png').write_bytes(b'not an image')
     proc = basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', *[a.format(imgs=tiny / 'imgs') for a in args],
                        cwd=tmp_path, check=False)
     assert proc.returncode != 0
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('basicsr denoise: error: ') and message in lines[0], lines
     assert (tmp_path / 'exists.png').read_bytes() == b'mine'
+    assert (tmp_path / 'mixed' / 'a.png').read_bytes() == (tiny / 'imgs' / 'a.png').read_bytes()
     assert not (tmp_path / 'o.png').exists()
 
 
@@ -98,3 +114,27 @@ def test_force_overwrites(tiny, basicsr_cli, tmp_path):
     basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs' / 'a.png', '-o', tmp_path / 'o.png',
                 '--force', cwd=tmp_path)
     assert cv2.imread(str(tmp_path / 'o.png'), 0).shape == (37, 29)
+
+
+def test_trailing_slash_names_a_new_folder(tiny, basicsr_cli, tmp_path):
+    basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tiny / 'imgs' / 'a.png', '-o', 'new/dir/', cwd=tmp_path)
+    assert cv2.imread(str(tmp_path / 'new' / 'dir' / 'a.png'), 0).shape == (37, 29)
+
+
+def _ffdnet_output(tiny, sigma, add_noise=None):
+    net = FFDNet(num_feat=8, num_conv=3, sigma=sigma)
+    net.load_state_dict(torch.load(tiny / 'ffdnet.pth')['params'])
+    return denoise(net.eval(), read_image(str(tiny / 'imgs' / 'a.png'), 1), add_noise)[1]
+
+
+def test_ffdnet_is_told_sigma_then_add_noise_then_its_option_file(tiny, basicsr_cli, tmp_path):
+    a = tiny / 'imgs' / 'a.png'
+    proc = basicsr_cli('denoise', '-opt', tiny / 'ffdnet.pth', '-i', a, '-o', 'o.png', cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and not (tmp_path / 'o.png').exists()
+    assert proc.stdout.strip().endswith('bare FFDNet checkpoint with a noise-level input: pass --sigma SIGMA, '
+                                        'the noise level of your images (0-255 scale, e.g. 25)'), proc.stdout
+    basicsr_cli('denoise', '-opt', tiny / 'ffdnet.pth', '-i', a, '-o', 'bare50.png', '--sigma', 50, cwd=tmp_path)
+    assert np.array_equal(cv2.imread(str(tmp_path / 'bare50.png'), 0), _ffdnet_output(tiny, 50))
+    basicsr_cli('denoise', '-opt', tiny / 'ffdnet15.yml', '-i', a, '-o', 'yml.png', '--add_noise', 50, cwd=tmp_path)
+    assert np.array_equal(cv2.imread(str(tmp_path / 'yml.png'), 0), _ffdnet_output(tiny, 50, add_noise=50))
+    assert not np.array_equal(_ffdnet_output(tiny, 15, add_noise=50), _ffdnet_output(tiny, 50, add_noise=50))

@@ -91,6 +91,46 @@ def test_export_weights_ships_only_params_in_fp16_and_refuses_overwrite(tmp_path
         export_main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')])
 
 
+def test_export_weights_takes_a_bare_state_dict(tmp_path):
+    net = MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2)
+    torch.save(net.state_dict(), tmp_path / 'bare.pth')
+    export(tmp_path / 'bare.pth', tmp_path / 'out.pth', dtype='fp32')
+    net.load_state_dict(torch.load(tmp_path / 'out.pth', weights_only=True)['params'])
+    with pytest.raises(CheckpointError, match=r'^\S+bare.pth is a bare state dict .*: drop --key$'):
+        export(tmp_path / 'bare.pth', tmp_path / 'ema.pth', key='params_ema')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['{ckpt}', '{tmp}', '--force'], r'is a folder: give the weight file to write, e\.g\. \S+NAME\.pth$'),
+    (['{tmp}', 'x.pth'], r'is a folder: give a checkpoint file'),
+    (['{tmp}/missing.pth', 'x.pth'], r'not found: \S+ \(fix the CKPT argument\)$'),
+    (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\): pass a \.pth'),
+    (['{tmp}/empty.pth', 'x.pth'], r'has no "params" state dict; it holds no state dict: pass a BasicSR'),
+])
+def test_export_weights_errors_are_one_line_about_this_command(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    torch.save({'params': MDRN(num_feat=8, num_block=1, num_level=2).state_dict()}, tmp_path / 'ckpt.pth')
+    torch.save({'iter': 5}, tmp_path / 'empty.pth')
+    (tmp_path / 'text.pth').write_text('not a checkpoint')
+    with pytest.raises(SystemExit) as err:
+        export_main([a.format(ckpt=tmp_path / 'ckpt.pth', tmp=tmp_path) for a in args])
+    assert re.search(message, str(err.value)) and 'pretrain_network' not in str(err.value), str(err.value)
+    assert '\n' not in str(err.value) and not (tmp_path / 'x.pth').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--mat', '{tmp}', '--out', '{tmp}/w.pth'], r"is a folder: pass the \.mat file itself"),
+    (['--mat', '{tmp}/x.mat', '--out', '{tmp}', '--force'], r"is a folder: give the checkpoint file to write"),
+])
+def test_peer_weights_refuses_folders_with_one_line(tmp_path, capsys, args, message):
+    from mdrn_models import peer_weights
+    with pytest.raises(SystemExit) as err:
+        peer_weights.main(['--arch', 'DnCNN', *(a.format(tmp=tmp_path) for a in args)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert err.value.code == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not (tmp_path / 'w.pth').exists()
+
+
 @pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
 def test_readme_table_matches_the_model_card(weight):
     """README.md's "Trained weights" table repeats the card's numbers; they must not drift apart."""
