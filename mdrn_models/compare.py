@@ -129,7 +129,7 @@ def build_model(spec_path):
                                    'to the current directory; import/train the weights first).')
             _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
         return net.eval(), weights or RANDOM_INIT, opt
-    ckpt = check_checkpoint(spec_path)
+    ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
     state = ckpt
     if isinstance(ckpt, dict):
         for key in ('params_ema', 'params'):

@@ -35,13 +35,7 @@ def export(ckpt, out, key='params', dtype='fp16', force=False):
         raise CheckpointError(f'{out} exists; pass --force to overwrite it')
     if osp.isdir(ckpt):
         raise CheckpointError(f'{ckpt} is a folder: give a checkpoint file, e.g. {osp.join(ckpt, "net_g_latest.pth")}')
-    if not osp.isfile(ckpt):  # check_checkpoint's own wording is about option files, which this command has none of
-        raise CheckpointError(f'network checkpoint not found: {ckpt} (fix the CKPT argument)')
-    try:
-        state = check_checkpoint(ckpt)
-    except CheckpointError as exc:
-        raise CheckpointError(str(exc).replace('fix the path.pretrain_network_* option', 'pass a .pth written by '
-                                               'torch.save as CKPT')) from None
+    state = check_checkpoint(ckpt, fix='fix the CKPT argument: a .pth written by torch.save')
     if is_state_dict(state):  # a bare state dict: it is the params itself, and there is nothing to pick with --key
         if key != 'params':
             raise CheckpointError(f'{ckpt} is a bare state dict (tensors only, no "{key}" inside): drop --key')

@@ -158,15 +158,15 @@ class CheckpointError(ValueError):
     """A network checkpoint that is missing or holds more than tensors."""
 
 
-def check_checkpoint(path):
-    """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded."""
+def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
+    """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
+    in ``fix`` where the path is wrong."""
     if not osp.isfile(path):
-        raise CheckpointError(f'network checkpoint not found: {path} (fix the path.pretrain_network_* option)')
+        raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
     with open(path, 'rb') as f:
         pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
     if not (zipfile.is_zipfile(path) or pickle_magic):
-        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): fix the '
-                              'path.pretrain_network_* option')
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): {fix}')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:

@@ -103,8 +103,8 @@ def test_export_weights_takes_a_bare_state_dict(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['{ckpt}', '{tmp}', '--force'], r'is a folder: give the weight file to write, e\.g\. \S+NAME\.pth$'),
     (['{tmp}', 'x.pth'], r'is a folder: give a checkpoint file'),
-    (['{tmp}/missing.pth', 'x.pth'], r'not found: \S+ \(fix the CKPT argument\)$'),
-    (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\): pass a \.pth'),
+    (['{tmp}/missing.pth', 'x.pth'], r'not found: \S+ \(fix the CKPT argument: a \.pth written by torch\.save\)$'),
+    (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\): fix the CKPT argument'),
     (['{tmp}/empty.pth', 'x.pth'], r'has no "params" state dict; it holds no state dict: pass a BasicSR'),
 ])
 def test_export_weights_errors_are_one_line_about_this_command(tmp_path, monkeypatch, args, message):
