@@ -45,6 +45,7 @@ from basicsr.archs import build_network
 from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
 from mdrn_models import malloc_tuning
 from mdrn_models.compare import AMP_DTYPE, amp_dtype_name
+from mdrn_models.option_checks import first_repeat
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -319,7 +320,7 @@ def check_args(args, device):
         raise ValueError(f'--sizes must be multiples of 8 and >= 16, got {args.sizes}.')
     for flag in ('sizes', 'models', 'modes'):  # a repeat would only repeat rows (and columns) of the tables
         values = getattr(args, flag)
-        repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        repeated = first_repeat(values)
         if repeated is not None:
             raise ValueError(f'--{flag} lists {repeated} twice: give each once.')
     # train_size >= 8: MDRN pads its input to a multiple of 8 (3 levels), a smaller patch would time mostly padding

@@ -54,6 +54,7 @@ from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
 from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.denoise_model import eval_forward
+from mdrn_models.option_checks import first_repeat
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 from mdrn_models.preflight import PreflightError, build_networks, check_network_args
 
@@ -182,8 +183,13 @@ def arch_problem(a, b):
     return None
 
 
+def takes_sigma(net):
+    """Whether ``net`` has a noise-level input (a numeric ``sigma`` attribute, as FFDNet)."""
+    return isinstance(getattr(net, 'sigma', None), (int, float))
+
+
 def set_sigma(net, sigma):
-    if isinstance(getattr(net, 'sigma', None), (int, float)):
+    if takes_sigma(net):
         net.sigma = float(sigma)
 
 
@@ -330,7 +336,7 @@ def run(args):
         except ValueError as err:
             raise CompareError(str(err)) from None
     sigmas = [float(s) for s in args.sigmas]
-    repeated = next((s for i, s in enumerate(sigmas) if s in sigmas[:i]), None)
+    repeated = first_repeat(sigmas)
     if repeated is not None:
         raise CompareError(f'--sigmas lists {repeated:g} twice: give each noise level once.')
     if args.noise_seed < 0:

@@ -31,7 +31,7 @@ from datasets_prep.common import PrepError, list_images
 from mdrn_models import malloc_tuning
 from mdrn_models.awgn_dataset import parse_sigma
 from mdrn_models.cli import OptionFileError
-from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels, set_sigma
+from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels, set_sigma, takes_sigma
 from mdrn_models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError
 
@@ -107,9 +107,9 @@ def denoise(forward, img, add_noise=None, seed=0, device='cpu'):
 
 
 def noise_level(net, opt, args):
-    """The sigma to tell ``net`` (None for a network without a noise-level input, as ``compare.set_sigma`` tells
-    them apart): --sigma, else --add_noise, else the option file's (the network as built from network_g)."""
-    if not isinstance(getattr(net, 'sigma', None), (int, float)):
+    """The sigma to tell ``net`` (None for a network without a noise-level input): --sigma, else --add_noise, else
+    the option file's (the network as built from network_g)."""
+    if not takes_sigma(net):
         if args.sigma is not None:
             raise DenoiseError(f'--sigma is for networks with a noise-level input (FFDNet); {type(net).__name__} '
                                'has none, so it would do nothing: remove --sigma')

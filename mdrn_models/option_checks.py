@@ -23,6 +23,11 @@ def did_you_mean(word, options, cutoff=0.6):
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def first_repeat(values):
+    """The first value of ``values`` that an earlier one repeats, or None."""
+    return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 def check_options(opt, source='option file'):
     for key in opt:
         if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
