@@ -2,7 +2,8 @@
 plain vs HADS vs HMDS.
 
     python -m mdrn_models.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref]
-                                    [--modes fp32 channels_last] [--device cpu|cuda] [--train] [--out bench.md]
+                                    [--modes fp32 channels_last] [--device cpu|cuda] [--breakdown] [--train]
+                                    [--out bench.md]
 
 Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 features), ``FFDNet`` (gray, 15 convs),
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
@@ -18,6 +19,9 @@ dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``-
 (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
 over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs /
 latency.
+
+``--breakdown``: one more fp32 forward per model and size under ``OpTimer``: each op timed on its own, convs grouped
+by kind with their MACs, so the table shows which convs run slower than the others (GMAC/s per kind).
 
 ``--train``: one optimisation step (forward, losses, backward, Adam step) of MDRN-2B as plain ``DenoiseModel``, HADS
 (``HKDModel``, teacher MDRN num_block 8, same input) and HMDS (``HKDModel``, teacher MDRN-2B at a lower sigma on
@@ -137,6 +141,56 @@ class PeakLiveTensors(TorchDispatchMode):
         return out
 
 
+class OpTimer(TorchDispatchMode):
+    """Wall time of every op run inside the mode, and the MACs of the convolutions, grouped by kind (kernel,
+    channels, dilation/stride, fused post-op; every other op in one group): where a forward's time goes.
+
+    Times are taken around each op call (CPU ops run synchronously; on CUDA each op is synchronised), so they add up
+    to the forward minus Python overhead. Conv MACs come from the op's shapes, so the fused oneDNN calls of MDRN's
+    inference path are counted too (``torch.utils.flop_counter`` only knows the plain ops).
+    """
+    # op -> positions of (input, weight, stride, dilation) and how its post-op is named
+    CONVS = {'aten.convolution.default': (0, 1, 3, 5, None),
+             'mkldnn._convolution_pointwise.default': (0, 1, 4, 5, 7),
+             'mkldnn._convolution_pointwise.binary': (0, 2, 5, 6, '+add'),
+             'mkldnn._convolution_pointwise_.binary': (1, 2, 5, 6, '+add in place')}
+
+    def __init__(self, device):
+        super().__init__()
+        self.device, self.groups = device, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        _sync(self.device)
+        seconds = time.perf_counter() - t0
+        kind, macs = self.conv_kind(str(func), args, out)
+        group = self.groups.setdefault(kind, [0, 0.0, 0])
+        group[0] += 1
+        group[1] += seconds
+        group[2] += macs
+        return out
+
+    @classmethod
+    def conv_kind(cls, name, args, out):
+        if name not in cls.CONVS:
+            return 'other ops', 0
+        i_x, i_w, i_stride, i_dil, post = cls.CONVS[name]
+        x, w, stride, dilation = args[i_x], args[i_w], args[i_stride], args[i_dil]
+        transposed = name == 'aten.convolution.default' and args[6]
+        if post is not None and not isinstance(post, str):
+            post = '' if args[post] == 'none' else f'+{args[post]}'
+        # weight: (out, in/groups, kh, kw); transposed (in, out/groups, kh, kw). Each output (input, for a
+        # transposed conv) element costs in/groups (out/groups) x kh x kw MACs.
+        groups = x.shape[1] // (w.shape[0] if transposed else w.shape[1])
+        c_in, c_out = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
+        macs = (x if transposed else out).numel() * w[0].numel()
+        kind = f"{w.shape[2]}×{w.shape[3]} {'deconv' if transposed else 'conv'} {c_in}→{c_out}"
+        kind += ''.join(f' {tag}{v[0]}' for tag, v in (('s', stride), ('d', dilation)) if v[0] > 1)
+        return kind + (f' {post}' if post else ''), macs
+
+
 def count_macs(net, size, device):
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
@@ -211,6 +265,22 @@ def bench_inference(names, modes, sizes, repeats, device, log=print):
     return rows
 
 
+def bench_breakdown(names, sizes, device, log=print):
+    """{(model, size): {kind: [calls, seconds, MACs]}} of one fp32 forward each (after a warm-up), under OpTimer."""
+    result = {}
+    for size in sizes:
+        for name in names:
+            fn, _ = prepare(build(name), 'fp32', device)
+            x = torch.rand(1, 1, size, size, device=device)
+            fn(x)
+            timer = OpTimer(device)
+            with timer:
+                fn(x)
+            result[name, size] = timer.groups
+        log(f'  {size}x{size}: breakdown done')
+    return result
+
+
 # ------------------------------------------------------------------------------------------------- training steps
 def bench_train(device, batch, size, repeats, log=print):
     from basicsr.models import build_model
@@ -266,7 +336,7 @@ def device_desc(device):
     return f'CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}'
 
 
-def report(rows, train, device, args):
+def report(rows, train, device, args, breakdown=None):
     lines = [f'Device: {device_desc(device)}, {args.malloc}.']
     if rows:  # --train-only has no inference table: its header would describe a measurement not made
         lines[0] += (' Batch 1, gray, no_grad, random weights. Latency: min over rounds (median in brackets); rounds '
@@ -296,6 +366,18 @@ def report(rows, train, device, args):
                     d = gm.get(('DnCNN', mode, s))
                     cells.append(f'{gm[name, mode, s] / d:.2f}×' if d and (name, mode, s) in gm else '—')
                 lines.append(f'| {name} | {mode} | ' + ' | '.join(cells) + ' |')
+    if breakdown:
+        lines += ['', 'Where the time goes (one fp32 forward per model and size, after a warm-up; each op timed on its '
+                  'own, convs grouped by kernel, channels, stride s/dilation d and fused post-op; GMAC/s = MACs / '
+                  'time of the group):', '',
+                  '| model | size | op | calls | GMAC | ms | share | GMAC/s |', '|---|---:|---|---:|---:|---:|---:|---:|']
+        for (name, size), groups in breakdown.items():
+            total = sum(g[1] for g in groups.values())
+            for kind, (calls, sec, macs) in sorted(groups.items(), key=lambda kv: -kv[1][1]) + \
+                    [('total', (sum(g[0] for g in groups.values()), total, sum(g[2] for g in groups.values())))]:
+                rate = f'{macs / sec / 1e9:.1f}' if macs else '—'
+                lines.append(f'| {name} | {size}² | {kind} | {calls} | {macs / 1e9:.2f} | {sec * 1e3:.1f} | '
+                             f'{sec / total:.0%} | {rate} |')
     if train:
         lines += ['', f'Training step (MDRN-2B student, batch {args.train_batch}×1×{args.train_size}², L1 + KD on '
                   'MSAG-2/3/4, Adam; built with basicsr build_model; min over rounds, median in brackets; rounds '
@@ -357,6 +439,8 @@ def main(argv=None):
     p.add_argument('--keep-freed-memory', action='store_true',
                    help="glibc keeps freed memory, as the basicsr/denoise/compare commands do (default: the library's "
                         'behaviour in your own process, glibc defaults)')
+    p.add_argument('--breakdown', action='store_true',
+                   help='also time every op of one fp32 forward per model and size: conv GMAC/s by kind')
     p.add_argument('--train', action='store_true', help='also time plain vs HADS vs HMDS training steps')
     p.add_argument('--train-only', action='store_true', help='only the training-step table')
     p.add_argument('--train-batch', type=int, default=4)
@@ -383,9 +467,11 @@ def main(argv=None):
         repeats = {s: 3 if s <= 256 else 2 if s <= 512 else 1 for s in args.sizes}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = [] if args.train_only else bench_inference(args.models, args.modes, args.sizes, repeats, device, log)
+    breakdown = bench_breakdown(args.models, args.sizes, device, log) if args.breakdown and not args.train_only \
+        else None
     train = bench_train(device, args.train_batch, args.train_size, args.repeats or 3, log) \
         if (args.train or args.train_only) else None
-    text = report(rows, train, device, args)
+    text = report(rows, train, device, args, breakdown)
     print(text)
     if args.out:
         with open(args.out, 'w') as fout:

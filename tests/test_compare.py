@@ -267,6 +267,24 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     assert 'mode compile is for --device cuda' in capsys.readouterr().err
 
 
+def test_benchmark_breakdown_counts_every_mac_of_fused_and_plain_paths(capsys):
+    """The per-op breakdown sees every conv, the fused oneDNN calls included: its MACs add up to the flop counter's
+    (which counts the plain path), for the fused and the unfused forward alike."""
+    from mdrn_models import benchmark
+    cpu = torch.device('cpu')
+    names = ['DnCNN', 'MDRN-2B', 'MDRN-2B-unfused']
+    groups = benchmark.bench_breakdown(names, [32], cpu, log=lambda msg: None)
+    for name in names:
+        assert sum(g[2] for g in groups[name, 32].values()) == benchmark.count_macs(benchmark.build(name), 32, cpu)
+    assert '1×1 conv 32→64 +add in place' in groups['MDRN-2B', 32]  # the fused path ran, and was counted
+    assert not any('+' in kind for kind in groups['MDRN-2B-unfused', 32])
+    assert set(groups['DnCNN', 32]) == {'3×3 conv 1→64', '3×3 conv 64→64', '3×3 conv 64→1', 'other ops'}
+    assert benchmark.main(['--sizes', '32', '--models', 'MDRN-2B', '--modes', 'fp32', '--repeats', '1',
+                           '--breakdown']) == 0
+    text = capsys.readouterr().out
+    assert '| MDRN-2B | 32² | 3×3 conv 32→32 d2 +relu | 20 |' in text and '| MDRN-2B | 32² | total |' in text
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--repeats', '0'], '--repeats must be >= 1'),
     (['--threads', '-1'], '--threads must be >= 1'),
