@@ -157,6 +157,18 @@ class AWGNDenoisingDataset(data.Dataset):
             else:
                 self.paths = sorted(
                     osp.join(self.gt_folder, p) for p in scandir(self.gt_folder, suffix=IMG_EXTENSIONS))
+            missing = [p for p in self.paths if not osp.isfile(p)]
+            # an LMDB read as a folder lists no image (or none of meta_info's names): name the backend, not the data
+            lmdb_like = self.gt_folder.rstrip('/').endswith('.lmdb') or osp.isfile(osp.join(self.gt_folder, 'data.mdb'))
+            if lmdb_like and (missing or not self.paths):
+                raise ValueError(f"dataroot_gt '{self.gt_folder}' looks like an LMDB (a '*.lmdb' folder or one with "
+                                 'data.mdb), not a folder of images: set io_backend: {type: lmdb}.')
+            # checked here for every phase: a stale list would otherwise fail mid-run, at the first read of that file
+            if missing:
+                more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
+                raise ValueError(f"'{missing[0]}'{more} is listed in meta_info '{meta_info}' but missing: add the file "
+                                 'or remove its line (or regenerate the set and its meta_info with python -m '
+                                 'datasets_prep.testset / datasets_prep.demo --force).')
         else:
             raise ValueError(f"io_backend type must be 'disk' or 'lmdb', got {self.backend!r}.")
         if not self.paths:

@@ -53,6 +53,7 @@ from .pipeline_fixes import check_checkpoint  # noqa: E402
 from .preflight import arch_desc, checkpoint_path, fit_problem, select_state, shape_mismatches  # noqa: E402
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
+KD_OPTION_KEYS = ('teacher_input', 'layers', 'dry_run_size')  # train.kd_opt keys read here, not by the loss
 
 
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
@@ -196,13 +197,9 @@ class HKDModel(DenoiseModel):
         train_opt = self.opt['train']
         kd_opt = deepcopy(train_opt.get('kd_opt') or {})
         self.check_kd_options(self.opt)
-        self.teacher_input = kd_opt.pop('teacher_input', 'lq')
-        for key in ('layers', 'dry_run_size'):  # KDLayout's
+        self.teacher_input = kd_opt.get('teacher_input', 'lq')
+        for key in KD_OPTION_KEYS:  # ours; the rest of kd_opt builds the loss
             kd_opt.pop(key, None)
-        train_set = (self.opt.get('datasets') or {}).get('train') or {}
-        if self.teacher_input == 'lq' and train_set.get('sigma_teacher') is not None:
-            get_root_logger().warning('datasets.train.sigma_teacher is set but the teacher sees lq; set '
-                                      'train.kd_opt.teacher_input: lq_teacher for HMDS')
         self._setup_teacher()
         self._setup_layers()
         kd_opt.setdefault('type', 'L1Loss')
@@ -226,6 +223,11 @@ class HKDModel(DenoiseModel):
         if teacher_input not in TEACHER_INPUTS:
             raise ValueError(f'train.kd_opt.teacher_input must be one of {TEACHER_INPUTS}, got {teacher_input!r}')
         ds = (opt.get('datasets') or {}).get('train') or {}
+        if teacher_input != 'lq_teacher' and ds.get('sigma_teacher') is not None:
+            # the dataset makes a lower-noise copy that nothing would read: the run would be HADS, not the HMDS asked
+            raise ValueError(f'datasets.train.sigma_teacher is set (HMDS: the teacher sees a lower-noise copy) but '
+                             f'train.kd_opt.teacher_input is {teacher_input!r}: set teacher_input: lq_teacher for '
+                             'HMDS, or remove sigma_teacher for HADS')
         if teacher_input == 'lq_teacher' and ds.get('sigma_teacher') is None and \
                 ds.get('type') == 'AWGNDenoisingDataset':
             raise ValueError('HMDS (train.kd_opt.teacher_input: lq_teacher) needs lq_teacher from the dataset: set '

@@ -24,8 +24,10 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
+import argparse
 import collections
 import os
+import sys
 import zipfile
 from os import path as osp
 
@@ -36,8 +38,9 @@ import basicsr.train
 import basicsr.utils.options
 import torch
 import torch.distributed as dist
+import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, scandir
+from basicsr.utils import check_resume, scandir, set_random_seed
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
@@ -102,8 +105,11 @@ def parse_options(root_path, is_train=True):
     try:
         opt, args = _original_parse_options(root_path, is_train)
     except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
-        raise SystemExit(f'error: --force_yml sets a key under a missing section {exc}: check the key path '
-                         '(e.g. datasets:val_1:sigma=50) against the option file') from None
+        raise SystemExit(f'error: {_force_yml_problem(sys.argv[1:], exc)}') from None
+    # BasicSR seeds before it applies --force_yml: seed again, so that --force_yml manual_seed=N takes effect (the
+    # same seed as before otherwise: nothing drew random numbers in between)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    opt['root_path'] = root_path  # --root: where relative checkpoint paths are also looked up (preflight)
     try:
         check_options(opt, args.opt)
     except OptionError as exc:
@@ -115,15 +121,38 @@ def parse_options(root_path, is_train=True):
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
-    from .preflight import PreflightError, preflight  # imports this module
+    from .preflight import PreflightError, checkpoint_path, preflight  # imports this module
     try:
         preflight(opt)
     except (PreflightError, CheckpointError) as exc:
         raise SystemExit(f'error: {args.opt}: {exc}') from None
+    for key in [k for k in opt if k.startswith('network_')]:  # load what the preflight checked (maybe under --root)
+        net = key[len('network_'):]
+        if checkpoint_path(opt, net):
+            opt['path'][f'pretrain_network_{net}'] = checkpoint_path(opt, net)
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)
     return opt, args
+
+
+def _force_yml_problem(argv, exc):
+    """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    parser.add_argument('--force_yml', nargs='+', default=[])
+    args, _ = parser.parse_known_args(argv)
+    with open(args.opt) as f:
+        tree = yaml.safe_load(f)
+    for entry in args.force_yml:
+        node, where = tree, 'the top level'
+        for key in entry.split('=')[0].strip().split(':')[:-1]:
+            if not isinstance(node, dict) or key not in node:
+                have = ', '.join(map(str, node)) if isinstance(node, dict) else 'none'
+                return (f"--force_yml {entry}: {where} has no section '{key}' (sections there: {have}); fix the key "
+                        'path')
+            node, where = node[key], key
+    return f'--force_yml sets a key under a missing section {exc}: check the key path against the option file'
 
 
 def init_dist(launcher, backend=None, **kwargs):

@@ -112,18 +112,138 @@ def _check_type(section, cfg, registry, kind):
     raise PreflightError(f"{section}: {kind} type '{name}' is not registered ({hint})")
 
 
+def _check_kwargs(where, cfg, fn, own=()):
+    """Every key of ``cfg`` but ``type`` (and the keys in ``own``, read by the caller) is an argument of ``fn``:
+    BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists."""
+    params = [name for name in inspect.signature(fn).parameters if name not in ('self', 'optimizer', 'params')]
+    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+        return
+    for arg in cfg:
+        if arg != 'type' and arg not in params and arg not in own:
+            hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
+            raise PreflightError(f"{where}: {cfg.get('type')} has no argument '{arg}' ({hint})")
+
+
 def check_network_args(opt):
-    """Every key of a ``network_*`` block is an argument of its arch (BasicSR passes them all as keywords)."""
+    """Every key of a ``network_*`` block is an argument of its arch."""
     for key, cfg in opt.items():
-        if not (key.startswith('network_') and isinstance(cfg, dict) and cfg.get('type') in ARCH_REGISTRY):
+        if key.startswith('network_') and isinstance(cfg, dict) and cfg.get('type') in ARCH_REGISTRY:
+            _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
+
+
+# What BasicSR 1.4.2's SRModel (sr_model.py, base_model.py) and train_pipeline read from these sections; the model
+# types below are the ones whose reads we know (another plugin's model may read keys of its own: not checked).
+SRMODEL_KEYS = {'train': {'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler', 'total_iter',
+                          'warmup_iter'},
+                'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar'}}
+TRAIN_REQUIRED = ('optim_g', 'scheduler', 'total_iter')  # indexed without a default: KeyError mid-setup
+SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
+              'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}  # BasicSR's names -> its classes
+PATH_KEYS = {'experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root', 'root',
+             'resume_state', 'ignore_resume_networks'}
+NETWORK_PATH_KEYS = ('pretrain_network_', 'strict_load_', 'param_key_')
+
+
+def known_section_keys(model_cls):
+    """``{'train': keys, 'val': keys}`` that ``model_cls`` reads, or None for a model type we do not know."""
+    from basicsr.models.sr_model import SRModel
+    from .denoise_model import DenoiseModel
+    from .hkd_model import HKDModel
+    own = {SRModel: ({}, {}), DenoiseModel: ({}, DenoiseModel.VAL_OPTION_KEYS),
+           HKDModel: ({'kd_opt'}, DenoiseModel.VAL_OPTION_KEYS)}.get(model_cls)
+    if own is None:
+        return None
+    return {'train': SRMODEL_KEYS['train'] | set(own[0]), 'val': SRMODEL_KEYS['val'] | set(own[1])}
+
+
+def check_distillation_keys(opt):
+    """Teacher options under a model type that does not distil would be ignored: the run would train without KD."""
+    from .hkd_model import HKDModel
+    model_type = opt.get('model_type', 'SRModel')
+    if not opt.get('is_train') or issubclass(MODEL_REGISTRY.get(model_type), HKDModel):
+        return
+    set_keys = [key for key, present in (
+        ('network_t', 'network_t' in opt), ('train.kd_opt', 'kd_opt' in (opt.get('train') or {})),
+        ('datasets.train.sigma_teacher', (((opt.get('datasets') or {}).get('train') or {}).get('sigma_teacher')
+                                          is not None))) if present]
+    if set_keys:
+        raise PreflightError(f'{" and ".join(set_keys)} set but model_type {model_type} does not distil: set '
+                             'model_type: HKDModel (HADS/HMDS), or remove them')
+
+
+def check_section_keys(opt):
+    """Unknown ``train``/``val`` keys of a known model type (a typo would be ignored, or fail after the run folder
+    exists), the keys training cannot start without, and the arguments of losses, optimizer and scheduler."""
+    from basicsr.models import lr_scheduler
+    from .hkd_model import KD_OPTION_KEYS
+    model_type = opt.get('model_type', 'SRModel')
+    known = known_section_keys(MODEL_REGISTRY.get(model_type))
+    if known is None:
+        return
+    for section, keys in known.items():
+        for key in opt.get(section) or {}:
+            if key not in keys:
+                hint = did_you_mean(key, keys) or f'{model_type} reads: {", ".join(sorted(keys))}'
+                raise PreflightError(f"{section}.{key} is not an option of model_type {model_type} ({hint})")
+    train = opt.get('train') or {}
+    if not opt.get('is_train'):
+        return
+    missing = [key for key in TRAIN_REQUIRED if key not in train]
+    if missing:
+        raise PreflightError(f'train.{missing[0]} is required for training (see options/train_mdrn_gray_s25.yml)')
+    if not (train.get('pixel_opt') or train.get('perceptual_opt')):
+        raise PreflightError('train has no loss: set train.pixel_opt, e.g. {type: L1Loss, loss_weight: 1.0}')
+    for key, cfg in train.items():
+        if key.endswith('_opt') and isinstance(cfg, dict):
+            loss = cfg.get('type', 'L1Loss' if key == 'kd_opt' else None)  # HKDModel's default
+            if loss in LOSS_REGISTRY:
+                _check_kwargs(f'train.{key}', cfg, LOSS_REGISTRY.get(loss), KD_OPTION_KEYS if key == 'kd_opt' else ())
+    optim = train['optim_g'].get('type')
+    if not hasattr(torch.optim, str(optim)):
+        raise PreflightError(f"train.optim_g: optimizer type '{optim}' is not in torch.optim (e.g. Adam)")
+    _check_kwargs('train.optim_g', train['optim_g'], getattr(torch.optim, optim))
+    scheduler = train['scheduler'].get('type')
+    if scheduler not in SCHEDULERS:
+        raise PreflightError(f"train.scheduler: type '{scheduler}' is not one of BasicSR's: {', '.join(SCHEDULERS)}")
+    _check_kwargs('train.scheduler', train['scheduler'], getattr(lr_scheduler, SCHEDULERS[scheduler]))
+
+
+def check_path_keys(opt):
+    """``path`` keys: per-network keys must name a network of the options, and near-misses of known keys are typos
+    (``param_keys_t``). Other keys pass: another plugin may read its own."""
+    nets = [key[len('network_'):] for key in opt if key.startswith('network_')]
+    known = PATH_KEYS | {prefix + net for prefix in NETWORK_PATH_KEYS for net in nets}
+    for key in opt.get('path') or {}:
+        if key in known:
             continue
-        params = inspect.signature(ARCH_REGISTRY.get(cfg['type'])).parameters
-        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        prefix = next((p for p in NETWORK_PATH_KEYS if key.startswith(p)), None)
+        if prefix:
+            raise PreflightError(f'path.{key}: the options have no network_{key[len(prefix):]} '
+                                 f'({did_you_mean(key, known) or "networks: " + ", ".join(nets)})')
+        hint = did_you_mean(key, known, cutoff=0.8)
+        if hint:
+            raise PreflightError(f'path.{key} is not a path option ({hint})')
+
+
+def check_checkpoints_outside_run(opt):
+    """A fresh start archives (renames) an existing run folder before loading any network, so a checkpoint inside it
+    would be gone by then; refuse it while the folder is still where the user left it."""
+    path_opt = opt.get('path') or {}
+    root = path_opt.get('experiments_root')
+    if not (opt.get('is_train') and root and os.path.isdir(root)) or path_opt.get('resume_state'):
+        return
+    states = os.path.join(root, 'training_states')
+    if opt.get('auto_resume') and os.path.isdir(states) and any(f.endswith('.state') for f in os.listdir(states)):
+        return  # it resumes: nothing is archived
+    for key in opt:
+        if not key.startswith('network_'):
             continue
-        for arg in cfg:
-            if arg != 'type' and arg not in params:
-                hint = did_you_mean(arg, params) or f'its arguments: {", ".join(params)}'
-                raise PreflightError(f"{key}: {cfg['type']} has no argument '{arg}' ({hint})")
+        net = key[len('network_'):]
+        load_path = checkpoint_path(opt, net)
+        if load_path and os.path.abspath(load_path).startswith(os.path.abspath(root) + os.sep):
+            raise PreflightError(f'path.pretrain_network_{net} ({load_path}) lies inside this run\'s folder {root}, '
+                                 'which a fresh start archives before loading it: copy the checkpoint elsewhere, '
+                                 'change name, or resume with --auto_resume')
 
 
 def check_types(opt):
@@ -171,7 +291,10 @@ def check_datasets(opt):
         try:
             DATASET_REGISTRY.get(ds['type'])(deepcopy(ds))
         except (ValueError, OSError, KeyError, AssertionError) as exc:
-            first = (str(exc).strip() or type(exc).__name__).splitlines()[0].strip('"\'')
+            # str(KeyError) is the repr of its argument (quoted): take the argument itself, and leave every other
+            # message's quotes alone (it may start or end with a quoted path)
+            msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+            first = (str(msg).strip() or type(exc).__name__).splitlines()[0]
             raise PreflightError(f'datasets.{name}: {first}') from None
 
 
@@ -209,7 +332,11 @@ def check_checkpoints(opt, nets):
 def _checks(opt):
     check_types(opt)
     check_network_args(opt)
-    check_val_options(opt)
+    check_val_options(opt)  # before check_section_keys: its message for val.tile/self_ensemble says more
+    check_distillation_keys(opt)  # likewise for train.kd_opt
+    check_section_keys(opt)
+    check_path_keys(opt)
+    check_checkpoints_outside_run(opt)
     check_datasets(opt)
     nets = build_networks(opt)
     check_model_options(opt, nets)

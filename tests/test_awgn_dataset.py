@@ -281,3 +281,86 @@ def test_lmdb_without_meta_info_or_with_a_corrupt_value(tmp_path):
     ds = AWGNDenoisingDataset(lmdb_opt)
     with pytest.raises(ValueError, match=r"'img0' is not a decodable image.*datasets_prep\.verify"):
         ds[0]
+
+
+def test_force_yml_examples_in_option_headers_name_existing_sections():
+    """Every ``KEY:SUB=VALUE`` of a commented ``--force_yml`` example (and its ``\\`` continuation lines) names
+    sections that the file has: BasicSR indexes each one, so a wrong name (val_1 in a test file) fails verbatim."""
+    import glob
+    import os.path as osp
+
+    import yaml
+    options = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options')
+    wrong = []
+    for path in sorted(glob.glob(osp.join(options, '*.yml'))):
+        with open(path) as f:
+            text = f.read()
+        opt, continued = yaml.safe_load(text), False
+        for num, line in enumerate(text.splitlines(), 1):
+            comment = line.strip()
+            if not comment.startswith('#') or not ('--force_yml' in comment or continued):
+                continued = False
+                continue
+            continued = comment.endswith('\\')
+            for key_path in re.findall(r'(?:^|\s)(\w+(?::\w+)+)=', comment.split('--force_yml')[-1]):
+                node = opt
+                for key in key_path.split(':')[:-1]:
+                    if not isinstance(node, dict) or key not in node:
+                        wrong.append(f'{osp.basename(path)}:{num}: {key_path}')
+                        break
+                    node = node[key]
+    assert not wrong
+
+
+def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(tmp_path, monkeypatch):
+    from mdrn_models import preflight
+    cv2.imwrite(str(tmp_path / 'a.png'), textured(40, 40, 3, 0))
+    (tmp_path / 'c.png').write_bytes(b'not a png')
+    train = opt(tmp_path, phase='train', gt_size=32)
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.check_datasets({'datasets': {'train': train}})
+    message = str(err.value)  # the opening quote of the path is kept
+    assert message.startswith(f"datasets.train: '{tmp_path / 'c.png'}' is not a readable image (")
+    assert message.endswith('): replace or remove it.')
+
+    class KeyErrorDataset:  # a dataset that fails with a KeyError: str() of it is the repr of its argument
+        def __init__(self, ds_opt):
+            raise KeyError("no key 'gt' in the lmdb")
+
+    monkeypatch.setattr(preflight.DATASET_REGISTRY, 'get', lambda name: KeyErrorDataset)
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.check_datasets({'datasets': {'val': train}})
+    assert str(err.value) == "datasets.val: no key 'gt' in the lmdb"
+
+
+@pytest.mark.parametrize('phase', ['train', 'val'])
+def test_a_file_listed_in_meta_info_but_missing_is_not_called_unreadable(tmp_path, phase):
+    for name in ('a', 'b'):
+        cv2.imwrite(str(tmp_path / f'{name}.png'), textured(40, 40, 3, 0))
+    meta = tmp_path / 'meta_info.txt'
+    meta.write_text('a.png (40,40,3)\ngone.png (40,40,3)\nb.png (40,40,3)\n')
+    with pytest.raises(ValueError) as err:
+        AWGNDenoisingDataset(opt(tmp_path, phase=phase, gt_size=32, meta_info=str(meta)))
+    assert str(err.value) == (
+        f"'{tmp_path / 'gone.png'}' is listed in meta_info '{meta}' but missing: add the file or remove its line (or "
+        'regenerate the set and its meta_info with python -m datasets_prep.testset / datasets_prep.demo --force).')
+    meta.write_text('a.png\ngone.png\nalso_gone.png\n')
+    with pytest.raises(ValueError, match=r"gone\.png' \(and 1 more\) is listed in meta_info"):
+        AWGNDenoisingDataset(opt(tmp_path, phase=phase, gt_size=32, meta_info=str(meta)))
+
+
+@pytest.mark.parametrize('with_meta_info', [False, True])
+def test_disk_backend_on_an_lmdb_says_to_set_the_lmdb_backend(tmp_path, with_meta_info):
+    import lmdb
+    db = tmp_path / 'train_sub.lmdb'
+    env = lmdb.open(str(db), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b'img0', cv2.imencode('.png', textured(40, 40, 3, 0))[1].tobytes())
+    env.close()
+    (db / 'meta_info.txt').write_text('img0.png (40,40,3) 1\n')
+    extra = {'meta_info': str(db / 'meta_info.txt')} if with_meta_info else {}
+    with pytest.raises(ValueError) as err:
+        AWGNDenoisingDataset(opt(db, phase='train', gt_size=32, **extra))
+    assert str(err.value) == (f"dataroot_gt '{db}' looks like an LMDB (a '*.lmdb' folder or one with data.mdb), not "
+                              'a folder of images: set io_backend: {type: lmdb}.')
+    assert len(AWGNDenoisingDataset(opt(db, phase='train', gt_size=32, io_backend={'type': 'lmdb'}))) == 1

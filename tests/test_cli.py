@@ -6,6 +6,7 @@ conftest), so they check the foundation (packaging, CLI, resume, test pipeline) 
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,12 @@ def test_auto_resume_on_cpu_from_another_directory(tmp_path, pairs, basicsr_cli)
     assert (exp / 'tiny_resume' / 'models' / 'net_g_4.pth').is_file()
     assert [p.name for p in exp.iterdir()] == ['tiny_resume']  # nothing renamed to *_archived_*
     assert not (elsewhere / 'experiments').exists()
+    # a relative pretrain_network_g missing from the current directory is loaded from under --root
+    fine = train_yml(tmp_path / 'fine.yml', pairs, 'tiny_fine', total_iter=1)
+    fine.write_text(fine.read_text().replace('pretrain_network_g: ~',
+                                             'pretrain_network_g: experiments/tiny_resume/models/net_g_4.pth'))
+    out = basicsr_cli('train', '-opt', fine, '--root', root, cwd=elsewhere).stdout
+    assert f"Loading MDRN model from {exp / 'tiny_resume' / 'models' / 'net_g_4.pth'}" in out
 
 
 @pytest.mark.parametrize('flag', ['-opt', '-op', '-o', '-opt='])  # BasicSR's argparse takes abbreviations too
@@ -159,6 +166,24 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
                                      'num_level=2): MSAB splits its channels in two halves'),
     (('\nval:\n', '\nval:\n  tile: {size: 32}\n'), 'val.tile is set but model_type SRModel ignores it: set model_type: '
                                                 'DenoiseModel'),
+    # keys below the top level: typos would be ignored, or fail after the run folder exists
+    (('total_iter: 2', 'total_itr: 2'), "train.total_itr is not an option of model_type SRModel (did you mean "
+                                        "'total_iter'?)"),
+    (('  total_iter: 2\n', ''), 'train.total_iter is required for training'),
+    (('pixel_opt:', 'pixel_opts:'), "train.pixel_opts is not an option of model_type SRModel (did you mean "
+                                    "'pixel_opt'?)"),
+    (('loss_weight: 1.0', 'loss_wieght: 1.0'), "train.pixel_opt: L1Loss has no argument 'loss_wieght' (did you mean "
+                                               "'loss_weight'?)"),
+    (('lr: !!float', 'lrr: !!float'), "train.optim_g: Adam has no argument 'lrr' (did you mean 'lr'?)"),
+    (('milestones: [3]', 'milestone: [3]'), "train.scheduler: MultiStepLR has no argument 'milestone' (did you mean "
+                                            "'milestones'?)"),
+    (('save_img: false', 'save_img: false\n  self_ensamble: true'), 'val.self_ensamble is not an option of '
+                                                                     'model_type SRModel'),
+    (('strict_load_g: true', 'param_keys_g: params'), "path.param_keys_g is not a path option (did you mean "
+                                                      "'param_key_g'?)"),
+    (('strict_load_g: true', 'strict_load_t: true'), 'path.strict_load_t: the options have no network_t'),
+    (('name: tiny_bad', 'name: tiny_bad\nnetwork_t: {type: MDRN}'), 'network_t set but model_type SRModel does not '
+                                                                   'distil: set model_type: HKDModel'),
 ])
 def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
@@ -182,10 +207,25 @@ def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_
     assert os.listdir(tmp_path / 'experiments') == ['tiny_tile']  # not archived
 
 
+def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkeypatch):
+    """--force_yml manual_seed=N seeds the run (BasicSR seeds before applying --force_yml); a key path through a
+    missing section names the sections there are."""
+    from mdrn_models import pipeline_fixes
+    yml = train_yml(tmp_path / 'seed.yml', pairs, 'tiny_seed', total_iter=2)
+    monkeypatch.setattr(sys, 'argv', ['basicsr', '-opt', str(yml), '--force_yml', 'manual_seed=7'])
+    opt, _ = pipeline_fixes.parse_options(str(tmp_path), is_train=True)
+    assert opt['manual_seed'] == 7 and torch.initial_seed() == 7
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'datasets:val_1:name=x', cwd=tmp_path,
+                       check=False)
+    assert proc.stdout.strip().splitlines()[-1] == (
+        "error: --force_yml datasets:val_1:name=x: datasets has no section 'val_1' (sections there: train, val); "
+        'fix the key path'), proc.stdout[-2000:]
+
+
 def test_preflight_leaves_the_seeded_init_alone():
     """The preflight builds every network (random init); the run's seeded initialisation must not shift."""
     from mdrn_models.preflight import preflight
-    opt = {'is_train': True, 'model_type': 'SRModel', 'network_g': {'type': 'MDRN', 'num_feat': 8, 'num_block': 1}}
+    opt = {'is_train': False, 'model_type': 'SRModel', 'network_g': {'type': 'MDRN', 'num_feat': 8, 'num_block': 1}}
     torch.manual_seed(0)
     expected = torch.rand(4)
     torch.manual_seed(0)
@@ -213,11 +253,15 @@ def test_failed_relaunch_keeps_the_run_and_test_needs_weights(tmp_path, pairs, b
     basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path)
     run = tmp_path / 'experiments' / 'tiny_keep'
     before = sorted(os.listdir(tmp_path / 'experiments'))
-    wide = str(run / 'models' / 'net_g_2.pth')
+    wide = str(tmp_path / 'net_g_2.pth')  # outside the run: a fresh start would archive it with the run
+    shutil.copy(run / 'models' / 'net_g_2.pth', wide)
     for edit, message in [
             (('dataroot_gt: ', 'dataroot_gt: /nonexistent'), 'datasets.train: '),
             (('num_feat: 8', 'num_feat: 16'), f'network_g checkpoint {wide} does not fit network_g: '),
             (('pretrain_network_g: ~', f'pretrain_network_g: {yml}'), 'is not a PyTorch checkpoint'),
+            # a fresh start would archive the run, checkpoint included, before loading it
+            (('pretrain_network_g: ~', f'pretrain_network_g: {run}/models/net_g_2.pth'),
+             "lies inside this run's folder"),
     ]:
         bad = tmp_path / 'bad.yml'
         text = yml.read_text().replace(*edit, 1)

@@ -157,6 +157,10 @@ def test_errors_before_training(tmp_path, teacher_ckpt):
         build_model(make_opt(tmp_path, teacher_ckpt, kd_opt={'teacher_input': 'lq_teacher'}))
     with pytest.raises(ValueError, match='teacher_input must be one of'):
         build_model(make_opt(tmp_path, teacher_ckpt, kd_opt={'teacher_input': 'gt'}))
+    # a lower-noise copy for the teacher, but the teacher would see lq: HADS run for an HMDS config
+    hmds_data = {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': 16, 'sigma': 50, 'sigma_teacher': 25}}
+    with pytest.raises(ValueError, match="sigma_teacher is set .*teacher_input is 'lq': set teacher_input: lq_teach"):
+        build_model(make_opt(tmp_path, teacher_ckpt, datasets=hmds_data))
     # a checkpoint weights_only=True refuses (pitfall 4): one line, no unpickling
     bad = tmp_path / 'bad.pth'
     torch.save({'params': torch.nn.Conv2d(1, 1, 1).state_dict(), 'args': np.float64(1.0).dtype}, bad)
