@@ -146,3 +146,14 @@ def test_distillation_run_differs_from_its_baseline_only_by_distillation(plain, 
     hmds = b['train']['kd_opt']['teacher_input'] == 'lq_teacher'
     assert teacher_sigma == {b['datasets']['train']['sigma_teacher'] if hmds else b['datasets']['train']['sigma']}
     assert ('sigma_teacher' in b['datasets']['train']) == hmds
+
+
+@pytest.mark.parametrize('kind', ['hads', 'hmds'])
+def test_distillation_file_has_a_test_file_for_its_student(kind):
+    """test_mdrn_{hads,hmds}.yml test what train_mdrn_{hads,hmds}.yml trains, on the noise it was trained for."""
+    train, test = load(OPTIONS / f'train_mdrn_{kind}.yml'), load(OPTIONS / f'test_mdrn_{kind}.yml')
+    assert test['network_g'] == train['network_g']
+    assert test['path']['pretrain_network_g'] == f"experiments/{train['name']}/models/net_g_latest.pth"
+    train_set = train['datasets']['train']
+    for ds in test['datasets'].values():
+        assert (ds['sigma'], ds['channels']) == (train_set['sigma'], train_set['channels'])
