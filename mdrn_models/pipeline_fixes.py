@@ -21,6 +21,9 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
   or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
   resume states (above) are trusted with one extra class.
+* ``--force_yml manual_seed=N``: BasicSR seeds before applying ``--force_yml``; we seed again after it.
+* ``--root``: a relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``
+  (``opt['root_path']``, which BasicSR never sets), by the preflight and by the loads alike.
 * ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
@@ -127,9 +130,9 @@ def parse_options(root_path, is_train=True):
     except (PreflightError, CheckpointError) as exc:
         raise SystemExit(f'error: {args.opt}: {exc}') from None
     for key in [k for k in opt if k.startswith('network_')]:  # load what the preflight checked (maybe under --root)
-        net = key[len('network_'):]
-        if checkpoint_path(opt, net):
-            opt['path'][f'pretrain_network_{net}'] = checkpoint_path(opt, net)
+        load_path = checkpoint_path(opt, key[len('network_'):])
+        if load_path:
+            opt['path'][f'pretrain_{key}'] = load_path
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)

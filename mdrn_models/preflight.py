@@ -3,6 +3,10 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 
 * every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean, and
   every key of a ``network_*`` block is an argument of its arch;
+* for the model types whose reads are known (SRModel, DenoiseModel, HKDModel): every ``train``/``val`` key, the keys
+  training needs, and every argument of the losses, optimizer and scheduler; teacher options only under a model type
+  that distils; ``path`` keys that are near-misses of known ones or name a network the options lack; no
+  ``pretrain_network_*`` inside the run folder a fresh start archives;
 * the model type's own ``check_train_options(opt, nets)`` when training (``HKDModel``: teacher, HMDS input, and the
   distillation layer pairs, by one dry run of the freshly built student and teacher);
 * ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
@@ -121,7 +125,7 @@ def _check_kwargs(where, cfg, fn, own=()):
     for arg in cfg:
         if arg != 'type' and arg not in params and arg not in own:
             hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
-            raise PreflightError(f"{where}: {cfg.get('type')} has no argument '{arg}' ({hint})")
+            raise PreflightError(f"{where}: {cfg.get('type', fn.__name__)} has no argument '{arg}' ({hint})")
 
 
 def check_network_args(opt):

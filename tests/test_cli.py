@@ -14,6 +14,7 @@ import textwrap
 import pytest
 import torch
 import torch.distributed as dist
+import yaml
 
 from conftest import train_yml, write_yml
 from mdrn_models import cli, pipeline_fixes
@@ -166,9 +167,21 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
                                      'num_level=2): MSAB splits its channels in two halves'),
     (('\nval:\n', '\nval:\n  tile: {size: 32}\n'), 'val.tile is set but model_type SRModel ignores it: set model_type: '
                                                 'DenoiseModel'),
-    # keys below the top level: typos would be ignored, or fail after the run folder exists
+    # keys below the top level (more in test_bad_section_keys_are_refused)
     (('total_iter: 2', 'total_itr: 2'), "train.total_itr is not an option of model_type SRModel (did you mean "
                                         "'total_iter'?)"),
+])
+def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
+    yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
+    assert edit[0] in yml.read_text()
+    yml.write_text(yml.read_text().replace(*edit, 1))
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
+    assert not (tmp_path / 'experiments').exists()  # nothing was created
+
+
+@pytest.mark.parametrize('edit, message', [
     (('  total_iter: 2\n', ''), 'train.total_iter is required for training'),
     (('pixel_opt:', 'pixel_opts:'), "train.pixel_opts is not an option of model_type SRModel (did you mean "
                                     "'pixel_opt'?)"),
@@ -185,14 +198,32 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('name: tiny_bad', 'name: tiny_bad\nnetwork_t: {type: MDRN}'), 'network_t set but model_type SRModel does not '
                                                                    'distil: set model_type: HKDModel'),
 ])
-def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, message):
+def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
+    """The preflight's checks of train/val/path keys and of loss/optimizer/scheduler arguments (in process; the
+    command runs them before any folder exists, see test_bad_options_stop_before_any_work)."""
+    from mdrn_models import preflight
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
     assert edit[0] in yml.read_text()
-    yml.write_text(yml.read_text().replace(*edit, 1))
-    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
-    assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-2000:]
-    assert 'Traceback' not in proc.stdout and proc.stdout.strip().splitlines()[-1].startswith('error: ')
-    assert not (tmp_path / 'experiments').exists()  # nothing was created
+    opt = yaml.safe_load(yml.read_text().replace(*edit, 1)) | {'is_train': True}
+    with pytest.raises(preflight.PreflightError, match=re.escape(message)):
+        for check in (preflight.check_distillation_keys, preflight.check_section_keys, preflight.check_path_keys):
+            check(opt)
+    opt = yaml.safe_load(yml.read_text()) | {'is_train': True}
+    for check in (preflight.check_distillation_keys, preflight.check_section_keys, preflight.check_path_keys):
+        check(opt)  # the unedited file passes
+
+
+def test_kd_opt_arguments_are_the_losss_plus_the_distillation_keys():
+    from mdrn_models import preflight
+    kd_opt = {'layers': ['msag_0_1'], 'teacher_input': 'lq', 'dry_run_size': 32, 'loss_weight': 1.0}  # no type: L1
+    opt = {'is_train': True, 'model_type': 'HKDModel',
+           'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [1]},
+                     'total_iter': 1, 'pixel_opt': {'type': 'L1Loss'}, 'kd_opt': kd_opt}}
+    preflight.check_section_keys(opt)
+    kd_opt['loss_wieght'] = kd_opt.pop('loss_weight')
+    with pytest.raises(preflight.PreflightError, match=re.escape(
+            "train.kd_opt: L1Loss has no argument 'loss_wieght' (did you mean 'loss_weight'?)")):
+        preflight.check_section_keys(opt)
 
 
 def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_cli):
