@@ -240,7 +240,7 @@ class HKDModel(DenoiseModel):
 
     def _setup_teacher(self):
         path_opt = self.opt['path']
-        load_path = checkpoint_path(self.opt, 't')  # a relative path may be meant relative to --root
+        load_path = checkpoint_path(self.opt, 't')  # under --root if found there (parse_options)
         self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
                              path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])

@@ -22,8 +22,8 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
   resume states (above) are trusted with one extra class.
 * ``--force_yml manual_seed=N``: BasicSR seeds before applying ``--force_yml``; we seed again after it.
-* ``--root``: a relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``
-  (``opt['root_path']``, which BasicSR never sets), by the preflight and by the loads alike.
+* ``--root``: a relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``,
+  resolved once after parsing, so the preflight and the loads read the same file.
 * ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
 """
@@ -112,7 +112,7 @@ def parse_options(root_path, is_train=True):
     # BasicSR seeds before it applies --force_yml: seed again, so that --force_yml manual_seed=N takes effect (the
     # same seed as before otherwise: nothing drew random numbers in between)
     set_random_seed(opt['manual_seed'] + opt['rank'])
-    opt['root_path'] = root_path  # --root: where relative checkpoint paths are also looked up (preflight)
+    _resolve_checkpoints(opt, root_path)
     try:
         check_options(opt, args.opt)
     except OptionError as exc:
@@ -124,19 +124,26 @@ def parse_options(root_path, is_train=True):
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
-    from .preflight import PreflightError, checkpoint_path, preflight  # imports this module
+    from .preflight import PreflightError, preflight  # imports this module
     try:
         preflight(opt)
     except (PreflightError, CheckpointError) as exc:
         raise SystemExit(f'error: {args.opt}: {exc}') from None
-    for key in [k for k in opt if k.startswith('network_')]:  # load what the preflight checked (maybe under --root)
-        load_path = checkpoint_path(opt, key[len('network_'):])
-        if load_path:
-            opt['path'][f'pretrain_{key}'] = load_path
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)
     return opt, args
+
+
+def _resolve_checkpoints(opt, root_path):
+    """A relative ``path.pretrain_network_*`` missing from the current directory but present under ``--root`` is
+    replaced by the latter, once, so that the preflight and every load read the same file."""
+    path_opt = opt.get('path') or {}
+    for key in [k for k in opt if k.startswith('network_')]:
+        load_path = path_opt.get(f'pretrain_{key}')
+        if load_path and not osp.isabs(load_path) and not osp.isfile(load_path) and \
+                osp.isfile(osp.join(root_path, load_path)):
+            path_opt[f'pretrain_{key}'] = osp.join(root_path, load_path)
 
 
 def _force_yml_problem(argv, exc):

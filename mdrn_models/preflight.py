@@ -98,14 +98,9 @@ def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
 
 
 def checkpoint_path(opt, net_key):
-    """``path.pretrain_network_<key>``; a relative path missing from the current directory is tried under the
-    run's ``--root``."""
-    load_path = (opt.get('path') or {}).get(f'pretrain_network_{net_key}')
-    root = opt.get('root_path')
-    if load_path and not os.path.isabs(load_path) and not os.path.isfile(load_path) and root and \
-            os.path.isfile(os.path.join(root, load_path)):
-        return os.path.join(root, load_path)
-    return load_path
+    """``path.pretrain_network_<key>`` (the ``basicsr`` command has already looked a relative one up under
+    ``--root``: ``pipeline_fixes.parse_options``)."""
+    return (opt.get('path') or {}).get(f'pretrain_network_{net_key}')
 
 
 def _check_type(section, cfg, registry, kind):
@@ -119,9 +114,10 @@ def _check_type(section, cfg, registry, kind):
 def _check_kwargs(where, cfg, fn, own=()):
     """Every key of ``cfg`` but ``type`` (and the keys in ``own``, read by the caller) is an argument of ``fn``:
     BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists."""
-    params = [name for name in inspect.signature(fn).parameters if name not in ('self', 'optimizer', 'params')]
-    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
+    signature = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in signature.values()):
         return
+    params = [name for name in signature if name not in ('self', 'optimizer', 'params')]
     for arg in cfg:
         if arg != 'type' and arg not in params and arg not in own:
             hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
