@@ -105,6 +105,9 @@ def main(argv=None):
     list_images(inp)
     noisy_root = args.noisy_out or f'{out}_noisy'
     noisy_dirs = [osp.join(noisy_root, sigma_tag(s)) for s in args.noisy]
+    repeated = sorted({osp.basename(d) for d in noisy_dirs if noisy_dirs.count(d) > 1})
+    if repeated:
+        raise PrepError(f"--noisy lists a sigma twice ({', '.join(repeated)}): give each sigma once")
     check_apart(inp, [out] + noisy_dirs)
     for path in [out] + noisy_dirs:
         if osp.lexists(path) and not args.force:

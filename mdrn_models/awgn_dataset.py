@@ -45,7 +45,8 @@ from .option_checks import did_you_mean
 
 IMG_EXTENSIONS = ('.png', '.PNG', '.jpg', '.JPG', '.jpeg', '.JPEG', '.bmp', '.BMP', '.tif', '.TIF', '.tiff',
                   '.TIFF', '.ppm', '.PPM', '.webp')
-PREP_HINT = 'run python -m datasets_prep.testset / datasets_prep.div2k / datasets_prep.demo, or fix the path'
+PREP_HINT = ('make it as the option file\'s header says (python -m datasets_prep.demo / .div2k / .testset, or a link '
+             'to ../shared), or fix the path')
 
 
 def parse_sigma(sigma, key='sigma'):
@@ -176,21 +177,33 @@ class AWGNDenoisingDataset(data.Dataset):
                              f"{' (meta_info ' + meta_info + ')' if meta_info else ''}: {PREP_HINT}.")
         if self.is_train:
             self._check_sizes(meta_info or osp.join(self.gt_folder, 'meta_info.txt'))
+        elif self.backend == 'disk':
+            # a validation set is small and read whole at every validation: check every file in full now, not hours
+            # into training (LMDB sets: python -m datasets_prep.verify)
+            self._disk_image_sizes(verify=True)
+
+    def _disk_image_sizes(self, verify=False):
+        """``{path: (h, w)}`` from the image headers (PIL reads no pixels); ``verify`` also runs PIL's integrity check
+        over each whole file (PNG chunk checksums: finds truncated files)."""
+        from PIL import Image
+        sizes = {}
+        for path in self.paths:
+            try:
+                with Image.open(path) as img:
+                    sizes[path] = img.size[::-1]
+                    if verify:
+                        img.verify()
+            except (OSError, SyntaxError) as err:  # PIL raises SyntaxError for some corrupt chunks
+                raise ValueError(f"'{path}' is not a readable image ({err}): replace or remove it.") from None
+        return sizes
 
     def _check_sizes(self, lmdb_meta_info):
-        """Refuse an image smaller than ``gt_size`` before training starts, from image headers (disk, PIL reads no
-        pixels) or the shapes BasicSR's LMDB ``meta_info`` lists (``name.png (h,w,c) 1``)."""
+        """Refuse an image smaller than ``gt_size`` before training starts, from image headers (disk) or the shapes
+        BasicSR's LMDB ``meta_info`` lists (``name.png (h,w,c) 1``)."""
         if self.backend == 'lmdb':
             sizes = {key: shape[:2] for key, shape in read_meta_info(lmdb_meta_info).items() if shape}
         else:
-            from PIL import Image
-            sizes = {}
-            for path in self.paths:
-                try:
-                    with Image.open(path) as img:
-                        sizes[path] = img.size[::-1]
-                except OSError as err:
-                    raise ValueError(f"'{path}' is not a readable image ({err}): replace or remove it.") from None
+            sizes = self._disk_image_sizes()
         for path, (h, w) in sizes.items():
             if h < self.gt_size or w < self.gt_size:
                 raise ValueError(f"image '{path}' is {h}x{w}, smaller than gt_size {self.gt_size}: lower gt_size or "

@@ -19,7 +19,8 @@ class OptionError(ValueError):
 
 def did_you_mean(word, options, cutoff=0.6):
     """``"did you mean 'x'?"`` for the closest of ``options`` to ``word``, or None."""
-    close = difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=cutoff)
+    same_but_case = [o for o in sorted(options) if str(o).lower() == str(word).lower()]  # difflib ranks 'Adam' first
+    close = same_but_case or difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=cutoff)
     return f"did you mean '{close[0]}'?" if close else None
 
 

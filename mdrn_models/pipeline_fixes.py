@@ -1,7 +1,7 @@
 """Fixes for BasicSR 1.4.2's own train/test pipelines on torch 2.14, CPU and a console command.
 
 BasicSR's ``train_pipeline``/``test_pipeline`` look ``load_resume_state``, ``parse_options`` and ``init_dist`` up as
-module globals, so the ``basicsr`` command swaps these three functions for the versions below (``install()``) instead
+module globals, so the ``basicsr`` command swaps these functions for the versions below (``install()``) instead
 of copying the pipelines. Each fix names the pitfall it answers (../shared/reference/basicsr_pitfalls.md):
 
 * #2 resume on CPU: BasicSR maps the resume state onto ``torch.cuda.current_device()``; we load it on the CPU (the
@@ -26,9 +26,14 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   resolved once after parsing, so the preflight and the loads read the same file.
 * ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
 * ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
+* #11 BasicSR builds only ``type: Adam``; we build any ``torch.optim`` optimizer (the preflight checks its arguments).
+* Epoch count: BasicSR rounds the iterations per epoch up, but each process's loader drops its last incomplete
+  batch, so a training set that is small per process ended before ``total_iter`` without a word; we count the epochs
+  from the batches the loader really yields.
 """
 import argparse
 import collections
+import math
 import os
 import sys
 import zipfile
@@ -52,6 +57,7 @@ from .option_checks import OptionError, check_options
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
 _original_parse_options = basicsr.utils.options.parse_options
+_original_create_loaders = basicsr.train.create_train_val_dataloader
 
 
 def load_resume_state(opt):
@@ -221,11 +227,30 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
     return _original_load_network(self, net, load_path, strict, param_key)
 
 
+def get_optimizer(self, optim_type, params, lr, **kwargs):
+    """``BaseModel.get_optimizer`` for any ``torch.optim`` optimizer, not only Adam (pitfall #11)."""
+    return getattr(torch.optim, optim_type)(params, lr, **kwargs)
+
+
+def create_train_val_dataloader(opt, logger):
+    """BasicSR's loaders, with enough epochs for ``total_iter`` at the batches per epoch the loader really yields
+    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it)."""
+    train_loader, train_sampler, val_loaders, total_epochs, total_iters = _original_create_loaders(opt, logger)
+    needed = math.ceil(total_iters / len(train_loader))  # the preflight made sure there is at least one batch
+    if needed > total_epochs:
+        logger.info(f'Iterations per epoch: {len(train_loader)} (the last incomplete batch of each process is '
+                    f'dropped), so total epochs: {needed}.')
+        total_epochs = needed
+    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+
+
 def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent)."""
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
+    basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
     BaseModel.model_to_device = model_to_device
     BaseModel.load_network = load_network
+    BaseModel.get_optimizer = get_optimizer

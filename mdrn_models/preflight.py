@@ -19,6 +19,7 @@ Each failure is a ``PreflightError`` with one line: where, what, and the fix.
 """
 import inspect
 import logging
+import math
 import os
 from collections import OrderedDict
 from copy import deepcopy
@@ -136,6 +137,10 @@ def check_network_args(opt):
 SRMODEL_KEYS = {'train': {'ema_decay', 'pixel_opt', 'perceptual_opt', 'optim_g', 'scheduler', 'total_iter',
                           'warmup_iter'},
                 'val': {'val_freq', 'save_img', 'suffix', 'metrics', 'pbar'}}
+# torch.optim classes a BasicSR training step cannot drive (it calls optimizer.step() on conv weights' dense grads)
+UNUSABLE_OPTIMIZERS = {'Optimizer': 'is the base class, not an optimizer',
+                       'LBFGS': 'needs a closure in step(), which BasicSR does not pass',
+                       'SparseAdam': 'takes sparse gradients only', 'Muon': 'takes 2-D parameters only (not convs)'}
 TRAIN_REQUIRED = ('optim_g', 'scheduler', 'total_iter')  # indexed without a default: KeyError mid-setup
 SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
               'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}  # BasicSR's names -> its classes
@@ -199,8 +204,13 @@ def check_section_keys(opt):
             if loss in LOSS_REGISTRY:
                 _check_kwargs(f'train.{key}', cfg, LOSS_REGISTRY.get(loss), KD_OPTION_KEYS if key == 'kd_opt' else ())
     optim = train['optim_g'].get('type')
-    if not hasattr(torch.optim, str(optim)):
-        raise PreflightError(f"train.optim_g: optimizer type '{optim}' is not in torch.optim (e.g. Adam)")
+    optimizers = {name for name, cls in vars(torch.optim).items() if isinstance(cls, type)
+                  and issubclass(cls, torch.optim.Optimizer) and name not in UNUSABLE_OPTIMIZERS}
+    if optim in UNUSABLE_OPTIMIZERS:
+        raise PreflightError(f"train.optim_g: {optim} {UNUSABLE_OPTIMIZERS[optim]}: use e.g. Adam or AdamW")
+    if optim not in optimizers:
+        hint = did_you_mean(optim, optimizers) or 'e.g. Adam, AdamW'
+        raise PreflightError(f"train.optim_g: type '{optim}' is not an optimizer of torch.optim ({hint})")
     _check_kwargs('train.optim_g', train['optim_g'], getattr(torch.optim, optim))
     scheduler = train['scheduler'].get('type')
     if scheduler not in SCHEDULERS:
@@ -289,13 +299,30 @@ def check_model_options(opt, nets):
 def check_datasets(opt):
     for name, ds in (opt.get('datasets') or {}).items():
         try:
-            DATASET_REGISTRY.get(ds['type'])(deepcopy(ds))
+            dataset = DATASET_REGISTRY.get(ds['type'])(deepcopy(ds))
         except (ValueError, OSError, KeyError, AssertionError) as exc:
             # str(KeyError) is the repr of its argument (quoted): take the argument itself, and leave every other
             # message's quotes alone (it may start or end with a quoted path)
             msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
             first = (str(msg).strip() or type(exc).__name__).splitlines()[0]
             raise PreflightError(f'datasets.{name}: {first}') from None
+        if name == 'train':
+            check_batches(ds, len(dataset), opt.get('world_size', 1))
+
+
+def check_batches(ds, num_images, world_size):
+    """Each process must draw at least one full batch per epoch: BasicSR's training loader drops the last incomplete
+    one (its EnlargedSampler gives each process ceil(images x enlarge ratio / processes) samples)."""
+    ratio, batch = ds.get('dataset_enlarge_ratio', 1), ds.get('batch_size_per_gpu')
+    for key, value in (('batch_size_per_gpu', batch), ('dataset_enlarge_ratio', ratio)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PreflightError(f'datasets.train.{key} must be a positive integer, got {value!r}')
+    per_process = math.ceil(num_images * ratio / world_size)
+    if per_process < batch:
+        raise PreflightError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give each of the '
+                             f'{world_size} process(es) {per_process} samples per epoch, fewer than batch_size_per_gpu '
+                             f'{batch}, so training would draw no batch: raise dataset_enlarge_ratio or lower '
+                             'batch_size_per_gpu')
 
 
 def build_networks(opt):

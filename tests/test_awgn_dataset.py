@@ -333,6 +333,18 @@ def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(
     assert str(err.value) == "datasets.val: no key 'gt' in the lmdb"
 
 
+@pytest.mark.parametrize('damage', ['not an image', 'truncated'])
+def test_an_unreadable_validation_image_is_refused_before_training(tmp_path, damage):
+    """A validation set is checked in full when it is built (by the preflight), not at the first validation."""
+    cv2.imwrite(str(tmp_path / 'a.png'), textured(40, 40, 3, 0))
+    good = (tmp_path / 'a.png').read_bytes()
+    (tmp_path / 'b.png').write_bytes(b'not a png' if damage == 'not an image' else good[:len(good) // 2])
+    with pytest.raises(ValueError, match=re.escape(f"'{tmp_path / 'b.png'}' is not a readable image (")):
+        AWGNDenoisingDataset(opt(tmp_path))
+    (tmp_path / 'b.png').unlink()
+    assert len(AWGNDenoisingDataset(opt(tmp_path))) == 1
+
+
 @pytest.mark.parametrize('phase', ['train', 'val'])
 def test_a_file_listed_in_meta_info_but_missing_is_not_called_unreadable(tmp_path, phase):
     for name in ('a', 'b'):

@@ -197,6 +197,9 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     (('strict_load_g: true', 'strict_load_t: true'), 'path.strict_load_t: the options have no network_t'),
     (('name: tiny_bad', 'name: tiny_bad\nnetwork_t: {type: MDRN}'), 'network_t set but model_type SRModel does not '
                                                                    'distil: set model_type: HKDModel'),
+    (('type: Adam,', 'type: Adamw,'), "train.optim_g: type 'Adamw' is not an optimizer of torch.optim (did you mean "
+                                      "'AdamW'?)"),
+    (('type: Adam,', 'type: LBFGS,'), 'train.optim_g: LBFGS needs a closure in step(), which BasicSR does not pass'),
 ])
 def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
     """The preflight's checks of train/val/path keys and of loss/optimizer/scheduler arguments (in process; the
@@ -211,6 +214,37 @@ def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
     opt = yaml.safe_load(yml.read_text()) | {'is_train': True}
     for check in (preflight.check_distillation_keys, preflight.check_section_keys, preflight.check_path_keys):
         check(opt)  # the unedited file passes
+
+
+@pytest.mark.parametrize('world_size, batch, ok', [(1, 4, True), (1, 5, False), (2, 2, True), (2, 3, False)])
+def test_training_set_must_give_every_process_a_batch(tmp_path, pairs, world_size, batch, ok):
+    """BasicSR's training loader drops incomplete batches: 4 images must not be split into batches of 5 (or two
+    processes' 2 samples into batches of 3), which would train nothing."""
+    from mdrn_models import preflight
+    opt = yaml.safe_load(train_yml(tmp_path / 'b.yml', pairs, 'tiny_b', total_iter=2).read_text())
+    opt['datasets'] = {'train': opt['datasets']['train'] | {'batch_size_per_gpu': batch}}
+    opt['world_size'] = world_size
+    if ok:
+        preflight.check_datasets(opt)
+    else:
+        with pytest.raises(preflight.PreflightError, match=re.escape(
+                f'datasets.train: 4 images x dataset_enlarge_ratio 1 give each of the {world_size} process(es) '
+                f'{4 // world_size} samples per epoch, fewer than batch_size_per_gpu {batch}')):
+            preflight.check_datasets(opt)
+
+
+def test_any_torch_optimizer_trains_every_iteration_when_batches_are_dropped(tmp_path, pairs, basicsr_cli):
+    """BasicSR 1.4.2 builds only Adam (pitfall #11); and with 4 images in batches of 3 it counts 2 iterations per
+    epoch where its loader yields 1 (the incomplete batch is dropped), so it stopped after 3 of 4 iterations."""
+    root = tmp_path / 'root'
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_adamw', total_iter=4)
+    proc = basicsr_cli('train', '-opt', yml, '--root', root, '--force_yml', 'train:optim_g:type=AdamW',
+                       'datasets:train:batch_size_per_gpu=3', cwd=tmp_path)
+    assert 'Iterations per epoch: 1 (the last incomplete batch of each process is dropped)' in proc.stdout
+    run = root / 'experiments' / 'tiny_adamw'
+    assert (run / 'models' / 'net_g_4.pth').is_file()
+    state = torch.load(run / 'training_states' / '4.state', map_location='cpu', weights_only=False)
+    assert state['optimizers'][0]['param_groups'][0]['decoupled_weight_decay']  # AdamW's, Adam's is False
 
 
 def test_kd_opt_arguments_are_the_losss_plus_the_distillation_keys():

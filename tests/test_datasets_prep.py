@@ -195,6 +195,7 @@ def test_commands_have_help_and_one_line_errors(module, tmp_path):
     (testset, ['--noisy', '25', '0.5'], 'below 1 on the 0..255 pixel scale'),  # the dataset's range, up front
     (testset, ['--noisy', 'nan'], r'must lie in \[1, 255\]'),
     (testset, ['--noisy', '300'], r'must lie in \[1, 255\]'),
+    (testset, ['--noisy', '25', '50', '25.0'], r'--noisy lists a sigma twice \(sigma25\): give each sigma once'),
     (div2k, ['--compress-level', '12'], r'PNG compression level from 0 \(none, fastest\) to 9 \(smallest\), got 12'),
     (div2k, ['--compress-level', '-1'], 'PNG compression level from 0'),
 ])
@@ -207,9 +208,9 @@ def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, command,
 
 def test_undecodable_image_of_a_disk_dataset_is_named_not_sent_to_verify(tmp_path):
     src = random_images(tmp_path / 'set', [(16, 16), (16, 16)])
-    (src / '0001.png').write_bytes(b'not an image')
     ds = AWGNDenoisingDataset({'phase': 'test', 'dataroot_gt': str(src), 'io_backend': {'type': 'disk'},
                                'channels': 3, 'sigma': 25})
+    (src / '0001.png').write_bytes(b'not an image')  # after the set was checked (a file replaced mid-run)
     with pytest.raises(ValueError, match=r"0001\.png' is not a decodable image: remove or replace that file$"):
         ds[1]  # verify reads LMDBs only, so it is no advice for a folder
 
