@@ -21,8 +21,8 @@
 Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k = f(noise_seed, k), not clipped), so
 they are bit-identical to ``basicsr test`` with the same ``noise_seed``; PSNR/SSIM are BasicSR's
 ``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as SRModel does.
-Also reported: parameters, GFLOPs of one 256x256 forward (``torch.utils.flop_counter``; 1 MAC = 2 FLOPs) and
-milliseconds per megapixel measured on this device during the run. ``--amp`` runs every model under autocast (fp16 on
+Also reported: parameters, GFLOPs of what the row runs on one 256x256 image (``torch.utils.flop_counter``; 1 MAC = 2
+FLOPs; the ×8 self-ensemble counts 8 forwards) and milliseconds per megapixel measured on this device during the run. ``--amp`` runs every model under autocast (fp16 on
 CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR and gains in speed.
 
 Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model |
@@ -56,7 +56,7 @@ from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.denoise_model import eval_forward
 from mdrn_models.option_checks import first_repeat
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
-from mdrn_models.preflight import PreflightError, build_networks, check_network_args
+from mdrn_models.preflight import PreflightError, build_networks, check_checkpoints, check_network_args
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
@@ -128,6 +128,10 @@ def build_model(spec_path):
             if not osp.isfile(weights):
                 raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
                                    'to the current directory; import/train the weights first).')
+            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
+                check_checkpoints({'path': path_opt, 'network_g': net_opt}, {'g': net})
+            except (PreflightError, CheckpointError) as err:
+                raise CompareError(f"'{spec_path}': {err}.") from None
             _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
@@ -155,13 +159,14 @@ def in_channels(net):
     return first.in_channels if isinstance(first, torch.nn.Conv2d) else None
 
 
-def count_flops(net, channels, size=256, device='cpu'):
-    """FLOPs of one forward at ``size`` x ``size`` (torch.utils.flop_counter; convs count 2 FLOPs per MAC)."""
+def count_flops(forward, channels, size=256, device='cpu'):
+    """FLOPs of ``forward`` on one ``size`` x ``size`` image (torch.utils.flop_counter; convs count 2 FLOPs per MAC).
+    Given ``eval_forward``'s function, it counts what the row times: window padding, ×8 self-ensemble included."""
     from torch.utils.flop_counter import FlopCounterMode
     x = torch.zeros(1, channels, size, size, device=device)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        net(x)
+        forward(x)
     return counter.get_total_flops()
 
 
@@ -413,9 +418,9 @@ def run(args):
                 raise CompareError(f'--crop {" ".join(map(str, args.crop))} lies outside image {ds.paths[k]} '
                                    f'({gt.shape[-2]}x{gt.shape[-1]}): pick Y, X inside every figure image.')
     for name in info:
-        net = next(n for (m, _), (n, _) in nets.items() if m == name)
+        net, forward = next(pair for (m, _), pair in nets.items() if m == name)
         info[name]['params'] = sum(p.numel() for p in net.parameters())
-        info[name]['gflops'] = count_flops(net, channels, args.flops_size, device) / 1e9
+        info[name]['gflops'] = count_flops(forward, channels, args.flops_size, device) / 1e9
 
     try:
         os.makedirs(fig_dir, exist_ok=True)
@@ -498,7 +503,8 @@ def run(args):
     lines = [f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, noise_seed {args.noise_seed}, not clipped; '
              f'{channels}-channel'
              + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
-             f'GFLOPs: one {args.flops_size}×{args.flops_size} forward (torch.utils.flop_counter). ms/MP: forward '
+             f'GFLOPs: what the row runs on one {args.flops_size}×{args.flops_size} image (torch.utils.flop_counter; '
+             f'a ×8 self-ensemble counts 8 forwards). ms/MP: '
              f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run'
              + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.', '',
              '| model | ' + ' | '.join(f'{s} σ={g:g}' for s, g in cols)

@@ -68,12 +68,15 @@ def window_padded(net, window):
 
 
 def eval_forward(net, opt, tile=None):
-    """The function of an image batch that testing ``opt``'s model runs on ``net``: the network, padded to
-    ``network_g.window_size`` when it has one (SwinIR; same-size restoration), and under ``DenoiseModel`` and its
-    subclasses ``val.tile`` and ``val.self_ensemble``. ``tile`` = (size, overlap) tiles any model (``basicsr
-    denoise --tile``), in place of ``val.tile``."""
+    """The function of an image batch that testing ``opt``'s model runs on ``net``: the network, padded to its
+    attention window when it has one (``network_g.window_size``, else the arch's default: SwinIR; same-size
+    restoration), and under ``DenoiseModel`` and its subclasses ``val.tile`` and ``val.self_ensemble``. ``tile`` =
+    (size, overlap) tiles any model (``basicsr denoise --tile``), in place of ``val.tile``."""
     forward = net
     window = (opt.get('network_g') or {}).get('window_size')
+    if window is None:  # the arch's default, as its blocks hold it (BasicSR's SwinIR: 7; the top module has none)
+        window = next((m.window_size for m in net.modules() if isinstance(getattr(m, 'window_size', None), int)),
+                      None)
     if isinstance(window, int) and window > 1:
         forward = window_padded(forward, window)
     denoise_model = issubclass(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), DenoiseModel)

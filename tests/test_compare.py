@@ -11,6 +11,7 @@ import torch
 
 from mdrn_arch import MDRN, DnCNN
 from mdrn_models import compare
+from mdrn_models.denoise_model import eval_forward
 
 
 @pytest.fixture(scope='module')
@@ -57,6 +58,10 @@ def tiny(tmp_path_factory):
     (root / 'ffdnet.yml').write_text('network_g: {type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 4, '
                                      'num_conv: 3, sigma: 5}\n')
     (root / 'typo.yml').write_text('network_g: {type: MDRN, num_blocks: 1}\n')
+    # weights of another network, strictly and non-strictly loaded (BasicSR: a traceback / a random net, silently)
+    wrong = (root / 'mdrn.yml').read_text().replace(str(root / 'mdrn.pth'), str(root / 'identity.pth'))
+    (root / 'wrong.yml').write_text(wrong)
+    (root / 'nonstrict.yml').write_text(wrong.replace('strict_load_g: true', 'strict_load_g: false'))
     (root / 'badset').mkdir()
     cv2.imwrite(str(root / 'badset' / 'a.png'), np.zeros((16, 16), np.uint8))
     (root / 'badset' / 'bad.png').write_bytes(b'not a png at all')
@@ -196,12 +201,14 @@ def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble)
     (['--models', 'nameonly'], 'NAME=PATH'),
     (['--models', 'X@abc=a.yml'], 'is not a number'),
     (['--models', 'X={tiny}/typo.yml'], "MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
+    (['--models', 'X={tiny}/wrong.yml'], 'identity.pth does not fit network_g: '),
+    (['--models', 'X={tiny}/nonstrict.yml'], 'identity.pth does not fit network_g: '),
     (['--models', 'X@25={tiny}/identity.pth', 'X@50={tiny}/mdrn.pth', '--sigmas', '25', '50'],
      'different architectures'),
     (['--models', 'X={tiny}/identity.pth', '--sigmas', '0.1'], 'below 1 on the 0..255 pixel scale'),
     (['--models', 'X={tiny}/identity.pth', '--sigmas', '25', '25'], 'lists 25 twice'),
     (['--models', 'X={tiny}/identity.pth', '--noise-seed', '-1'], '--noise-seed must be a non-negative integer'),
-    (['--models', 'X={tiny}/identity.pth', '--sets', 'b={tiny}/badset'], "bad.png' is not a decodable image"),
+    (['--models', 'X={tiny}/identity.pth', '--sets', 'b={tiny}/badset'], "bad.png' is not a readable image"),
     (['--models', 'X={tiny}/identity.pth', '--sets', 'e={tiny}/empty'], 'no images found'),
     (['--models', 'X={tiny}/identity.pth', '--crop', '500', '0', '8'], 'lies outside image'),
     (['--models', 'X={tiny}/identity.pth', '--out', '{tiny}/ffdnet.yml'], 'is a file, not a folder'),
@@ -214,6 +221,20 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, argv, message):
     msg = capsys.readouterr().err.strip()
     assert err.value.code == 2 and message in msg and '\n' not in msg
     assert not (tmp_path / 'o').exists()
+
+
+def test_flops_count_what_the_row_runs(tiny, tmp_path):
+    """GFLOPs are counted on the forward the row times: 8 forwards for the x8 self-ensemble, and SwinIR padded to
+    its window (BasicSR's default 7 when the option file leaves window_size out; 256 is no multiple of 7)."""
+    net = MDRN(num_feat=4, num_block=1, num_level=2).eval()
+    plus = {'model_type': 'DenoiseModel', 'val': {'self_ensemble': True}}
+    assert compare.count_flops(eval_forward(net, plus), 1, 32) == 8 * compare.count_flops(net, 1, 32) > 0
+    (tmp_path / 'swinir.yml').write_text('network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], '
+                                         'num_heads: [1], mlp_ratio: 1, upscale: 1, upsampler: ""}\n')
+    assert compare.main(['--models', f'S={tmp_path / "swinir.yml"}', '--sets', f'tiny={tiny / "imgs"}',
+                         '--sigmas', '25', '--out', str(tmp_path / 'o'), '--figures-per-set', '0']) == 0
+    row = next(r for r in csv.DictReader(open(tmp_path / 'o' / 'compare.csv')) if r['model'] == 'S')
+    assert float(row['gflops_256']) > 0 and math.isfinite(float(row['psnr']))
 
 
 def test_color_model_with_gray_models_is_refused(tiny, tmp_path, capsys):
