@@ -1,7 +1,7 @@
 """Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run; training-step time of
 plain vs HADS vs HMDS.
 
-    python -m mdrn_models.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref]
+    python -m mdrn_models.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref NAME=X.yml]
                                     [--modes fp32 channels_last] [--device cpu|cuda] [--breakdown] [--train]
                                     [--out bench.md]
 
@@ -9,11 +9,13 @@ Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
-inference path (``mdrn_arch/onednn_fused.py``). Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input),
+inference path (``mdrn_arch/onednn_fused.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
+SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.compare``
+loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input),
 ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU) and, on CUDA, ``compile`` (``torch.compile`` of the
 fp32 model).
 
-Method: batch 1, gray, ``no_grad``; one warm-up forward per (model, mode, size) which also measures peak memory
+Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also measures peak memory
 (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward, tracked at the
 dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each timing every
 (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
@@ -48,7 +50,8 @@ from basicsr.archs import build_network
 
 from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
 from mdrn_models import malloc_tuning
-from mdrn_models.compare import AMP_DTYPE, amp_dtype_name
+from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, build_model, in_channels
+from mdrn_models.denoise_model import eval_forward
 from mdrn_models.option_checks import first_repeat
 
 MODELS = {
@@ -101,11 +104,34 @@ class ReferenceMDRN(torch.nn.Module):
 VARIANTS = ('-ref', '-unfused')  # MDRN only: the reference forward; the fast forward without the oneDNN fused path
 
 
+class TestForward(torch.nn.Module):
+    """A network with the padding its test forward needs (``eval_forward``: SwinIR's window), as a module, so that
+    ``.to``, ``channels_last`` and ``torch.compile`` apply to it."""
+
+    def __init__(self, net, forward):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x):
+        return self._forward(x)
+
+
+def label(name):
+    """The table name of a ``--models`` entry: ``NAME`` of ``NAME=PATH``."""
+    return name.split('=', 1)[0]
+
+
 def build(name):
+    """A built-in model (random weights, seed 0), or the network of ``NAME=PATH`` (an option file or checkpoint)."""
+    if '=' in name:
+        net, _, opt = build_model(name.split('=', 1)[1])  # CompareError (a ValueError): one line
+        forward = eval_forward(net, {'network_g': opt.get('network_g') or {}})  # no tile or self-ensemble
+        return net if forward is net else TestForward(net, forward).eval()
     variant = next((v for v in VARIANTS if name.endswith(v)), '')
     base = name[:len(name) - len(variant)]
     if base not in MODELS:
-        raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -ref or -unfused.")
+        raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -ref or -unfused, or "
+                         'give NAME=PATH (a BasicSR option file or checkpoint).')
     if variant and MODELS[base]['type'] != 'MDRN':
         raise ValueError(f"'{name}': only MDRN models have -ref / -unfused variants.")
     torch.manual_seed(0)
@@ -191,11 +217,16 @@ class OpTimer(TorchDispatchMode):
         return kind + (f' {post}' if post else ''), macs
 
 
+def image(net, size, device, fill=torch.rand):
+    """A batch-1 image of the channels ``net`` takes (gray when it cannot be told)."""
+    return fill(1, in_channels(net) or 1, size, size, device=device)
+
+
 def count_macs(net, size, device):
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        net(torch.zeros(1, 1, size, size, device=device))
+        net(image(net, size, device, torch.zeros))
     return counter.get_total_flops() / 2
 
 
@@ -233,7 +264,7 @@ def bench_inference(names, modes, sizes, repeats, device, log=print):
                 count_macs(net, 256, torch.device('cpu')) * (size / 256) ** 2  # convs only: MACs scale with pixels
             for mode in modes:
                 fn, fmt = prepare(build(name), mode, device)
-                x = torch.rand(1, 1, size, size, device=device).contiguous(memory_format=fmt)
+                x = image(net, size, device).contiguous(memory_format=fmt)
                 # warm-up forward, measuring peak memory
                 if device.type == 'cuda':
                     torch.cuda.empty_cache()
@@ -247,7 +278,7 @@ def bench_inference(names, modes, sizes, repeats, device, log=print):
                     with tracker:
                         fn(x)
                     peak = tracker.peak
-                runs.append({'model': name, 'mode': mode, 'size': size, 'fn': fn, 'x': x, 'macs': macs,
+                runs.append({'model': label(name), 'mode': mode, 'size': size, 'fn': fn, 'x': x, 'macs': macs,
                              'peak': peak, 'times': [], 'params': sum(p.numel() for p in net.parameters())})
         for r in range(n_rep):
             for run in runs:
@@ -270,13 +301,14 @@ def bench_breakdown(names, sizes, device, log=print):
     result = {}
     for size in sizes:
         for name in names:
-            fn, _ = prepare(build(name), 'fp32', device)
-            x = torch.rand(1, 1, size, size, device=device)
+            net = build(name)
+            fn, _ = prepare(net, 'fp32', device)
+            x = image(net, size, device)
             fn(x)
             timer = OpTimer(device)
             with timer:
                 fn(x)
-            result[name, size] = timer.groups
+            result[label(name), size] = timer.groups
         log(f'  {size}x{size}: breakdown done')
     return result
 
@@ -339,7 +371,7 @@ def device_desc(device):
 def report(rows, train, device, args, breakdown=None):
     lines = [f'Device: {device_desc(device)}, {args.malloc}.']
     if rows:  # --train-only has no inference table: its header would describe a measurement not made
-        lines[0] += (' Batch 1, gray, no_grad, random weights. Latency: min over rounds (median in brackets); rounds '
+        lines[0] += (' Batch 1, no_grad; built-in models gray with random weights, NAME=PATH ones with their own. Latency: min over rounds (median in brackets); rounds '
                      'interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
                      + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                         'peak live tensors created by the forward (activations/outputs, not weights or oneDNN '
@@ -352,14 +384,15 @@ def report(rows, train, device, args, breakdown=None):
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.3f} | {r['macs'] / px / 1e3:.0f} | {r['mode']} | "
                      f"{r['size']}² | {r['lat'] * 1e3:.0f} ({r['median'] * 1e3:.0f}, n={r['n']}) | "
                      f"{r['lat'] * 1e3 / (px / 1e6):.0f} | {r['macs'] / r['lat'] / 1e9:.1f} | {r['peak'] / 2**20:.0f} |")
-    if rows and 'DnCNN' not in args.models:
+    names = [label(name) for name in args.models]
+    if rows and 'DnCNN' not in names:
         lines += ['', 'No GMAC/s-relative-to-DnCNN table: add DnCNN to --models for it.']
     elif rows:
         lines += ['', 'GMAC/s relative to DnCNN (same mode and size):', '',
                   '| model | mode | ' + ' | '.join(f'{s}²' for s in args.sizes) + ' |',
                   '|---|---|' + '---:|' * len(args.sizes)]
         gm = {(r['model'], r['mode'], r['size']): r['macs'] / r['lat'] for r in rows}
-        for name in args.models:
+        for name in names:
             for mode in args.modes:
                 cells = []
                 for s in args.sizes:
@@ -401,7 +434,7 @@ def check_args(args, device):
     if any(s < 16 or s % 8 for s in args.sizes):
         raise ValueError(f'--sizes must be multiples of 8 and >= 16, got {args.sizes}.')
     for flag in ('sizes', 'models', 'modes'):  # a repeat would only repeat rows (and columns) of the tables
-        values = getattr(args, flag)
+        values = [label(m) for m in args.models] if flag == 'models' else getattr(args, flag)
         repeated = first_repeat(values)
         if repeated is not None:
             raise ValueError(f'--{flag} lists {repeated} twice: give each once.')

@@ -420,7 +420,12 @@ def run(args):
     for name in info:
         net, forward = next(pair for (m, _), pair in nets.items() if m == name)
         info[name]['params'] = sum(p.numel() for p in net.parameters())
-        info[name]['gflops'] = count_flops(forward, channels, args.flops_size, device) / 1e9
+        try:  # the first forward of each model: one that cannot run on this input fails here, before any output
+            info[name]['gflops'] = count_flops(forward, channels, args.flops_size, device) / 1e9
+        except Exception as err:  # noqa: BLE001  (whatever the arch raises, the user gets one line)
+            first = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise CompareError(f"model '{name}' ({models[name][next(iter(models[name]))]}) fails on a "
+                               f'{channels}-channel {args.flops_size}×{args.flops_size} image: {first}') from None
 
     try:
         os.makedirs(fig_dir, exist_ok=True)

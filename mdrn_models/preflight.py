@@ -334,8 +334,10 @@ def build_networks(opt):
         if key.startswith('network_') and isinstance(net_opt, dict):
             try:
                 nets[key[len('network_'):]] = build_network(deepcopy(net_opt))
-            except (ValueError, TypeError, AssertionError) as exc:
-                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {exc}') from None
+            except Exception as exc:  # any arch's constructor: e.g. RIDNet with 1 channel fails in a tensor view
+                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                kind = '' if isinstance(exc, (ValueError, TypeError, AssertionError)) else f'{type(exc).__name__}: '
+                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {kind}{first}') from None
     return nets
 
 

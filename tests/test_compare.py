@@ -58,6 +58,11 @@ def tiny(tmp_path_factory):
     (root / 'ffdnet.yml').write_text('network_g: {type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 4, '
                                      'num_conv: 3, sigma: 5}\n')
     (root / 'typo.yml').write_text('network_g: {type: MDRN, num_blocks: 1}\n')
+    # RIDNet's mean shift is RGB only: its constructor fails on a gray mean, its forward on a gray image
+    (root / 'ridnet_gray.yml').write_text('network_g: {type: RIDNet, in_channels: 1, mid_channels: 4, '
+                                          'out_channels: 1, num_block: 1, rgb_mean: [0.5], rgb_std: [1.0]}\n')
+    (root / 'ridnet_gray_default.yml').write_text('network_g: {type: RIDNet, in_channels: 1, mid_channels: 4, '
+                                                  'out_channels: 1, num_block: 1}\n')
     # weights of another network, strictly and non-strictly loaded (BasicSR: a traceback / a random net, silently)
     wrong = (root / 'mdrn.yml').read_text().replace(str(root / 'mdrn.pth'), str(root / 'identity.pth'))
     (root / 'wrong.yml').write_text(wrong)
@@ -202,6 +207,10 @@ def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble)
     (['--models', 'X@abc=a.yml'], 'is not a number'),
     (['--models', 'X={tiny}/typo.yml'], "MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
     (['--models', 'X={tiny}/wrong.yml'], 'identity.pth does not fit network_g: '),
+    (['--models', 'X={tiny}/ridnet_gray.yml'], "out_channels=1, num_block=1, rgb_mean=[0.5], rgb_std=[1.0]): "
+                                               "RuntimeError: shape '[3, 1, 1, 1]' is invalid"),
+    (['--models', 'X={tiny}/ridnet_gray_default.yml'], "model 'X' ({tiny}/ridnet_gray_default.yml) fails on a "
+                                                       '3-channel 256×256 image: Given groups=1'),
     (['--models', 'X={tiny}/nonstrict.yml'], 'identity.pth does not fit network_g: '),
     (['--models', 'X@25={tiny}/identity.pth', 'X@50={tiny}/mdrn.pth', '--sigmas', '25', '50'],
      'different architectures'),
@@ -219,7 +228,7 @@ def test_bad_input_is_one_line_error(tiny, tmp_path, capsys, argv, message):
         compare.main(['--sets', str(tiny / 'imgs'), '--out', str(tmp_path / 'o')] +
                      [a.format(tiny=tiny) for a in argv])
     msg = capsys.readouterr().err.strip()
-    assert err.value.code == 2 and message in msg and '\n' not in msg
+    assert err.value.code == 2 and message.format(tiny=tiny) in msg and '\n' not in msg
     assert not (tmp_path / 'o').exists()
 
 
@@ -286,6 +295,29 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(['--sizes', '32', '--models', 'DnCNN', '--modes', 'compile', '--device', 'cpu'])
     assert 'mode compile is for --device cuda' in capsys.readouterr().err
+
+
+def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys):
+    """NAME=PATH benchmarks the network of an option file (here a SwinIR, padded to its window: 32 is no multiple
+    of 7) or a checkpoint (a color DnCNN: a 3-channel input), under its name."""
+    from mdrn_models import benchmark
+    (tmp_path / 'swinir.yml').write_text('network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], '
+                                         'num_heads: [1], mlp_ratio: 1, upscale: 1, upsampler: ""}\n')
+    torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'color.pth')
+    assert benchmark.main(['--sizes', '32', '--models', 'DnCNN', f'Swin={tmp_path / "swinir.yml"}',
+                           f'Color={tmp_path / "color.pth"}', '--modes', 'fp32', 'channels_last', '--repeats', '1',
+                           '--breakdown']) == 0
+    text = capsys.readouterr().out
+    rows = {tuple(c.strip() for c in line.split('|')[1:6:3]): line.split('|')
+            for line in text.splitlines() if line.startswith(('| Swin |', '| Color |'))}
+    for name in ('Swin', 'Color'):
+        for mode in ('fp32', 'channels_last'):
+            assert float(rows[name, mode][8]) > 0  # GMAC/s
+    # the color DnCNN's MACs per pixel: 3->4, 4->4, 4->3 3x3 convs
+    assert float(rows['Color', 'fp32'][3]) == pytest.approx((3 * 4 + 4 * 4 + 4 * 3) * 9 / 1e3, abs=0.5)
+    with pytest.raises(SystemExit):
+        benchmark.main(['--sizes', '32', '--models', f'X={tmp_path / "missing.yml"}'])
+    assert 'missing.yml' in capsys.readouterr().err
 
 
 def test_benchmark_breakdown_counts_every_mac_of_fused_and_plain_paths(capsys):
