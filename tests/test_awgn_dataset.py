@@ -133,7 +133,7 @@ def test_meta_info_selects_images(folder, tmp_path):
 
 
 @pytest.mark.parametrize('change,message', [
-    ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: run python -m datasets_prep"),
+    ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: make it as the option file's header says (python -m datasets_prep"),
     ({'sigma': 0}, 'sigma must lie in [1, 255]'),
     ({'sigma': 300}, 'sigma must lie in [1, 255]'),
     ({'sigma': 0.1}, 'sigma 0.1 is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25'),
@@ -268,18 +268,32 @@ def test_basicsr_test_on_shared_set12(tmp_path, shared_dir, basicsr_cli):
 
 
 def test_lmdb_without_meta_info_or_with_a_corrupt_value(tmp_path):
+    """A value that is not a whole image (or a key meta_info lists but the LMDB lacks) is refused when the set is
+    built, before any work; damage inside a whole-looking value is named at its first read."""
     import lmdb
     db = tmp_path / 'bad.lmdb'
+    png = cv2.imencode('.png', textured(8, 8, 3, 0))[1].tobytes()
+    values = {'img0': b'not an image', 'img1': png[:len(png) // 2], 'img2': png[:8] + b'x' * 40 + png[-12:],
+              'img3': png}
     env = lmdb.open(str(db), map_size=1 << 20)
     with env.begin(write=True) as txn:
-        txn.put(b'img0', b'not an image')
+        for key, value in values.items():
+            txn.put(key.encode(), value)
     env.close()
     lmdb_opt = opt(str(db), io_backend={'type': 'lmdb'})
     with pytest.raises(ValueError, match=r"meta_info\.txt' is missing: rebuild the LMDB"):
         AWGNDenoisingDataset(lmdb_opt)
-    (db / 'meta_info.txt').write_text('img0.png (8,8,3) 1\n')
+    for key in ('img0', 'img1'):
+        (db / 'meta_info.txt').write_text(f'{key}.png (8,8,3) 1\n')
+        with pytest.raises(ValueError, match=rf"'{key}' in LMDB .* is not a whole image .*datasets_prep\.verify"):
+            AWGNDenoisingDataset(lmdb_opt)
+    (db / 'meta_info.txt').write_text('img9.png (8,8,3) 1\n')
+    with pytest.raises(ValueError, match=r"key 'img9' \(meta_info\) is not in LMDB"):
+        AWGNDenoisingDataset(lmdb_opt)
+    (db / 'meta_info.txt').write_text('img2.png (8,8,3) 1\nimg3.png (8,8,3) 1\n')
     ds = AWGNDenoisingDataset(lmdb_opt)
-    with pytest.raises(ValueError, match=r"'img0' is not a decodable image.*datasets_prep\.verify"):
+    assert ds[1]['gt'].shape == (3, 8, 8)
+    with pytest.raises(ValueError, match=r"'img2' is not a decodable image.*datasets_prep\.verify"):
         ds[0]
 
 
