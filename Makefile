@@ -2,13 +2,14 @@
 # Both install first (once; the stamp file is redone when setup.py changes) into the active Python environment.
 PYTHON ?= python3
 # torch/torchvision pinned to the pair that installs together (torchvision from the registry does not work with
-# other torch builds here); users on another CUDA can install their own pair first and run `pip install -e .`.
+# other torch builds here); users on another CUDA install their own pair first and run `make ... TORCH_PIN=` (empty:
+# the torch step is skipped).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test
 install: .installed
 .installed: setup.py
-	$(PYTHON) -m pip install $(TORCH_PIN)
+	$(if $(strip $(TORCH_PIN)),$(PYTHON) -m pip install $(TORCH_PIN))
 	$(PYTHON) -m pip install -e ".[test]"
 	touch $@
 

@@ -83,6 +83,9 @@ def _option_path(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if 'denoise' in argv[:3] and argv[0].startswith('--root'):  # else its -o/-opt would be read as train/test's
+        sys.exit('basicsr denoise: error: --root is where train/test write experiments/ and results/; denoise writes '
+                 'only -o: drop --root (run it where the option file\'s relative paths start)')
     if argv[:1] == ['denoise']:  # its own flags (-i/-o/--tile...), not BasicSR's
         load_plugins()
         from mdrn_models import denoise

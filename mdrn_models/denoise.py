@@ -8,7 +8,8 @@
 registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an image or a folder of images, ``-o``
 the output image or folder (a trailing ``/`` names a folder to create); existing outputs are refused unless
 ``--force``, and an output that is one of the inputs always. Every input is decoded before anything is written. Gray
-models read images as gray, color models as RGB; outputs are 8-bit. The shipped weights were trained for additive
+models read images as gray, color models as RGB; outputs are 8-bit, in the format of ``-o``'s extension (PNG in an
+output folder; a ``.jpg`` is lossy). The shipped weights were trained for additive
 white Gaussian noise of one sigma: ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image
 first, to see what the model does. A network with a noise-level input (FFDNet) is told ``--sigma SIGMA``: by default
 the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FFDNet ``.pth`` needs ``--sigma`` or
@@ -52,8 +53,11 @@ def plan(inp, out, force, add_noise=False):
             names = list_images(inp)
         except PrepError as exc:
             raise DenoiseError(str(exc)) from None
-        if osp.isfile(out):
-            raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} is a file')
+        folder_like = osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s))
+        if osp.isfile(out) or (not folder_like and cv2.haveImageWriter(out)):
+            raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} '
+                               f'{"is a file" if osp.isfile(out) else "names an image file"}: give a folder, e.g. '
+                               f'{osp.splitext(out)[0]}/')
         pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
         first_source = {}
         for src, dst in pairs:
@@ -65,7 +69,8 @@ def plan(inp, out, force, add_noise=False):
         if osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s)):
             out = osp.join(out, osp.splitext(osp.basename(inp))[0] + '.png')
         if not cv2.haveImageWriter(out):
-            raise DenoiseError(f'cannot write {out}: use an image extension such as .png')
+            raise DenoiseError(f'cannot write {out}: use an image extension such as .png, or end -o with / for a '
+                               'folder')
         pairs = [(inp, out)]
     else:
         raise DenoiseError(f'input not found: {inp} (pass an image file or a folder of images to -i)')

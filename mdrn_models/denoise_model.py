@@ -18,6 +18,11 @@ def tile_options(opt):
     tile = (opt.get('val') or {}).get('tile')
     if not tile:
         return None
+    if not isinstance(tile, dict):
+        raise ValueError(f'val.tile must be a mapping such as {{size: 512, overlap: 32}}, got {tile!r}')
+    unknown = sorted(set(tile) - {'size', 'overlap'})
+    if unknown:
+        raise ValueError(f"val.tile has no option '{unknown[0]}': its options are size and overlap")
     size, overlap = tile.get('size'), tile.get('overlap', 32)
     for key, value in (('size', size), ('overlap', overlap)):
         if not isinstance(value, int) or value < (key == 'size') or value % TILE_ALIGN:

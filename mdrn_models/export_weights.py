@@ -31,6 +31,9 @@ def export(ckpt, out, key='params', dtype='fp16', force=False):
     """Write ``{'params': ckpt[key] cast to dtype}`` to ``out``; returns the number of parameters written."""
     if osp.isdir(out):  # even with --force: torch.save cannot replace a folder
         raise CheckpointError(f'{out} is a folder: give the weight file to write, e.g. {osp.join(out, "NAME.pth")}')
+    # even with --force: the checkpoint is the user's (a training checkpoint cast to fp16 in place would be lost)
+    if osp.exists(out) and osp.exists(ckpt) and osp.samefile(out, ckpt):
+        raise CheckpointError(f'{out} is the checkpoint being exported: give another output file')
     if osp.exists(out) and not force:
         raise CheckpointError(f'{out} exists; pass --force to overwrite it')
     if osp.isdir(ckpt):

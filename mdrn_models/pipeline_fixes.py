@@ -35,6 +35,7 @@ import argparse
 import collections
 import math
 import os
+import re
 import sys
 import zipfile
 from os import path as osp
@@ -111,6 +112,9 @@ def _check_resume(opt, resume_iter):
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
     folder) and the defaults SRModel assumes (pitfall #12). Every failure exits with one line."""
+    bad = next((e for e in _force_yml_args(sys.argv[1:]).force_yml if e.count('=') != 1), None)
+    if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
+        raise SystemExit(f"error: --force_yml {bad}: give KEY:SUB=VALUE with one '=', e.g. train:total_iter=1000")
     try:
         opt, args = _original_parse_options(root_path, is_train)
     except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
@@ -152,12 +156,16 @@ def _resolve_checkpoints(opt, root_path):
             path_opt[f'pretrain_{key}'] = osp.join(root_path, load_path)
 
 
-def _force_yml_problem(argv, exc):
-    """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are."""
+def _force_yml_args(argv):
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])
-    args, _ = parser.parse_known_args(argv)
+    return parser.parse_known_args(argv)[0]
+
+
+def _force_yml_problem(argv, exc):
+    """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are."""
+    args = _force_yml_args(argv)
     with open(args.opt) as f:
         tree = yaml.safe_load(f)
     for entry in args.force_yml:
@@ -215,7 +223,9 @@ def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's message opens with generic advice (with terminal colour codes); the reason is its Unpickler line
+        lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(exc).splitlines() if line.strip()]
+        first = next((line for line in lines if 'Unpickler error' in line), lines[0] if lines else type(exc).__name__)
         raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
                               'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
                               'from code you trust') from None

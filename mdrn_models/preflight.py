@@ -62,6 +62,10 @@ def select_state(ckpt, load_path, param_key, net_key='g'):
     used = next((k for k in (param_key, 'params') if isinstance(ckpt.get(k), dict)), None)
     if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
         state = ckpt
+    elif used is None and {'iter', 'optimizers'} <= set(ckpt):
+        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} is a training state (for resuming), not '
+                             f'network weights: point path.pretrain_network_{net_key} at '
+                             f'models/net_{net_key}_<iter>.pth, or resume with --auto_resume')
     elif used is None:
         raise PreflightError(f'{_role(net_key)} checkpoint {load_path} has no [{param_key}] weights (keys: '
                              f'{_example(ckpt, 6)}); set path.param_key_{net_key}')

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from conftest import train_yml, write_yml
+from conftest import REPO, train_yml, write_yml
 from mdrn_models import cli, pipeline_fixes
 
 
@@ -285,6 +285,41 @@ def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkey
     assert proc.stdout.strip().splitlines()[-1] == (
         "error: --force_yml datasets:val_1:name=x: datasets has no section 'val_1' (sections there: train, val); "
         'fix the key path'), proc.stdout[-2000:]
+
+
+def test_force_yml_without_a_value_and_root_before_denoise_are_one_line(tmp_path, pairs, basicsr_cli):
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_fy', total_iter=1)
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'train:total_iter', cwd=tmp_path,
+                       check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout, proc.stdout[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == ("error: --force_yml train:total_iter: give KEY:SUB=VALUE with one "
+                                                    "'=', e.g. train:total_iter=1000")
+    assert not (tmp_path / 'experiments').exists()
+    # the top-level --root before denoise used to hand denoise's -i/-o to basicsr test
+    proc = basicsr_cli('--root', tmp_path, 'denoise', '-opt', yml, '-i', pairs / 'lq', '-o', tmp_path / 'out/',
+                       cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout
+    assert 'basicsr denoise: error: --root is where train/test write' in proc.stdout.strip().splitlines()[-1]
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'results').exists()
+
+
+def test_make_with_an_empty_torch_pin_skips_the_torch_step():
+    """README: on another CUDA, install your own torch pair and run make ... TORCH_PIN= (pip with no requirement
+    fails)."""
+    make = shutil.which('make') or pytest.skip('make is not installed')
+    steps = {pin: subprocess.run([make, '-n', '-B', 'install', *args], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout for pin, args in (('default', []), ('empty', ['TORCH_PIN=']))}
+    assert 'pip install torch==' in steps['default'] and 'pip install -e' in steps['default']
+    assert 'torch' not in steps['empty'] and 'pip install -e' in steps['empty']
+
+
+def test_a_training_state_given_as_weights_is_named():
+    from mdrn_models import preflight
+    state = {'epoch': 1, 'iter': 2, 'optimizers': [], 'schedulers': []}
+    with pytest.raises(preflight.PreflightError, match=re.escape(
+            'network_g checkpoint 2.state is a training state (for resuming), not network weights: point '
+            'path.pretrain_network_g at models/net_g_<iter>.pth, or resume with --auto_resume')):
+        preflight.select_state(state, '2.state', 'params')
 
 
 def test_preflight_leaves_the_seeded_init_alone():

@@ -61,7 +61,7 @@ def test_folder_add_noise_and_tiles(tiny, basicsr_cli, tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['-i', 'missing.png', '-o', 'o.png'], 'input not found: missing.png'),
-    (['-i', '{imgs}/a.png', '-o', 'o.txt'], 'cannot write o.txt'),
+    (['-i', '{imgs}/a.png', '-o', 'o.txt'], 'cannot write o.txt: use an image extension such as .png, or end -o'),
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--tile', '30'], '--tile must be a positive multiple of 8'),
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0'], '--add_noise must lie in [1, 255]'),
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', 'nan'], '--add_noise must lie in [1, 255]'),  # black
@@ -70,7 +70,8 @@ def test_folder_add_noise_and_tiles(tiny, basicsr_cli, tmp_path):
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--add_noise', '0.1'], 'is below 1 on the 0..255 pixel scale'),
     (['-i', '{imgs}/a.png', '-o', 'o.png', '--sigma', '25'], '--sigma is for networks with a noise-level input'),
     (['-i', 'mixed/a.png', '-o', 'mixed/a.png', '--force'], 'output mixed/a.png is the input mixed/a.png itself'),
-    (['-i', 'mixed', '-o', 'o.png'], 'cannot read mixed/z.png as an image: remove or fix it'),  # nothing written
+    (['-i', 'mixed', '-o', 'o.png/'], 'cannot read mixed/z.png as an image: remove or fix it'),  # nothing written
+    (['-i', '{imgs}', '-o', 'o.png'], 'so -o must be a folder, but o.png names an image file: give a folder, e.g. o/'),
     (['-i', '{imgs}/a.png', '-o', 'exists.png'], 'exists.png exists (1 output(s) in all); pass --force'),
     (['-i', '{imgs}', '-o', 'exists.png'], 'so -o must be a folder'),
 ])

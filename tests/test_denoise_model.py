@@ -19,7 +19,9 @@ def test_tiled_inference_equals_whole_image():
 
 
 @pytest.mark.parametrize('tile, message', [({'size': 30}, 'val.tile.size must be a positive multiple of 8'),
-                                           ({'size': 64, 'overlap': 4}, 'val.tile.overlap must be a multiple of 8')])
+                                           ({'size': 64, 'overlap': 4}, 'val.tile.overlap must be a multiple of 8'),
+                                           (512, r'val.tile must be a mapping such as \{size: 512, overlap: 32\}'),
+                                           ({'size': 64, 'overlpa': 8}, "val.tile has no option 'overlpa'")])
 def test_bad_tile_options_are_refused(tile, message):
     with pytest.raises(ValueError, match=message):
         tile_options({'val': {'tile': tile}})

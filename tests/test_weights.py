@@ -106,6 +106,7 @@ def test_export_weights_takes_a_bare_state_dict(tmp_path):
     (['{tmp}/missing.pth', 'x.pth'], r'not found: \S+ \(fix the CKPT argument: a \.pth written by torch\.save\)$'),
     (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\): fix the CKPT argument'),
     (['{tmp}/empty.pth', 'x.pth'], r'has no "params" state dict; it holds no state dict: pass a BasicSR'),
+    (['{ckpt}', '{ckpt}', '--force'], r'ckpt\.pth is the checkpoint being exported: give another output file$'),
 ])
 def test_export_weights_errors_are_one_line_about_this_command(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -116,6 +117,7 @@ def test_export_weights_errors_are_one_line_about_this_command(tmp_path, monkeyp
         export_main([a.format(ckpt=tmp_path / 'ckpt.pth', tmp=tmp_path) for a in args])
     assert re.search(message, str(err.value)) and 'pretrain_network' not in str(err.value), str(err.value)
     assert '\n' not in str(err.value) and not (tmp_path / 'x.pth').exists()
+    assert torch.load(tmp_path / 'ckpt.pth', weights_only=True)['params']['head.weight'].dtype == torch.float32
 
 
 @pytest.mark.parametrize('args, message', [
