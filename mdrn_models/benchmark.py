@@ -11,14 +11,14 @@ straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
 inference path (``mdrn_arch/onednn_fused.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
 SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.compare``
-loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input), ``channels_last`` (model and input),
-``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU) and, on CUDA, ``compile`` (``torch.compile`` of the
-fp32 model).
+loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input),
+``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU) and, on CUDA,
+``compile`` (``torch.compile`` of the fp32 model).
 
-Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also measures peak memory
-(CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward, tracked at the
-dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each timing every
-(model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
+Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also
+measures peak memory (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward,
+tracked at the dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each
+timing every (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
 over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs /
 latency.
 
@@ -371,8 +371,9 @@ def device_desc(device):
 def report(rows, train, device, args, breakdown=None):
     lines = [f'Device: {device_desc(device)}, {args.malloc}.']
     if rows:  # --train-only has no inference table: its header would describe a measurement not made
-        lines[0] += (' Batch 1, no_grad; built-in models gray with random weights, NAME=PATH ones with their own. Latency: min over rounds (median in brackets); rounds '
-                     'interleave all models. GMAC/s = flop-counter MACs / latency. Peak memory: '
+        lines[0] += (' Batch 1, no_grad; built-in models gray with random weights, NAME=PATH ones with their own. '
+                     'Latency: min over rounds (median in brackets); rounds interleave all models. GMAC/s = '
+                     'flop-counter MACs / latency. Peak memory: '
                      + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                         'peak live tensors created by the forward (activations/outputs, not weights or oneDNN '
                         'scratch).')

@@ -22,8 +22,9 @@ Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k 
 they are bit-identical to ``basicsr test`` with the same ``noise_seed``; PSNR/SSIM are BasicSR's
 ``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as SRModel does.
 Also reported: parameters, GFLOPs of what the row runs on one 256x256 image (``torch.utils.flop_counter``; 1 MAC = 2
-FLOPs; the ×8 self-ensemble counts 8 forwards) and milliseconds per megapixel measured on this device during the run. ``--amp`` runs every model under autocast (fp16 on
-CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR and gains in speed.
+FLOPs; the ×8 self-ensemble counts 8 forwards) and milliseconds per megapixel measured on this device during the run.
+``--amp`` runs every model under autocast (fp16 on CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR
+and gains in speed.
 
 Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model |
 clean, zoomed crop, each label the PSNR over the model's name; characters other than letters, digits, ``.``, ``_``

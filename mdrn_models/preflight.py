@@ -11,7 +11,9 @@ results folder, so a mistake never costs the user a run folder or a traceback:
   distillation layer pairs, by one dry run of the freshly built student and teacher);
 * ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
   subclasses; BasicSR's ``SRModel`` would silently ignore them), and ``val.tile`` holds usable values;
-* every dataset builds: its constructor checks paths, sigma, ``gt_size``, LMDB meta (no image is decoded);
+* every dataset builds: its constructor checks paths, sigma, ``gt_size`` (from image headers), LMDB meta and values
+  (first and last bytes), and reads every image of a disk validation set in full; a training set must give every
+  process at least one batch;
 * every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
   (missing/unexpected keys and shape mismatches where the load is strict).
 

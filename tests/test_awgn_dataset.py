@@ -133,7 +133,8 @@ def test_meta_info_selects_images(folder, tmp_path):
 
 
 @pytest.mark.parametrize('change,message', [
-    ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: make it as the option file's header says (python -m datasets_prep"),
+    ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: make it as the option file's "
+                                        'header says (python -m datasets_prep'),
     ({'sigma': 0}, 'sigma must lie in [1, 255]'),
     ({'sigma': 300}, 'sigma must lie in [1, 255]'),
     ({'sigma': 0.1}, 'sigma 0.1 is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25'),
