@@ -18,9 +18,9 @@ loads it (its weights and channels; SwinIR padded to its window), listed as NAME
 Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also
 measures peak memory (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward,
 tracked at the dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each
-timing every (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported latency: the minimum
-over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs /
-latency.
+timing every (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported
+latency: the minimum over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs /
+2); GMAC/s = MACs / latency.
 
 ``--breakdown``: one more fp32 forward per model and size under ``OpTimer``: each op timed on its own, convs grouped
 by kind with their MACs, so the table shows which convs run slower than the others (GMAC/s per kind).
