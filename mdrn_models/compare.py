@@ -57,7 +57,7 @@ from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.denoise_model import eval_forward
 from mdrn_models.option_checks import first_repeat
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
-from mdrn_models.preflight import PreflightError, build_networks, check_checkpoints, check_network_args
+from mdrn_models.preflight import PreflightError, build_networks, check_checkpoints, check_network_args, select_state
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
@@ -133,7 +133,14 @@ def build_model(spec_path):
                 check_checkpoints({'path': path_opt, 'network_g': net_opt}, {'g': net})
             except (PreflightError, CheckpointError) as err:
                 raise CompareError(f"'{spec_path}': {err}.") from None
-            _basicsr_load(net, weights, path_opt.get('strict_load_g', True), path_opt.get('param_key_g', 'params'))
+            strict = path_opt.get('strict_load_g', True)
+            _basicsr_load(net, weights, strict, path_opt.get('param_key_g', 'params'))
+            if not strict:  # BasicSR skips what does not fit: the row must say how much of the file it holds
+                state, _ = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g') or 'params')
+                own = net.state_dict()
+                fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
+                if fits < len(own):
+                    weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
     state = ckpt

@@ -246,6 +246,18 @@ def test_flops_count_what_the_row_runs(tiny, tmp_path):
     assert float(row['gflops_256']) > 0 and math.isfinite(float(row['psnr']))
 
 
+def test_a_partial_non_strict_load_is_labelled(tiny, tmp_path):
+    """strict_load_g: false loads what fits and skips the rest (as BasicSR): the weights column says how much."""
+    partial = {k: v for k, v in MDRN(num_feat=4, num_block=1, num_level=2).state_dict().items() if k.startswith('head')}
+    torch.save({'params': partial}, tmp_path / 'head_only.pth')
+    yml = tmp_path / 'partial.yml'
+    yml.write_text((tiny / 'mdrn.yml').read_text().replace(str(tiny / 'mdrn.pth'), str(tmp_path / 'head_only.pth'))
+                   .replace('strict_load_g: true', 'strict_load_g: false'))
+    net, weights, _ = compare.build_model(str(yml))
+    assert weights == f'{tmp_path / "head_only.pth"} (strict_load_g: false; 2 of {len(net.state_dict())} tensors loaded)'
+    assert compare.build_model(str(tiny / 'mdrn.yml'))[1] == str(tiny / 'mdrn.pth')
+
+
 def test_color_model_with_gray_models_is_refused(tiny, tmp_path, capsys):
     torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'c.pth')
     with pytest.raises(SystemExit):
