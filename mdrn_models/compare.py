@@ -55,9 +55,9 @@ from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
 from mdrn_models.cli import OptionFileError, check_option_file
 from mdrn_models.denoise_model import eval_forward
-from mdrn_models.option_checks import first_repeat
+from mdrn_models.option_checks import first_line, first_repeat
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
-from mdrn_models.preflight import PreflightError, build_networks, check_checkpoints, check_network_args, select_state
+from mdrn_models.preflight import PreflightError, build_networks, check_network_args, fit_problem, select_state
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
@@ -129,18 +129,19 @@ def build_model(spec_path):
             if not osp.isfile(weights):
                 raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
                                    'to the current directory; import/train the weights first).')
-            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
-                check_checkpoints({'path': path_opt, 'network_g': net_opt}, {'g': net})
-            except (PreflightError, CheckpointError) as err:
-                raise CompareError(f"'{spec_path}': {err}.") from None
             strict = path_opt.get('strict_load_g', True)
-            _basicsr_load(net, weights, strict, path_opt.get('param_key_g', 'params'))
-            if not strict:  # BasicSR skips what does not fit: the row must say how much of the file it holds
+            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
                 state, _ = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g') or 'params')
-                own = net.state_dict()
-                fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
-                if fits < len(own):
-                    weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
+                problem = fit_problem(net, state, strict, weights, 'g', net_opt)
+            except (PreflightError, CheckpointError) as err:
+                problem = err
+            if problem:
+                raise CompareError(f"'{spec_path}': {problem}.")
+            _basicsr_load(net, weights, strict, path_opt.get('param_key_g', 'params'))
+            own = net.state_dict()
+            fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
+            if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
+                weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
     state = ckpt
@@ -431,9 +432,9 @@ def run(args):
         try:  # the first forward of each model: one that cannot run on this input fails here, before any output
             info[name]['gflops'] = count_flops(forward, channels, args.flops_size, device) / 1e9
         except Exception as err:  # noqa: BLE001  (whatever the arch raises, the user gets one line)
-            first = (str(err).strip() or type(err).__name__).splitlines()[0]
             raise CompareError(f"model '{name}' ({models[name][next(iter(models[name]))]}) fails on a "
-                               f'{channels}-channel {args.flops_size}×{args.flops_size} image: {first}') from None
+                               f'{channels}-channel {args.flops_size}×{args.flops_size} image: {first_line(err)}') \
+                from None
 
     try:
         os.makedirs(fig_dir, exist_ok=True)

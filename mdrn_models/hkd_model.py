@@ -49,6 +49,7 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
 from .denoise_model import DenoiseModel  # noqa: E402
 from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
+from .option_checks import first_line  # noqa: E402
 from .pipeline_fixes import check_checkpoint  # noqa: E402
 from .preflight import arch_desc, checkpoint_path, fit_problem, select_state, shape_mismatches  # noqa: E402
 
@@ -163,8 +164,7 @@ class KDLayout:
                 net_t(x)
             fs, ft = self.hooks_s.pop(), self.hooks_t.pop()
         except (RuntimeError, TypeError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise ValueError(f'distillation dry run on a {size}x{size} input failed: {first}') from None
+            raise ValueError(f'distillation dry run on a {size}x{size} input failed: {first_line(e)}') from None
         finally:
             g.train(was_training[0])
             net_t.train(was_training[1])

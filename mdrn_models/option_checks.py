@@ -24,6 +24,13 @@ def did_you_mean(word, options, cutoff=0.6):
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def first_line(error, text=None):
+    """The first line of ``text`` (default: ``str(error)``), or the error's class name when it is empty: the detail
+    a one-line message quotes from an exception."""
+    lines = str(error if text is None else text).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def first_repeat(values):
     """The first value of ``values`` that an earlier one repeats, or None."""
     return next((v for i, v in enumerate(values) if v in values[:i]), None)

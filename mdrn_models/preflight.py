@@ -34,7 +34,7 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
-from .option_checks import did_you_mean  # noqa: E402
+from .option_checks import did_you_mean, first_line  # noqa: E402
 from .pipeline_fixes import check_checkpoint  # noqa: E402
 
 
@@ -310,8 +310,7 @@ def check_datasets(opt):
             # str(KeyError) is the repr of its argument (quoted): take the argument itself, and leave every other
             # message's quotes alone (it may start or end with a quoted path)
             msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
-            first = (str(msg).strip() or type(exc).__name__).splitlines()[0]
-            raise PreflightError(f'datasets.{name}: {first}') from None
+            raise PreflightError(f'datasets.{name}: {first_line(exc, msg)}') from None
         if name == 'train':
             check_batches(ds, len(dataset), opt.get('world_size', 1))
 
@@ -341,9 +340,8 @@ def build_networks(opt):
             try:
                 nets[key[len('network_'):]] = build_network(deepcopy(net_opt))
             except Exception as exc:  # any arch's constructor: e.g. RIDNet with 1 channel fails in a tensor view
-                first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 kind = '' if isinstance(exc, (ValueError, TypeError, AssertionError)) else f'{type(exc).__name__}: '
-                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {kind}{first}') from None
+                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {kind}{first_line(exc)}') from None
     return nets
 
 
