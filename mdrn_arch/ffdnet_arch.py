@@ -39,6 +39,9 @@ class FFDNet(nn.Module):
         self.sigma = float(sigma)
         if not 0 <= self.sigma <= 255:
             raise ValueError(f'FFDNet sigma is the noise level on the 0..255 scale (e.g. 25), got {sigma!r}.')
+        if 0 < self.sigma < 1:  # as the dataset's sigma: almost surely a level on the 0..1 scale (25/255 = 0.098)
+            raise ValueError(f'FFDNet sigma {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, '
+                             f'e.g. 25 for 0.098 on the 0..1 scale ({self.sigma:g} x 255 = {self.sigma * 255:g}).')
         layers = [nn.Conv2d(4 * num_in_ch + 1, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(num_conv - 2):
             layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]

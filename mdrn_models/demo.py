@@ -77,6 +77,8 @@ def main(argv=None):
     parser.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
     parser.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')
     args = parser.parse_args(argv)
+    if args.iters is not None and args.iters < 1:  # BasicSR trains nothing for total_iter <= 0 and saves the init
+        parser.error(f'--iters must be a positive number of iterations, got {args.iters}')
     root = osp.abspath(args.root)
     logs = osp.join(root, 'results', 'demo_logs')
     os.makedirs(logs, exist_ok=True)

@@ -8,8 +8,9 @@
 registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an image or a folder of images, ``-o``
 the output image or folder (a trailing ``/`` names a folder to create); existing outputs are refused unless
 ``--force``, and an output that is one of the inputs always. Every input is decoded before anything is written. Gray
-models read images as gray, color models as RGB; outputs are 8-bit, in the format of ``-o``'s extension (PNG in an
-output folder; a ``.jpg`` is lossy). The shipped weights were trained for additive
+models read images as gray, color models as RGB, 8 bits per channel as BasicSR's datasets read them (a 16-bit image
+is reduced to 8 bits and an alpha channel is dropped); outputs are 8-bit, in the format of ``-o``'s extension (PNG in
+an output folder; a ``.jpg`` is lossy). The shipped weights were trained for additive
 white Gaussian noise of one sigma: ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image
 first, to see what the model does. A network with a noise-level input (FFDNet) is told ``--sigma SIGMA``: by default
 the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FFDNet ``.pth`` needs ``--sigma`` or
@@ -59,11 +60,6 @@ def plan(inp, out, force, add_noise=False):
                                f'{"is a file" if osp.isfile(out) else "names an image file"}: give a folder, e.g. '
                                f'{osp.splitext(out)[0]}/')
         pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
-        first_source = {}
-        for src, dst in pairs:
-            if dst in first_source:
-                raise DenoiseError(f'{first_source[dst]} and {src} would both be written to {dst}: rename one of them')
-            first_source[dst] = src
     elif osp.isfile(inp):
         # a trailing separator names a folder, even one not created yet (imwrite creates it)
         if osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s)):
@@ -74,7 +70,15 @@ def plan(inp, out, force, add_noise=False):
         pairs = [(inp, out)]
     else:
         raise DenoiseError(f'input not found: {inp} (pass an image file or a folder of images to -i)')
-    outputs = [o for _, dst in pairs for o in ([dst, noisy_path(dst)] if add_noise else [dst])]
+    # two inputs must not write one file (IMG.png and IMG.jpg; with --add_noise also x.png's noisy copy x_noisy.png
+    # and the input x_noisy.png's result): the second would silently replace the first, even without --force
+    source_of = {}
+    for src, dst in pairs:
+        for o in ([dst, noisy_path(dst)] if add_noise else [dst]):
+            if o in source_of:
+                raise DenoiseError(f'{source_of[o]} and {src} would both be written to {o}: rename one of them')
+            source_of[o] = src
+    outputs = list(source_of)
     # checked before the --force check: an input is never overwritten, even with --force (as datasets_prep's
     # check_apart); samefile also catches a symlink or hard link to the input
     inputs = {osp.realpath(src): src for src, _ in pairs}

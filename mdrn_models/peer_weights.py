@@ -62,9 +62,16 @@ def read_matconvnet(path):
     with h5py.File(path, 'r') as f:
         if 'net' not in f or 'layers' not in f['net']:
             raise MatFormatError(f"'{path}' has no net.layers: not a MatConvNet SimpleNN model file.")
+        if not isinstance(f['net/layers'], h5py.Dataset) or f['net/layers'].dtype != h5py.ref_dtype:
+            # a DagNN model (net.layers a struct array) or any other variable called net
+            raise MatFormatError(f"'{path}': net.layers is not a cell array of layer structs: not a MatConvNet "
+                                 'SimpleNN model file (a DagNN model?).')
         refs = np.asarray(f['net/layers']).ravel()
         for ref in refs:
             g = f[ref]
+            if not isinstance(g, h5py.Group):
+                raise MatFormatError(f"'{path}': net.layers holds a {type(g).__name__}, not layer structs: not a "
+                                     'MatConvNet SimpleNN model file.')
             layer = {'type': _text(g['type']) if 'type' in g else '?', 'name': _text(g['name']) if 'name' in g else ''}
             for key in ('pad', 'stride', 'dilate', 'scale'):
                 if key in g and g[key].dtype != object:

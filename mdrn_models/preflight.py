@@ -17,12 +17,16 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 * every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
   (missing/unexpected keys and shape mismatches where the load is strict).
 
+and a warning (not an error) when a dataset adds a fixed sigma other than the one a noise-level input (FFDNet's
+``network_g.sigma``) is told.
+
 Each failure is a ``PreflightError`` with one line: where, what, and the fix.
 """
 import inspect
 import logging
 import math
 import os
+import sys
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -330,6 +334,18 @@ def check_batches(ds, num_images, world_size):
                              'batch_size_per_gpu')
 
 
+def noise_level_mismatches(opt):
+    """Datasets adding a fixed sigma other than ``network_g.sigma``, the level a network with a noise-level input
+    (FFDNet) is told. Warned about, not refused: telling it another level can be the experiment."""
+    told = (opt.get('network_g') or {}).get('sigma')
+    if not isinstance(told, (int, float)) or isinstance(told, bool):
+        return []
+    return [f'datasets.{name}.sigma {ds["sigma"]} differs from network_g.sigma {told}, the noise level the network is '
+            'told (set them equal unless the mismatch is intended)'
+            for name, ds in (opt.get('datasets') or {}).items()
+            if isinstance(ds.get('sigma'), (int, float)) and ds['sigma'] != told]
+
+
 def build_networks(opt):
     """``{net_key: network}`` for every ``network_*`` block, built as BasicSR builds them (random init); a
     constructor's complaint (e.g. an odd ``num_feat`` for MDRN) becomes one line."""
@@ -383,6 +399,8 @@ def preflight(opt):
     try:
         with torch.random.fork_rng(devices=[]):
             _checks(opt)
+        for msg in noise_level_mismatches(opt):
+            print(f'warning: {msg}', file=sys.stderr)
     finally:
         # BasicSR sets its root logger up once, and only the first call adds the log file and the INFO level; if a
         # check above logged (build_network does), undo that so the pipeline's own call sets it up properly

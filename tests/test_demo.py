@@ -24,7 +24,20 @@ def test_demo_runs_the_whole_story(tmp_path):
                  'demo_hmds_gray_s50to70'):
         assert (tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
     assert list((tmp_path / 'results').glob('demo_test_gray_s70_*/visualization/demo_val/*.png'))
+    # each table row is the test of its own student's weight (not, e.g., the plain student three times)
+    for name in ('demo_student_gray_s70', 'demo_hads_gray_s70', 'demo_hmds_gray_s50to70'):
+        log = (tmp_path / 'results' / 'demo_logs' / f'demo_test_gray_s70_{name}.log').read_text()
+        loaded = re.findall(r'Loading \S+ model from (\S+), with param key', log)
+        assert loaded == [str(tmp_path / 'experiments' / name / 'models' / 'net_g_latest.pth')], (name, loaded)
     # a rerun asking for another length must not present the 2-iteration runs as its result
     proc = run_demo(tmp_path, 3)
     assert proc.returncode != 0 and 'demo: experiments/demo_teacher_big_gray_s70 was trained for 2 iterations, not 3' \
         in proc.stdout, proc.stdout[-2000:]
+
+
+def test_demo_refuses_a_run_length_that_trains_nothing(tmp_path):
+    # total_iter <= 0: BasicSR would save the random init as net_g_latest.pth and the table would score it
+    for iters in (0, -1):
+        proc = run_demo(tmp_path, iters)
+        assert proc.returncode == 2 and f'--iters must be a positive number of iterations, got {iters}' in proc.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -101,6 +101,18 @@ def test_folder_with_upper_case_extensions_and_clashing_names(tiny, basicsr_cli,
     assert proc.returncode != 0 and 'would both be written to' in proc.stdout and not (tmp_path / 'out2').exists()
 
 
+def test_add_noise_copy_and_another_input_never_share_an_output(tiny, basicsr_cli, tmp_path):
+    # x.png's noisy copy is out/x_noisy.png, the result of the input x_noisy.png too: one would replace the other
+    (tmp_path / 'in').mkdir()
+    for name in ('x.png', 'x_noisy.png'):
+        (tmp_path / 'in' / name).write_bytes((tiny / 'imgs' / 'a.png').read_bytes())
+    proc = basicsr_cli('denoise', '-opt', tiny / 'mdrn.yml', '-i', tmp_path / 'in', '-o', tmp_path / 'out',
+                       '--add_noise', 25, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and not (tmp_path / 'out').exists()
+    assert proc.stdout.strip().endswith('x.png and ' + str(tmp_path / 'in' / 'x_noisy.png') + ' would both be '
+                                        'written to ' + str(tmp_path / 'out' / 'x_noisy.png') + ': rename one of them')
+
+
 def test_refuses_an_option_file_without_weights(tiny, basicsr_cli, tmp_path):
     yml = tmp_path / 'noweights.yml'
     yml.write_text((tiny / 'mdrn.yml').read_text().split('path:')[0])

@@ -64,6 +64,14 @@ def test_ffdnet_any_size_and_sigma_override(size):
     assert torch.allclose(y_batch[0], y25[0]) and torch.allclose(y_batch[1], y50[1])
 
 
+@pytest.mark.parametrize('sigma, message', [(0.098, 'below 1 on the 0..255 pixel scale'), (-1, '0..255 scale'),
+                                            (300, '0..255 scale')])
+def test_ffdnet_refuses_a_sigma_off_the_pixel_scale(sigma, message):
+    with pytest.raises(ValueError, match=message):
+        FFDNet(sigma=sigma)
+    assert FFDNet(sigma=0).sigma == 0  # the published models take a noise map of 0 too
+
+
 def test_ffdnet_pads_odd_sizes_by_repeating_last_row_and_column():
     net = FFDNet(num_feat=8, num_conv=3).eval()
     x = torch.rand(1, 1, 7, 5)
@@ -90,6 +98,21 @@ def test_conv_to_torch_restores_matlab_layout():
                                                'pad': [1], 'stride': [1]})
     assert weight.shape == (1, 2, 3, 3)
     assert weight[0, 1, 2, 0] == w[2, 0, 1]  # (out, in, row, col) <- MATLAB (row, col, in)
+
+
+def test_importer_refuses_a_mat_that_is_not_a_simplenn_net_in_one_line(tmp_path, capsys):
+    import h5py
+    import numpy as np
+    with h5py.File(tmp_path / 'dagnn.mat', 'w') as f:  # DagNN: net.layers is a struct array (a group of fields)
+        f.create_group('net/layers')['name'] = np.zeros((1, 3))
+    with h5py.File(tmp_path / 'numbers.mat', 'w') as f:  # net.layers is a numeric matrix
+        f['net/layers'] = np.zeros((3, 1))
+    for name in ('dagnn.mat', 'numbers.mat'):
+        with pytest.raises(SystemExit) as err:
+            peer_weights.main(['--mat', str(tmp_path / name), '--arch', 'DnCNN', '--out', str(tmp_path / 'w.pth')])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert err.value.code == 2 and len(lines) == 1 and 'not a MatConvNet SimpleNN model file' in lines[0], lines
+    assert not (tmp_path / 'w.pth').exists()
 
 
 @pytest.fixture
@@ -158,3 +181,20 @@ def test_ffdnet_gray_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_p
     psnr = _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, 'test_ffdnet_gray_sigma25.yml', 'FFDNet_gray.mat',
                        'FFDNet')
     assert abs(psnr - 29.19) <= 0.05, psnr
+
+
+def test_basicsr_test_warns_when_ffdnet_is_told_another_sigma_than_the_data_has(pairs, tmp_path, basicsr_cli):
+    """A noise level told to FFDNet other than the one the dataset adds is allowed (it can be the experiment) but
+    warned about; equal levels are not."""
+    from mdrn_models.preflight import noise_level_mismatches
+    pth = tmp_path / 'ffdnet.pth'
+    torch.save({'params': FFDNet().state_dict()}, pth)
+    opt = yaml.safe_load((REPO / 'options' / 'test_ffdnet_gray_sigma25.yml').read_text())
+    opt['datasets']['test_1'].update(dataroot_gt=str(pairs / 'gt'), sigma=50)
+    opt['path']['pretrain_network_g'] = str(pth)
+    yml = tmp_path / 'ffdnet.yml'
+    yml.write_text(yaml.safe_dump(opt))
+    log = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
+    assert 'warning: datasets.test_1.sigma 50 differs from network_g.sigma 25' in log and '# psnr:' in log
+    opt['datasets']['test_1']['sigma'] = 25
+    assert noise_level_mismatches(opt) == []
