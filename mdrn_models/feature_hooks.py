@@ -47,6 +47,7 @@ class FeatureHooks:
         self.names = list(dict.fromkeys(names))
         self.enabled = False
         self._store = {}
+        self._versions = {}  # each captured tensor's version counter, to tell an in-place change after the capture
         self.handles = []
         for name, module in resolve_modules(net, self.names, what).items():
             self.handles.append(module.register_forward_hook(self._make_hook(name)))
@@ -61,7 +62,11 @@ class FeatureHooks:
             if not torch.is_tensor(output):
                 raise TypeError(f'layer {name!r} ({type(module).__name__}) does not output a tensor; hook another '
                                 'module')
+            if name in self._store:  # a module called more than once per forward: which call is "its" output?
+                raise RuntimeError(f'layer {name!r} ({type(module).__name__}) runs more than once in one forward pass '
+                                   '(a shared module); hook a module that runs once')
             self._store[name] = output
+            self._versions[name] = None if output.is_inference() else output._version
 
         return hook
 
@@ -77,19 +82,25 @@ class FeatureHooks:
     def pop(self):
         """Return the captured ``{name: tensor}`` and empty the store. A hooked layer that did not run raises."""
         missing = [n for n in self.names if n not in self._store]
-        out, self._store = self._store, {}
+        changed = [n for n, t in self._store.items() if self._versions.get(n) not in (None, t._version)]
+        out, self._store, self._versions = self._store, {}, {}
         if missing:
             raise RuntimeError(f'hooked layer(s) {missing} produced no output in the last forward pass')
+        if changed:
+            raise RuntimeError(f'the output of hooked layer(s) {changed} is changed in place later in the forward pass '
+                               '(e.g. by an inplace ReLU), so it is not that layer\'s output; hook the module after it')
         return out
 
     def clear(self):
         self._store = {}
+        self._versions = {}
 
     def remove(self):
         for handle in self.handles:
             handle.remove()
         self.handles = []
         self._store = {}
+        self._versions = {}
 
     def __len__(self):
         return len(self._store)

@@ -23,7 +23,8 @@ Option keys (besides SRModel's)::
         loss_weight: 1.0          # per layer pair
         layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher}
         teacher_input: lq         # lq (HADS) | lq_teacher (HMDS)
-        dry_run_size: ~           # side of the init-time dry run (default: datasets.train.gt_size, 8..96)
+        dry_run_size: ~           # side of the init-time dry run (default: datasets.train.gt_size; a size
+                                  # above 96 is run as the one of 64..127 with the same remainder modulo 64)
     val: {self_ensemble: false}   # x8 self-ensemble (MDRN+) when testing
 
 The teacher is frozen: ``eval()``, ``requires_grad_(False)``, run under ``no_grad``, in no optimiser, moved with a
@@ -60,8 +61,9 @@ KD_OPTION_KEYS = ('teacher_input', 'layers', 'dry_run_size')  # train.kd_opt key
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
     """Load a teacher checkpoint into ``net`` with ``weights_only=True``; every problem is one clear line.
 
-    Like BasicSR's ``load_network``: ``param_key`` falls back to ``params``, a ``module.`` prefix is stripped, and a
-    non-strict load skips keys whose shape differs. A checkpoint that is a bare state dict is accepted too.
+    Like BasicSR's ``load_network``: ``param_key`` falls back to ``params`` and a ``module.`` prefix is stripped. A
+    non-strict load only lets the checkpoint hold extra keys: every tensor of a frozen teacher must be loaded (see
+    ``fit_problem``). A checkpoint that is a bare state dict is accepted too.
     """
     if not load_path or not os.path.isfile(load_path):
         hint = ''
@@ -75,11 +77,6 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
     problem = fit_problem(net, state, strict, load_path, 't', net_opt)
     if problem:
         raise ValueError(problem)
-    shape = shape_mismatches(net.state_dict(), state)
-    if shape:  # non-strict: skip, as BasicSR does
-        get_root_logger().warning(f'Teacher: skipping {len(shape)} keys of another shape: {", ".join(shape[:3])}')
-        for k in shape:
-            state.pop(k)
     net.load_state_dict(state, strict=strict)
 
 
@@ -152,7 +149,9 @@ class KDLayout:
     def _dry_run(self, net_g, net_t, channels, size, opt):
         g = unwrap(net_g)
         size = int(size or ((opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 32)
-        size = max(8, min(size, 96))
+        # a large crop is stood in for by one of the same remainder modulo 64, so that nets padding their input to
+        # different multiples (e.g. MDRN's 2**num_level) disagree in the dry run as they would in training
+        size = max(8, size if size <= 96 else 64 + size % 64)
         device = next(g.parameters()).device
         x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device)
         was_training = g.training, net_t.training
@@ -241,7 +240,10 @@ class HKDModel(DenoiseModel):
     def _setup_teacher(self):
         path_opt = self.opt['path']
         load_path = checkpoint_path(self.opt, 't')  # under --root if found there (parse_options)
-        self.net_t = build_network(deepcopy(self.opt['network_t']))
+        # its random init is overwritten by the checkpoint: drawn from a forked RNG, so that the seeded stream (the
+        # training noise, via the loader's seeds) is the same as in the run without distillation
+        with torch.random.fork_rng(devices=[]):
+            self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
                              path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])
         # plain .to(): DDP refuses modules without trainable parameters (and the teacher needs no sync)
@@ -268,8 +270,14 @@ class HKDModel(DenoiseModel):
         if not load_path or not len(self.net_adapter):
             return
         ckpt = check_checkpoint(load_path)
-        if isinstance(ckpt, dict) and 'adapters' in ckpt:
-            self.net_adapter.load_state_dict(ckpt['adapters'], strict=True)
+        own = self.net_adapter.state_dict()
+        saved = ckpt.get('adapters') if isinstance(ckpt, dict) else None
+        if saved is not None and (set(saved) != set(own) or shape_mismatches(own, saved)):
+            # another run's adapters (other layer pairs or teacher widths): fine-tuning from it starts them afresh
+            get_root_logger().warning(f'{load_path} holds KD adapters for other layer pairs or widths '
+                                      f'({", ".join(saved)}); they start from scratch.')
+        elif saved is not None:
+            self.net_adapter.load_state_dict(saved, strict=True)
             get_root_logger().info(f'KD adapters loaded from {load_path}.')
         else:
             get_root_logger().info(f'{load_path} holds no KD adapters; they start from scratch.')

@@ -87,10 +87,14 @@ def shape_mismatches(own, state):
 
 def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
     """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
-    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way."""
+    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way. A teacher (``'t'``)
+    must load whole: frozen tensors left at their random init would be distilled into the student, so non-strict only
+    lets its checkpoint hold extra keys."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
+    if net_key == 't' and not strict:
+        strict, unexpected = True, []
     shape = shape_mismatches(own, state)
     if not ((strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own)):
         return None
@@ -317,6 +321,13 @@ def check_datasets(opt):
             raise PreflightError(f'datasets.{name}: {first_line(exc, msg)}') from None
         if name == 'train':
             check_batches(ds, len(dataset), opt.get('world_size', 1))
+            teacher_input = ((opt.get('train') or {}).get('kd_opt') or {}).get('teacher_input')
+            # AWGNDenoisingDataset without sigma_teacher: HKDModel.check_kd_options says more; other datasets: look
+            if teacher_input == 'lq_teacher' and ds['type'] != 'AWGNDenoisingDataset' and \
+                    'lq_teacher' not in dataset[0]:
+                raise PreflightError(f"datasets.train: {ds['type']} gives no lq_teacher, the teacher's input under "
+                                     'HMDS (train.kd_opt.teacher_input: lq_teacher): use AWGNDenoisingDataset with '
+                                     'sigma_teacher set')
 
 
 def check_batches(ds, num_images, world_size):

@@ -95,9 +95,14 @@ def test_kd_zero_with_shared_weights_and_input_positive_otherwise(tmp_path):
     ds = {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': 16, 'sigma': 50, 'sigma_teacher': 25}}
     hmds = build_model(make_opt(tmp_path, shared, network_t=STUDENT, pretrain_network_g=shared, datasets=ds,
                                 kd_opt={'teacher_input': 'lq_teacher'}))
-    hmds.feed_data(batch(0, sigma_t=25))
+    seen = []
+    hmds.net_t.register_forward_pre_hook(lambda m, inputs: seen.append((inputs[0], torch.is_grad_enabled())))
+    data = batch(0, sigma_t=25)
+    hmds.feed_data(data)
     hmds.optimize_parameters(1)
-    assert hmds.log_dict['l_kd'] > 0
+    # the teacher sees the lower-noise copy, under no_grad (which also puts MDRN on its fused inference path)
+    assert len(seen) == 1 and torch.equal(seen[0][0], data['lq_teacher']) and not seen[0][1]
+    assert hmds.log_dict['l_kd'] > 1e-3  # well above the rounding of the same-input case (~1e-7)
 
     # HADS with an independent teacher: KD > 0
     other = save_net(STUDENT, tmp_path / 'other.pth', seed=4)
@@ -105,6 +110,21 @@ def test_kd_zero_with_shared_weights_and_input_positive_otherwise(tmp_path):
     hads.feed_data(batch(0))
     hads.optimize_parameters(1)
     assert hads.log_dict['l_kd'] > 0
+
+
+def test_teacher_build_leaves_the_seeded_rng_alone(tmp_path, teacher_ckpt):
+    """The teacher's random init (overwritten by its checkpoint) must not shift the seeded stream that the training
+    noise comes from: a distillation run and its plain baseline then draw the same noisy batches."""
+    opt = make_opt(tmp_path, teacher_ckpt)
+    plain = {k: v for k, v in deepcopy(opt).items() if k != 'network_t'}
+    plain['model_type'] = 'DenoiseModel'
+    plain['train'].pop('kd_opt')
+    draws = []
+    for o in (opt, plain):
+        torch.manual_seed(0)
+        build_model(o)
+        draws.append(torch.randn(8))
+    assert torch.equal(*draws)
 
 
 def test_kd_gradients_reach_hooked_student_layers(tmp_path, teacher_ckpt):
@@ -120,6 +140,35 @@ def test_kd_gradients_reach_hooked_student_layers(tmp_path, teacher_ckpt):
     assert g.head.weight.grad.abs().sum() > 0  # upstream of the tap
     # downstream of the tap (msag_0_2, tail) gets nothing from the KD loss alone
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in [*g.msag_0_2.parameters(), *g.tail.parameters()])
+
+
+def test_kd_loss_is_weighted_l1_of_the_taps_and_its_gradient_reaches_the_student(tmp_path, teacher_ckpt):
+    """Eq. 3-4 by hand on copies of both nets: each l_kd_<layer> is loss_weight * mean|S(lq) - T(lq_teacher)|, and the
+    student's gradient is that of l_pix + sum l_kd (no adapters: the paper's case)."""
+    ds = {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': 16, 'sigma': 50, 'sigma_teacher': 25}}
+    model = build_model(make_opt(tmp_path, teacher_ckpt, datasets=ds,
+                                 kd_opt={'type': 'L1Loss', 'loss_weight': 0.25, 'teacher_input': 'lq_teacher'}))
+    taps = ['msag_0_1', 'msag_0_2']
+    ref_g, ref_t = build_network(deepcopy(STUDENT)), build_network(deepcopy(TEACHER)).eval()
+    ref_g.load_state_dict(model.net_g.state_dict())
+    ref_t.load_state_dict(torch.load(teacher_ckpt, weights_only=True)['params'])
+    hs, ht = FeatureHooks(ref_g, taps), FeatureHooks(ref_t, taps)
+    data = batch(0, sigma_t=25)
+    with hs.capturing():
+        out = ref_g(data['lq'])
+    with torch.no_grad(), ht.capturing():
+        ref_t(data['lq_teacher'])
+    fs, ft = hs.pop(), ht.pop()
+    kd = {n: 0.25 * (fs[n] - ft[n]).abs().mean() for n in taps}
+    ((out - data['gt']).abs().mean() + sum(kd.values())).backward()
+
+    model.optimizer_g.step = lambda *args, **kwargs: None  # keep the gradients of the step
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    for n in taps:
+        assert abs(model.log_dict[f'l_kd_{n}'] - kd[n].item()) < 1e-6
+    for (name, p), q in zip(model.net_g.named_parameters(), ref_g.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
 
 
 def test_default_layers_are_paper_taps_and_pairs_mapping(tmp_path, teacher_ckpt):
@@ -142,6 +191,13 @@ def test_errors_before_training(tmp_path, teacher_ckpt):
     # ... of another width -> shape mismatch
     with pytest.raises(ValueError, match=r'shape mismatches .*num_feat=16'):
         build_model(make_opt(tmp_path, teacher_ckpt, network_t={**TEACHER, 'num_feat': 16}))
+    # ... of another width, loaded non-strict: it would skip all but tail.bias and distill a random teacher
+    with pytest.raises(ValueError, match=r'does not fit network_t: .*shape mismatches .*num_feat=16'):
+        build_model(make_opt(tmp_path, teacher_ckpt, network_t={**TEACHER, 'num_feat': 16}, strict_load_t=False))
+    # non-strict still lets a teacher checkpoint hold extra keys
+    extra = tmp_path / 'extra.pth'
+    torch.save({'params': {**torch.load(teacher_ckpt, weights_only=True)['params'], 'x': torch.ones(1)}}, extra)
+    build_model(make_opt(tmp_path, str(extra), strict_load_t=False))
     # ... of another arch
     edsr = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 1}
     edsr_ckpt = save_net(edsr, tmp_path / 'edsr.pth')
@@ -152,6 +208,12 @@ def test_errors_before_training(tmp_path, teacher_ckpt):
         build_model(make_opt(tmp_path, teacher_ckpt, kd_opt={'layers': ['msag_9_9']}))
     with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['nope'\] in the teacher"):
         build_model(make_opt(tmp_path, teacher_ckpt, kd_opt={'layers': {'msag_0_1': 'nope'}}))
+    # nets that pad their input to different multiples (MDRN: 2**num_level) give features of other sizes at gt_size 100;
+    # the dry run must see it (it used to run at 96, where both fit)
+    ds100 = {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': 100, 'sigma': 50}}
+    l3 = {**TEACHER, 'num_level': 3}
+    with pytest.raises(ValueError, match=r'student feature \[1, 8, 100, 100\] and teacher feature \[1, 8, 104, 104'):
+        build_model(make_opt(tmp_path, save_net(l3, tmp_path / 'l3.pth'), network_t=l3, datasets=ds100))
     # HMDS without lq_teacher from the dataset
     with pytest.raises(ValueError, match='datasets.train.sigma_teacher'):
         build_model(make_opt(tmp_path, teacher_ckpt, kd_opt={'teacher_input': 'lq_teacher'}))
@@ -211,6 +273,11 @@ def test_adapters_for_other_widths_and_archs_train_save_load(tmp_path):
     again = build_model(make_opt(tmp_path, ckpt, network_t=wide, pretrain_network_g=str(tmp_path / 'models' /
                                                                                          'net_g_2.pth')))
     assert all(torch.equal(v, again.net_adapter.state_dict()[k]) for k, v in model.net_adapter.state_dict().items())
+    # fine-tuning from it with a teacher of another width: its adapters do not fit and start afresh (no traceback)
+    wider = {**TEACHER, 'num_feat': 12}
+    other = build_model(make_opt(tmp_path, save_net(wider, tmp_path / 'wider.pth'), network_t=wider,
+                                 pretrain_network_g=str(tmp_path / 'models' / 'net_g_2.pth')))
+    assert other.net_adapter['msag_0_1'].out_channels == 12
 
     # another registered arch as teacher (color EDSR, scale 1): pair any two modules, adapter 8 -> 12
     edsr = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 12, 'num_block': 2, 'upscale': 1}
@@ -304,6 +371,18 @@ def test_feature_hooks_helper():
         hooks.pop()
     hooks.remove()
     assert hooks.handles == [] and not net.msag_0_1._forward_hooks
+    # a conv whose output MSAB's inplace ReLU overwrites after the hook ran: the stored tensor is no longer its output
+    conv = FeatureHooks(net, ['msag_0_1.body.0.branches.0'])
+    with conv.capturing():
+        net(torch.rand(1, 1, 8, 8))
+    with pytest.raises(RuntimeError, match=r"\['msag_0_1.body.0.branches.0'\] is changed in place .* module after"):
+        conv.pop()
+    conv.remove()
+    # MSAB's ReLU module runs once per branch: only the last call would be kept
+    act = FeatureHooks(net, ['msag_0_1.body.0.act'])
+    with pytest.raises(RuntimeError, match=r"'msag_0_1.body.0.act' \(ReLU\) runs more than once"), act.capturing():
+        net(torch.rand(1, 1, 8, 8))
+    act.remove()
     with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['x'\]"):
         FeatureHooks(net, ['x'])
 
@@ -388,6 +467,22 @@ def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
     second = torch.load(models / 'net_g_4.pth', weights_only=True)
     assert any(not torch.equal(first['adapters'][k], v) for k, v in second['adapters'].items())
     assert not list(models.glob('net_t_*'))
+
+
+def test_preflight_refuses_hmds_on_a_dataset_without_lq_teacher(tmp_path):
+    """HMDS on a dataset that gives no lq_teacher (e.g. pre-noised pairs) is refused before any folder, not at the
+    first training step with a traceback."""
+    from mdrn_models.preflight import PreflightError, check_datasets
+    _write_pngs(tmp_path / 'gt')
+    _write_pngs(tmp_path / 'lq')
+    paired = {'type': 'PairedImageDataset', 'name': 'p', 'dataroot_gt': str(tmp_path / 'gt'), 'phase': 'train',
+              'dataroot_lq': str(tmp_path / 'lq'), 'io_backend': {'type': 'disk'}, 'gt_size': 16, 'scale': 1,
+              'batch_size_per_gpu': 1, 'dataset_enlarge_ratio': 1, 'use_hflip': False, 'use_rot': False}
+    opt = {'datasets': {'train': paired}, 'train': {'kd_opt': {'teacher_input': 'lq_teacher'}}}
+    with pytest.raises(PreflightError, match='PairedImageDataset gives no lq_teacher'):
+        check_datasets(opt)
+    opt['train']['kd_opt']['teacher_input'] = 'lq'
+    check_datasets(opt)
 
 
 def test_e2e_missing_teacher_fails_before_training(tmp_path, basicsr_cli):
