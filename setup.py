@@ -22,6 +22,7 @@ setup(
         'lmdb',
         'tb-nightly',
         'tqdm',
+        'pillow',  # image headers and full integrity checks (awgn_dataset, datasets_prep)
         'h5py',  # reads the published DnCNN/FFDNet MatConvNet weights (MATLAB v7.3 = HDF5)
         'scikit-image',  # the demo data set is built from scikit-image's bundled images
     ],

@@ -5,8 +5,8 @@ import shutil
 import sys
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
-
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')
+from mdrn_models.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
+from mdrn_models.option_checks import first_repeat
 
 
 class PrepError(Exception):
@@ -42,11 +42,9 @@ def stem_key(name):
 
 
 def check_unique(keys, folder):
-    seen = {}
-    for k in keys:
-        if k in seen:
-            raise PrepError(f"two images in '{folder}' map to the same key '{k}': rename one of them")
-        seen[k] = True
+    repeated = first_repeat(keys)
+    if repeated is not None:
+        raise PrepError(f"two images in '{folder}' map to the same key '{repeated}': rename one of them")
 
 
 def check_apart(input_folder, outputs):

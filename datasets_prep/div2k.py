@@ -15,6 +15,7 @@ and unzip it under ``datasets/DIV2K/``.
 import argparse
 import os
 import os.path as osp
+from contextlib import nullcontext
 from multiprocessing import Pool
 
 import cv2
@@ -63,12 +64,9 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
     jobs = [(osp.join(input_folder, n), k, out_folder, crop_size, step, thresh_size, compress_level)
             for n, k in zip(names, keys)]
     written, unreadable = [], []
-    with tqdm(total=len(jobs), unit='image', desc='Extract sub-images') as pbar:
-        if n_thread > 1:
-            with Pool(n_thread) as pool:
-                results = list(_track(pool.imap_unordered(_crop_one, jobs), pbar))
-        else:
-            results = list(_track(map(_crop_one, jobs), pbar))
+    with Pool(n_thread) if n_thread > 1 else nullcontext() as pool:
+        crops = pool.imap_unordered(_crop_one, jobs) if pool else map(_crop_one, jobs)
+        results = list(tqdm(crops, total=len(jobs), unit='image', desc='Extract sub-images'))
     for key, sub in results:
         if sub is None:
             unreadable.append(key)
@@ -78,12 +76,6 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
         raise PrepError(f'{len(unreadable)} images could not be decoded (first: {unreadable[0]}): remove or '
                         f"replace them in '{input_folder}', then rerun with --force")
     return sorted(written)
-
-
-def _track(iterable, pbar):
-    for item in iterable:
-        pbar.update(1)
-        yield item
 
 
 def build_parser():

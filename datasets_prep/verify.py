@@ -13,7 +13,7 @@ from tqdm import tqdm
 from datasets_prep.common import PrepError, run_main
 from mdrn_models.awgn_dataset import read_meta_info
 
-def verify_lmdb(lmdb_path, meta_info=None, progress=True):
+def verify_lmdb(lmdb_path, meta_info=None):
     """Returns (problems: list[str], stats: dict). Raises PrepError when the path is not an LMDB at all."""
     import lmdb
     if not osp.isfile(osp.join(lmdb_path, 'data.mdb')):
@@ -30,7 +30,7 @@ def verify_lmdb(lmdb_path, meta_info=None, progress=True):
     n_entries = env.stat()['entries']
     keys, undecodable, shape_mismatch = [], [], []
     with env.begin(write=False) as txn:
-        for key, value in tqdm(txn.cursor(), total=n_entries, unit='img', desc='Decode', disable=not progress):
+        for key, value in tqdm(txn.cursor(), total=n_entries, unit='img', desc='Decode'):
             key = key.decode('ascii', errors='replace')
             keys.append(key)
             img = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)

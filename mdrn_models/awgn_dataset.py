@@ -43,8 +43,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from .option_checks import did_you_mean
 
-IMG_EXTENSIONS = ('.png', '.PNG', '.jpg', '.JPG', '.jpeg', '.JPEG', '.bmp', '.BMP', '.tif', '.TIF', '.tiff',
-                  '.TIFF', '.ppm', '.PPM', '.webp')
+# image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')
 # (first bytes, last bytes) of a whole PNG (its IEND chunk) and a whole JPEG (its EOI marker)
 IMAGE_BOUNDS = ((b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82'), (b'\xff\xd8', b'\xff\xd9'))
 PREP_HINT = ('make it as the option file\'s header says (python -m datasets_prep.demo / .div2k / .testset, or a link '
@@ -159,8 +159,8 @@ class AWGNDenoisingDataset(data.Dataset):
             if meta_info is not None:
                 self.paths = [osp.join(self.gt_folder, line.split(' ')[0]) for line in _read_lines(meta_info)]
             else:
-                self.paths = sorted(
-                    osp.join(self.gt_folder, p) for p in scandir(self.gt_folder, suffix=IMG_EXTENSIONS))
+                self.paths = sorted(osp.join(self.gt_folder, p) for p in scandir(self.gt_folder)
+                                    if osp.splitext(p)[1].lower() in IMG_EXTENSIONS)
             missing = [p for p in self.paths if not osp.isfile(p)]
             # an LMDB read as a folder lists no image (or none of meta_info's names): name the backend, not the data
             lmdb_like = self.gt_folder.rstrip('/').endswith('.lmdb') or osp.isfile(osp.join(self.gt_folder, 'data.mdb'))
@@ -244,7 +244,7 @@ class AWGNDenoisingDataset(data.Dataset):
         path = self.paths[index]
         try:
             img_bytes = self.file_client.get(path, 'gt')
-        except (OSError, KeyError, TypeError) as err:  # lmdb returns None -> TypeError in np.frombuffer later
+        except OSError as err:  # a disk file gone since the set was built (an LMDB gives None for a missing key)
             raise ValueError(f"cannot read '{path}' from {self.gt_folder}: {err}; "
                              'check the path or run python -m datasets_prep.verify') from err
         if img_bytes is None:

@@ -19,8 +19,8 @@ Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward 
 measures peak memory (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward,
 tracked at the dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each
 timing every (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported
-latency: the minimum over rounds (median in the CSV-like detail). MACs come from ``torch.utils.flop_counter`` (FLOPs /
-2); GMAC/s = MACs / latency.
+latency: the minimum over rounds (the median next to it, with the count). MACs come from
+``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs / latency.
 
 ``--breakdown``: one more fp32 forward per model and size under ``OpTimer``: each op timed on its own, convs grouped
 by kind with their MACs, so the table shows which convs run slower than the others (GMAC/s per kind).
@@ -50,7 +50,8 @@ from basicsr.archs import build_network
 
 from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
 from mdrn_models import malloc_tuning
-from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, build_model, in_channels
+from mdrn_arch.arch_util import in_channels
+from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, build_model, count_flops
 from mdrn_models.denoise_model import eval_forward
 from mdrn_models.option_checks import first_repeat
 
@@ -217,17 +218,13 @@ class OpTimer(TorchDispatchMode):
         return kind + (f' {post}' if post else ''), macs
 
 
-def image(net, size, device, fill=torch.rand):
-    """A batch-1 image of the channels ``net`` takes (gray when it cannot be told)."""
-    return fill(1, in_channels(net) or 1, size, size, device=device)
+def image(net, size, device):
+    """A batch-1 random image of the channels ``net`` takes (gray when it cannot be told)."""
+    return torch.rand(1, in_channels(net) or 1, size, size, device=device)
 
 
 def count_macs(net, size, device):
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(image(net, size, device, torch.zeros))
-    return counter.get_total_flops() / 2
+    return count_flops(net, in_channels(net) or 1, size, device) / 2
 
 
 def _sync(device):

@@ -34,7 +34,6 @@ then it replaces compare.md / compare.csv and first deletes the figures a previo
 """
 import argparse
 import csv
-import math
 import os
 import os.path as osp
 import re
@@ -50,7 +49,7 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
-from mdrn_arch import FFDNet
+from mdrn_arch.arch_util import in_channels
 from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
 from mdrn_models.cli import OptionFileError, check_option_file
@@ -131,26 +130,23 @@ def build_model(spec_path):
                                    'to the current directory; import/train the weights first).')
             strict = path_opt.get('strict_load_g', True)
             try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
-                state, _ = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g') or 'params')
+                state, used = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g', 'params'))
                 problem = fit_problem(net, state, strict, weights, 'g', net_opt)
             except (PreflightError, CheckpointError) as err:
                 problem = err
             if problem:
                 raise CompareError(f"'{spec_path}': {problem}.")
-            _basicsr_load(net, weights, strict, path_opt.get('param_key_g', 'params'))
+            _basicsr_load(net, weights, strict, used)
             own = net.state_dict()
             fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
             if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
                 weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
-    state = ckpt
-    if isinstance(ckpt, dict):
-        for key in ('params_ema', 'params'):
-            if key in ckpt:
-                state = ckpt[key]
-                break
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()} if isinstance(state, dict) else {}
+    try:
+        state, _ = select_state(ckpt, spec_path, 'params_ema')
+    except PreflightError:  # no weights in it: reported as an arch that cannot be inferred, below
+        state = {}
     net_opt = infer_network_opt(state)
     if net_opt is None:
         raise CompareError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
@@ -158,14 +154,6 @@ def build_model(spec_path):
     net = build_network(net_opt)
     net.load_state_dict(state, strict=True)
     return net.eval(), spec_path, {}
-
-
-def in_channels(net):
-    """Image channels a network takes (None when it cannot be told)."""
-    if isinstance(net, FFDNet):
-        return (net.body[0].in_channels - 1) // 4  # 4*C pixel-unshuffled image channels + the noise map
-    first = next((m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))), None)
-    return first.in_channels if isinstance(first, torch.nn.Conv2d) else None
 
 
 def count_flops(forward, channels, size=256, device='cpu'):
@@ -335,13 +323,9 @@ def random_init_mark(meta):
     return f" ({RANDOM_INIT} at σ={', '.join(f'{s:g}' for s in rand)})"
 
 
-def _fmt(v, digits):
-    return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{digits}f}'
-
-
-def run(args):
-    from tqdm import tqdm
-
+def check_args(args):
+    """Every problem with the command line, as one line, before any model is built or file read or written.
+    -> (models, sets, sigmas, figures an earlier run left in --out that --force deletes)."""
     models = parse_models(args.models)
     sets = parse_sets(args.sets)
     for sigma in args.sigmas:
@@ -362,11 +346,10 @@ def run(args):
     if osp.exists(args.out) and not osp.isdir(args.out):
         raise CompareError(f"--out '{args.out}' is a file, not a folder: choose a folder for compare.md, compare.csv "
                            'and figures/.')
-    out_md, out_csv = osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')
     fig_dir = osp.join(args.out, 'figures')
     old_figures = sorted(osp.join(fig_dir, f) for f in (os.listdir(fig_dir) if osp.isdir(fig_dir) else ())
                          if OUR_FIGURE.fullmatch(f) and osp.isfile(osp.join(fig_dir, f)))
-    existing = [p for p in (out_md, out_csv) if osp.exists(p)]
+    existing = [p for p in (osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')) if osp.exists(p)]
     if existing and not args.force:
         raise CompareError(f"'{existing[0]}' exists: pass --force to overwrite it or choose another --out.")
     if old_figures and not args.force:
@@ -375,6 +358,16 @@ def run(args):
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
+    return models, sets, sigmas, old_figures
+
+
+def run(args):
+    from tqdm import tqdm
+
+    models, sets, sigmas, old_figures = check_args(args)
+    out_md, out_csv = osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')
+    fig_dir = osp.join(args.out, 'figures')
+    device = torch.device(args.device)
 
     # build every network first: bad paths / mismatched channels fail before any compute
     nets = OrderedDict()  # (name, sigma) -> (net, its test-time forward)
@@ -506,44 +499,47 @@ def run(args):
                     'gflops_%d' % args.flops_size: meta.get('gflops'),
                     'ms_per_MP': ms_mp,
                     'weights': row_weights(meta, sigma, vals)})
-    with open(out_csv, 'w', newline='') as fout:
+    write_csv(out_csv, rows)
+    header = (f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, noise_seed {args.noise_seed}, not clipped; '
+              f'{channels}-channel' + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
+              f'GFLOPs: what the row runs on one {args.flops_size}×{args.flops_size} image (torch.utils.flop_counter; '
+              f'a ×8 self-ensemble counts 8 forwards). ms/MP: time per megapixel on {device_name(device)}, torch '
+              f'{torch.__version__}, measured during this run'
+              + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.')
+    with open(out_md, 'w') as fout:
+        fout.write(markdown(header, rows, info, figures, args.flops_size) + '\n')
+    return rows, out_md, out_csv, figures
+
+
+def write_csv(path, rows):
+    with open(path, 'w', newline='') as fout:
         writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
         writer.writeheader()
         for r in rows:
             writer.writerow({k: ('' if v is None else (f'{v:.6g}' if isinstance(v, float) else v))
                              for k, v in r.items()})
 
-    cols = [(s, g) for s in sets for g in sigmas]
-    lines = [f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, noise_seed {args.noise_seed}, not clipped; '
-             f'{channels}-channel'
-             + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
-             f'GFLOPs: what the row runs on one {args.flops_size}×{args.flops_size} image (torch.utils.flop_counter; '
-             f'a ×8 self-ensemble counts 8 forwards). ms/MP: '
-             f'time per megapixel on {device_name(device)}, torch {torch.__version__}, measured during this run'
-             + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.', '',
-             '| model | ' + ' | '.join(f'{s} σ={g:g}' for s, g in cols)
-             + f' | params (M) | GFLOPs@{args.flops_size}² | ms/MP |',
-             '|---|' + '---|' * len(cols) + '---:|---:|---:|']
+
+def markdown(header, rows, info, figures, flops_size):
+    """compare.md from the CSV's ``rows``: one table row per model, one column per (set, sigma); then the weights
+    behind each model and the figures."""
+    names = list(dict.fromkeys(r['model'] for r in rows))
+    cols = list(dict.fromkeys((r['set'], r['sigma']) for r in rows))
     by_key = {(r['model'], r['set'], r['sigma']): r for r in rows}
+    lines = [header, '', '| model | ' + ' | '.join(f'{s} σ={g}' for s, g in cols)
+             + f' | params (M) | GFLOPs@{flops_size}² | ms/MP |', '|---|' + '---|' * len(cols) + '---:|---:|---:|']
     for name in names:
-        cells = []
-        for s, g in cols:
-            r = by_key[name, s, f'{g:g}']
-            cells.append('—' if r['psnr'] is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
-        meta = info.get(name)
-        if meta:
-            ms = _fmt(1e3 * meta['time'] / meta['mp'] if meta['mp'] else None, 0)
-            tail = f"{meta['params'] / 1e6:.3f} | {meta['gflops']:.2f} | {ms}"
-        else:
-            tail = '— | — | —'
-        lines.append(f'| {name}{random_init_mark(meta)} | ' + ' | '.join(cells) + f' | {tail} |')
+        cells = [('—' if r['psnr'] is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
+                 for r in (by_key[(name, *col)] for col in cols)]
+        r = by_key[(name, *cols[0])]  # size and speed are per model: the same in each of its rows
+        tail = '— | — | —' if r['params_M'] is None else \
+            f"{r['params_M']:.3f} | {r[f'gflops_{flops_size}']:.2f} | {r['ms_per_MP']:.0f}"
+        lines.append(f'| {name}{random_init_mark(info.get(name))} | ' + ' | '.join(cells) + f' | {tail} |')
     lines += ['', 'Weights: ' + '; '.join(f"{n}: " + ', '.join(w if s is None else f'@{s:g}: {w}'
                                                               for s, w in info[n]['weights'].items())
                                           for n in info), '']
     lines += [f'![{osp.basename(f)}](figures/{osp.basename(f)})' for f in figures]
-    with open(out_md, 'w') as fout:
-        fout.write('\n'.join(lines) + '\n')
-    return rows, out_md, out_csv, figures
+    return '\n'.join(lines)
 
 
 def device_name(device):

@@ -33,7 +33,8 @@ from datasets_prep.common import PrepError, list_images
 from mdrn_models import malloc_tuning
 from mdrn_models.awgn_dataset import parse_sigma
 from mdrn_models.cli import OptionFileError
-from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, in_channels, set_sigma, takes_sigma
+from mdrn_arch.arch_util import in_channels
+from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, set_sigma, takes_sigma
 from mdrn_models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.pipeline_fixes import CheckpointError
 

@@ -47,6 +47,7 @@ from basicsr.archs import build_network  # noqa: E402
 from basicsr.losses import build_loss  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+from mdrn_arch.arch_util import in_channels  # noqa: E402
 
 from .denoise_model import DenoiseModel  # noqa: E402
 from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
@@ -83,10 +84,11 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
 def _in_channels(net, net_opt):
     if isinstance(net_opt, dict) and isinstance(net_opt.get('num_in_ch'), int):
         return net_opt['num_in_ch']
-    for m in unwrap(net).modules():
-        if isinstance(getattr(m, 'in_channels', None), int):
-            return m.in_channels
-    raise ValueError(f'cannot tell the input channels of {type(unwrap(net)).__name__}; set num_in_ch in its options')
+    channels = in_channels(unwrap(net))
+    if channels is None:
+        raise ValueError(f'cannot tell the input channels of {type(unwrap(net)).__name__}; set num_in_ch in its '
+                         'options')
+    return channels
 
 
 def _adapter_key(name):
@@ -245,7 +247,7 @@ class HKDModel(DenoiseModel):
         with torch.random.fork_rng(devices=[]):
             self.net_t = build_network(deepcopy(self.opt['network_t']))
         load_teacher_weights(self.net_t, load_path, path_opt.get('strict_load_t', True),
-                             path_opt.get('param_key_t', 'params') or 'params', self.opt['network_t'])
+                             path_opt.get('param_key_t', 'params'), self.opt['network_t'])
         # plain .to(): DDP refuses modules without trainable parameters (and the teacher needs no sync)
         self.net_t = self.net_t.to(self.device)
         self.net_t.eval()

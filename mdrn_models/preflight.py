@@ -61,11 +61,13 @@ def _role(net_key):
 
 def select_state(ckpt, load_path, param_key, net_key='g'):
     """The state dict BasicSR's ``load_network`` would read from ``ckpt`` (``param_key``, falling back to
-    ``params``; a bare state dict too), ``module.`` prefixes stripped. Returns (state, key actually used)."""
+    ``params``; a bare state dict too; ``param_key`` None: the bare state dict only, as BasicSR reads the whole file
+    then), ``module.`` prefixes stripped. Returns (state, key actually used)."""
     if not isinstance(ckpt, dict):
         raise PreflightError(f'{_role(net_key)} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of '
                              'weights')
-    used = next((k for k in (param_key, 'params') if isinstance(ckpt.get(k), dict)), None)
+    keys = () if param_key is None else (param_key, 'params')
+    used = next((k for k in keys if isinstance(ckpt.get(k), dict)), None)
     if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
         state = ckpt
     elif used is None and {'iter', 'optimizers'} <= set(ckpt):
@@ -382,7 +384,7 @@ def check_checkpoints(opt, nets):
                                  f'(set path.pretrain_network_{net_key})')
         path_opt = opt['path']
         state, _ = select_state(check_checkpoint(load_path), load_path,
-                                path_opt.get(f'param_key_{net_key}') or 'params', net_key)
+                                path_opt.get(f'param_key_{net_key}', 'params'), net_key)
         problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
                               opt[f'network_{net_key}'])
         if problem:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -140,7 +141,10 @@ def test_resume_keeps_teacher_path_and_param_key():
 def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     # pitfall #5: BasicSR divides by torch.cuda.device_count() and hard-wires nccl
     monkeypatch.setattr('torch.cuda.is_available', lambda: False)
-    for key, value in {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': '29517', 'RANK': '0', 'WORLD_SIZE': '1',
+    with socket.socket() as sock:  # a free port: a fixed one fails when another run on this host holds it
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    for key, value in {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'RANK': '0', 'WORLD_SIZE': '1',
                        'LOCAL_RANK': '0'}.items():
         monkeypatch.setenv(key, value)
     pipeline_fixes.init_dist('pytorch')

@@ -67,10 +67,16 @@ def tiny(tmp_path_factory):
     wrong = (root / 'mdrn.yml').read_text().replace(str(root / 'mdrn.pth'), str(root / 'identity.pth'))
     (root / 'wrong.yml').write_text(wrong)
     (root / 'nonstrict.yml').write_text(wrong.replace('strict_load_g: true', 'strict_load_g: false'))
+    # param_key_g: ~ makes BasicSR read the whole file as the state dict (here {'params': ...}: a traceback)
+    (root / 'nokey.yml').write_text((root / 'mdrn.yml').read_text().replace('param_key_g: params', 'param_key_g: ~'))
     (root / 'badset').mkdir()
     cv2.imwrite(str(root / 'badset' / 'a.png'), np.zeros((16, 16), np.uint8))
     (root / 'badset' / 'bad.png').write_bytes(b'not a png at all')
     (root / 'empty').mkdir()
+    swin = 'network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], num_heads: [1], upscale: 1, ' \
+           'upsampler: "", img_range: %s}\n'
+    (root / 'swin1.yml').write_text(swin % 1.0)
+    (root / 'swin255.yml').write_text(swin % 255.0)
     return root
 
 
@@ -138,15 +144,18 @@ def test_per_sigma_models_of_one_name_share_a_row_with_their_own_weights(tiny, t
                          f'tiny={tiny / "imgs"}', '--sigmas', '15', '25', '--out', str(tmp_path / 'o'),
                          '--max-images', '1', '--figures-per-set', '0']) == 0
     rows = {(r['model'], r['sigma']): r for r in csv.DictReader(open(tmp_path / 'o' / 'compare.csv'))}
+    assert rows['D', '15']['images'] == rows['D', '25']['images'] == '1'  # --max-images
     assert rows['D', '15']['weights'] == str(tiny / 'identity.pth')
     assert rows['D', '25']['weights'] == str(tmp_path / 'copy.pth')
 
 
 def test_figure_names_are_safe_and_write_failures_are_reported(tiny, tmp_path, capsys, monkeypatch):
-    argv = ['--models', f'I={tiny / "identity.pth"}', '--sets', f'my/set={tiny / "imgs"}', '--max-images', '1',
-            '--crop-size', '8']
+    argv = ['--models', f'I={tiny / "identity.pth"}', '--sets', f'my/set={tiny / "imgs"}', f'my_set={tiny / "imgs"}',
+            '--max-images', '1', '--crop-size', '8']
     assert compare.main(argv + ['--out', str(tmp_path / 'o')]) == 0
-    assert [f.name for f in (tmp_path / 'o' / 'figures').iterdir()] == ['my_set_sigma25_a.png']
+    # 'my/set' and 'my_set' give one name: the second figure gets a suffix instead of overwriting the first
+    assert sorted(f.name for f in (tmp_path / 'o' / 'figures').iterdir()) == ['my_set_sigma25_a.png',
+                                                                               'my_set_sigma25_a_1.png']
     assert '](figures/my_set_sigma25_a.png)' in (tmp_path / 'o' / 'compare.md').read_text()
     # cv2.imwrite says only by returning False that it wrote nothing
     monkeypatch.setattr(cv2, 'imwrite', lambda *a: False)
@@ -212,8 +221,11 @@ def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble)
     (['--models', 'X={tiny}/ridnet_gray_default.yml'], "model 'X' ({tiny}/ridnet_gray_default.yml) fails on a "
                                                        '3-channel 256×256 image: Given groups=1'),
     (['--models', 'X={tiny}/nonstrict.yml'], 'identity.pth does not fit network_g: '),
+    (['--models', 'X={tiny}/nokey.yml'], 'mdrn.pth has no [None] weights (keys: params); set path.param_key_g'),
     (['--models', 'X@25={tiny}/identity.pth', 'X@50={tiny}/mdrn.pth', '--sigmas', '25', '50'],
      'different architectures'),
+    (['--models', 'X@25={tiny}/swin1.yml', 'X@50={tiny}/swin255.yml', '--sigmas', '25', '50'],
+     'different architectures (network_g options img_range=1.0 vs 255.0)'),
     (['--models', 'X={tiny}/identity.pth', '--sigmas', '0.1'], 'below 1 on the 0..255 pixel scale'),
     (['--models', 'X={tiny}/identity.pth', '--sigmas', '25', '25'], 'lists 25 twice'),
     (['--models', 'X={tiny}/identity.pth', '--noise-seed', '-1'], '--noise-seed must be a non-negative integer'),
@@ -256,6 +268,22 @@ def test_a_partial_non_strict_load_is_labelled(tiny, tmp_path):
     net, weights, _ = compare.build_model(str(yml))
     assert weights == f'{tmp_path / "head_only.pth"} (strict_load_g: false; 2 of {len(net.state_dict())} tensors loaded)'
     assert compare.build_model(str(tiny / 'mdrn.yml'))[1] == str(tiny / 'mdrn.pth')
+
+
+def test_ffdnet_is_run_at_the_sigma_under_test(tiny, tmp_path):
+    """A bare FFDNet checkpoint (its inferred sigma: 25) scores as option files that set each tested sigma."""
+    from mdrn_arch import FFDNet
+    torch.manual_seed(0)
+    torch.save({'params': FFDNet(num_feat=4, num_conv=3).state_dict()}, tmp_path / 'ffd.pth')
+    for sigma in (15, 50):
+        (tmp_path / f'ffd{sigma}.yml').write_text(f'network_g: {{type: FFDNet, num_feat: 4, num_conv: 3, sigma: '
+                                                  f'{sigma}}}\npath: {{pretrain_network_g: {tmp_path / "ffd.pth"}}}\n')
+    assert compare.main(['--models', f'F={tmp_path / "ffd.pth"}', f'G@15={tmp_path / "ffd15.yml"}',
+                         f'G@50={tmp_path / "ffd50.yml"}', '--sets', f'tiny={tiny / "imgs"}', '--sigmas', '15', '50',
+                         '--out', str(tmp_path / 'o'), '--figures-per-set', '0']) == 0
+    rows = {(r['model'], r['sigma']): r['psnr'] for r in csv.DictReader(open(tmp_path / 'o' / 'compare.csv'))}
+    assert rows['F', '15'] == rows['G', '15'] and rows['F', '50'] == rows['G', '50']
+    assert rows['F', '15'] != rows['F', '50']
 
 
 def test_color_model_with_gray_models_is_refused(tiny, tmp_path, capsys):
@@ -309,24 +337,27 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
     assert 'mode compile is for --device cuda' in capsys.readouterr().err
 
 
-def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys):
+def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys, monkeypatch):
     """NAME=PATH benchmarks the network of an option file (here a SwinIR, padded to its window: 32 is no multiple
     of 7) or a checkpoint (a color DnCNN: a 3-channel input), under its name."""
     from mdrn_models import benchmark
     (tmp_path / 'swinir.yml').write_text('network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], '
                                          'num_heads: [1], mlp_ratio: 1, upscale: 1, upsampler: ""}\n')
     torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'color.pth')
+    # the measured rows, unrounded: the table prints MAC/px in thousands and GMAC/s to 0.1, both 0 for these nets
+    measured, bench_inference = [], benchmark.bench_inference
+    monkeypatch.setattr(benchmark, 'bench_inference', lambda *a: measured.extend(bench_inference(*a)) or measured)
     assert benchmark.main(['--sizes', '32', '--models', 'DnCNN', f'Swin={tmp_path / "swinir.yml"}',
                            f'Color={tmp_path / "color.pth"}', '--modes', 'fp32', 'channels_last', '--repeats', '1',
                            '--breakdown']) == 0
     text = capsys.readouterr().out
-    rows = {tuple(c.strip() for c in line.split('|')[1:6:3]): line.split('|')
-            for line in text.splitlines() if line.startswith(('| Swin |', '| Color |'))}
+    rows = {(r['model'], r['mode']): r for r in measured}
     for name in ('Swin', 'Color'):
         for mode in ('fp32', 'channels_last'):
-            assert float(rows[name, mode][8]) > 0  # GMAC/s
-    # the color DnCNN's MACs per pixel: 3->4, 4->4, 4->3 3x3 convs
-    assert float(rows['Color', 'fp32'][3]) == pytest.approx((3 * 4 + 4 * 4 + 4 * 3) * 9 / 1e3, abs=0.5)
+            assert rows[name, mode]['macs'] > 0 and rows[name, mode]['lat'] > 0
+            assert f'| {name} | {mode} |' in text  # its row of the relative table
+    # the color DnCNN's MACs: 3->4, 4->4, 4->3 3x3 convs per pixel
+    assert rows['Color', 'fp32']['macs'] == (3 * 4 + 4 * 4 + 4 * 3) * 9 * 32 * 32
     with pytest.raises(SystemExit):
         benchmark.main(['--sizes', '32', '--models', f'X={tmp_path / "missing.yml"}'])
     assert 'missing.yml' in capsys.readouterr().err
@@ -374,15 +405,20 @@ def test_benchmark_bad_input_is_one_line_error_before_any_run(tmp_path, capsys, 
     assert err.value.code == 2 and message in msg and '\n' not in msg
 
 
-def test_benchmark_train_only_report_and_rounds(capsys, monkeypatch):
-    """--repeats sets the training rounds too; the --train-only report describes no inference measurement."""
+def test_benchmark_train_only_times_real_steps_and_reports_them(capsys, monkeypatch):
+    """--train-only runs one real step of plain, HADS and HMDS per round (BasicSR's build_model, tiny crops), with
+    --repeats rounds after a warm-up; its report describes no inference measurement."""
     from mdrn_models import benchmark
-    seen = []
-    monkeypatch.setattr(benchmark, 'bench_train', lambda device, batch, size, repeats, log: seen.append(repeats) or
-                        {k: (0.01, 0.01) for k in ('plain', 'HADS', 'HMDS')})
-    assert benchmark.main(['--train-only', '--repeats', '7']) == 0
-    text = capsys.readouterr().out
-    assert seen == [7] and '| HMDS |' in text and 'no_grad' not in text and 'Latency' not in text
+    measured = []
+    real = benchmark.bench_train
+    monkeypatch.setattr(benchmark, 'bench_train', lambda *a, **kw: measured.append(real(*a, **kw)) or measured[-1])
+    assert benchmark.main(['--train-only', '--repeats', '2', '--train-batch', '1', '--train-size', '8']) == 0
+    captured = capsys.readouterr()
+    assert 'train step round 3/3 done' in captured.err  # the warm-up round, then 2 timed ones
+    (results,) = measured
+    assert set(results) == {'plain', 'HADS', 'HMDS'}
+    assert all(0 < best <= median for best, median in results.values())
+    assert '| HMDS |' in captured.out and 'no_grad' not in captured.out and 'Latency' not in captured.out
 
 
 def test_benchmark_relative_table_needs_dncnn():

@@ -13,11 +13,10 @@ import torch
 
 import mdrn_models  # noqa: F401
 from basicsr.utils import tensor2img
+from conftest import REPO
 from datasets_prep import demo, div2k, testset, verify
 from datasets_prep.common import PrepError
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def random_images(folder, sizes, channels=3, seed=0, names=None):

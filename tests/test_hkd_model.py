@@ -1,7 +1,6 @@
 """HKDModel (HADS / HMDS distillation), FeatureHooks and the x8 self-ensemble of DenoiseModel."""
 import re
 from copy import deepcopy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +12,10 @@ import mdrn_models  # noqa: F401  (compat alias, registers MDRN, the dataset and
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils import check_resume
+from conftest import REPO
 from mdrn_models.denoise_model import self_ensemble
 from mdrn_models.feature_hooks import FeatureHooks
 
-REPO = Path(__file__).resolve().parents[1]
 STUDENT = {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8, 'num_block': 1, 'num_level': 2}
 TEACHER = {**STUDENT, 'num_block': 2}
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mdrn_models import cli, compare, denoise, malloc_tuning
-from tests.conftest import REPO
+from conftest import REPO
 
 FREE_64MIB = """
 import os, torch

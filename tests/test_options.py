@@ -10,8 +10,9 @@ import yaml
 import mdrn_models  # noqa: F401
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
+from conftest import REPO
 
-OPTIONS = Path(__file__).resolve().parents[1] / 'options'
+OPTIONS = REPO / 'options'
 PAPER = sorted(p for p in OPTIONS.glob('*_mdrn*_*_s*.yml') if '_demo_' not in p.name and re.match(
     r'(train|test)_mdrn(2b)?_(gray|color)_s\d+\.yml$', p.name))
 DEMO = sorted(OPTIONS.glob('*_mdrn2b_demo_*.yml'))

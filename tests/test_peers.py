@@ -11,7 +11,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from mdrn_arch import DnCNN, FFDNet
 from mdrn_models import peer_weights
-from tests.conftest import REPO
+from conftest import REPO
 
 
 def test_registered_and_layer_counts():

@@ -12,7 +12,7 @@ from mdrn_arch import MDRN
 from mdrn_models.export_weights import export
 from mdrn_models.export_weights import main as export_main
 from mdrn_models.pipeline_fixes import CheckpointError
-from tests.conftest import REPO
+from conftest import REPO
 
 WEIGHTS = sorted((REPO / 'weights').glob('*.pth'))
 
