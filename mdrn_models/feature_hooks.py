@@ -46,8 +46,9 @@ class FeatureHooks:
     def __init__(self, net, names, what='network'):
         self.names = list(dict.fromkeys(names))
         self.enabled = False
+        # name -> (output, its version counter at capture: None for inference tensors, which have none), so that
+        # pop() can tell an output changed in place after the hook ran
         self._store = {}
-        self._versions = {}  # each captured tensor's version counter, to tell an in-place change after the capture
         self.handles = []
         for name, module in resolve_modules(net, self.names, what).items():
             self.handles.append(module.register_forward_hook(self._make_hook(name)))
@@ -65,8 +66,7 @@ class FeatureHooks:
             if name in self._store:  # a module called more than once per forward: which call is "its" output?
                 raise RuntimeError(f'layer {name!r} ({type(module).__name__}) runs more than once in one forward pass '
                                    '(a shared module); hook a module that runs once')
-            self._store[name] = output
-            self._versions[name] = None if output.is_inference() else output._version
+            self._store[name] = output, None if output.is_inference() else output._version
 
         return hook
 
@@ -82,8 +82,9 @@ class FeatureHooks:
     def pop(self):
         """Return the captured ``{name: tensor}`` and empty the store. A hooked layer that did not run raises."""
         missing = [n for n in self.names if n not in self._store]
-        changed = [n for n, t in self._store.items() if self._versions.get(n) not in (None, t._version)]
-        out, self._store, self._versions = self._store, {}, {}
+        changed = [n for n, (t, version) in self._store.items() if version not in (None, t._version)]
+        out = {n: t for n, (t, _) in self._store.items()}
+        self.clear()
         if missing:
             raise RuntimeError(f'hooked layer(s) {missing} produced no output in the last forward pass')
         if changed:
@@ -93,14 +94,12 @@ class FeatureHooks:
 
     def clear(self):
         self._store = {}
-        self._versions = {}
 
     def remove(self):
         for handle in self.handles:
             handle.remove()
         self.handles = []
-        self._store = {}
-        self._versions = {}
+        self.clear()
 
     def __len__(self):
         return len(self._store)
