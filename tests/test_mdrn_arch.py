@@ -172,3 +172,19 @@ def test_bf16_autocast_runs_the_fused_path_in_bf16_fp16_keeps_the_plain_one(fuse
     err, err_plain = (y.float() - ref).abs().max(), (y_plain.float() - ref).abs().max()
     assert y.dtype == y_plain.dtype and err < 3e-2 and err_plain < 3e-2, (err, err_plain)
     assert (y.float() - y_plain.float()).abs().max() < 3e-2
+
+
+@pytest.mark.parametrize('arch', [dict(type='MDRN', num_feat=16, num_block=2), dict(type='DnCNN', num_feat=8, num_conv=3),
+                                  dict(type='FFDNet', num_feat=8, num_conv=3)])
+def test_torch_compile_traces_one_graph(arch, fused_calls):
+    # The benchmark's compile mode and users' torch.compile: the CPU fast paths (MDRN's fused ops, the channels_last
+    # switch) must step aside or trace without a graph break. backend='eager' checks the trace, not inductor's code.
+    torch.manual_seed(0)
+    net = build_network(arch).eval()
+    x = torch.rand(2, 1, 20, 12)
+    with torch.no_grad():
+        ref = net(x)
+        fused_calls.clear()
+        torch._dynamo.reset()
+        y = torch.compile(net, backend='eager', fullgraph=True)(x)
+    assert not fused_calls and torch.allclose(y, ref, atol=1e-5), (y - ref).abs().max()
