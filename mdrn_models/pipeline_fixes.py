@@ -112,13 +112,27 @@ def _check_resume(opt, resume_iter):
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
     folder) and the defaults SRModel assumes (pitfall #12). Every failure exits with one line."""
-    bad = next((e for e in _force_yml_args(sys.argv[1:]).force_yml if e.count('=') != 1), None)
+    entries = _force_yml_args(sys.argv[1:]).force_yml
+    bad = next((e for e in entries if e.count('=') != 1), None)
     if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
         raise SystemExit(f"error: --force_yml {bad}: give KEY:SUB=VALUE with one '=', e.g. train:total_iter=1000")
+    # datasets:NAME=~ removes a dataset (e.g. a test set not downloaded). BasicSR would set it to None and then fail
+    # on it (TypeError), so such entries are taken out of its command line and the sections dropped after parsing.
+    drops = [e for e in entries if _drops_dataset(e)]
+    argv = sys.argv
+    sys.argv = _without_force_yml_entries(argv, entries, drops)
     try:
         opt, args = _original_parse_options(root_path, is_train)
     except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
-        raise SystemExit(f'error: {_force_yml_problem(sys.argv[1:], exc)}') from None
+        raise SystemExit(f'error: {_force_yml_problem(argv[1:], exc)}') from None
+    finally:
+        sys.argv = argv
+    for entry in drops:
+        name = entry.split('=')[0].strip().split(':')[1]
+        if name not in opt['datasets']:
+            raise SystemExit(f"error: --force_yml {entry}: {args.opt} has no dataset '{name}' (datasets: "
+                             f"{', '.join(opt['datasets'])}); fix the name")
+        del opt['datasets'][name]
     # BasicSR seeds before it applies --force_yml: seed again, so that --force_yml manual_seed=N takes effect (the
     # same seed as before otherwise: nothing drew random numbers in between)
     set_random_seed(opt['manual_seed'] + opt['rank'])
@@ -161,6 +175,20 @@ def _force_yml_args(argv):
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])
     return parser.parse_known_args(argv)[0]
+
+
+def _drops_dataset(entry):
+    """Whether a ``--force_yml`` entry is ``datasets:NAME=~`` (or ``=none``, as BasicSR reads None)."""
+    keys, value = (part.strip() for part in entry.split('='))
+    return len(keys.split(':')) == 2 and keys.startswith('datasets:') and value.lower() in ('~', 'none')
+
+
+def _without_force_yml_entries(argv, entries, drops):
+    """``argv`` without the ``drops`` among its ``--force_yml`` ``entries`` (and without the flag if none is left)."""
+    if not drops:
+        return argv
+    kept = [a for a in argv if a.removeprefix('--force_yml=') not in drops]
+    return kept if len(drops) < len(entries) else [a for a in kept if a != '--force_yml']
 
 
 def _force_yml_problem(argv, exc):

@@ -380,8 +380,8 @@ def check_checkpoints(opt, nets):
         if not load_path:
             continue
         if not os.path.isfile(load_path):
-            raise PreflightError(f'{_role(net_key)} checkpoint not found: {load_path} '
-                                 f'(set path.pretrain_network_{net_key})')
+            raise PreflightError(f'{_role(net_key)} checkpoint not found: {load_path} (train or import it as the '
+                                 f"option file's header says, or set path.pretrain_network_{net_key})")
         path_opt = opt['path']
         state, _ = select_state(check_checkpoint(load_path), load_path,
                                 path_opt.get(f'param_key_{net_key}', 'params'), net_key)

@@ -291,6 +291,32 @@ def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkey
         'fix the key path'), proc.stdout[-2000:]
 
 
+@pytest.mark.parametrize('argv', [['--force_yml', 'datasets:val=~'],
+                                  ['--force_yml', 'train:total_iter=3', 'datasets:val=None'],
+                                  ['--force_yml=datasets:val=~']])
+def test_force_yml_drops_a_dataset(tmp_path, pairs, monkeypatch, argv):
+    """``datasets:NAME=~`` removes a dataset (e.g. a test set not downloaded); BasicSR set it to None and then failed
+    on it with a TypeError. Other entries still apply; the command line is left as it was (BasicSR logs it)."""
+    yml = train_yml(tmp_path / 'drop.yml', pairs, 'tiny_drop', total_iter=2)
+    full = ['basicsr', '-opt', str(yml), *argv]
+    monkeypatch.setattr(sys, 'argv', list(full))
+    opt, _ = pipeline_fixes.parse_options(str(tmp_path), is_train=True)
+    assert list(opt['datasets']) == ['train'] and sys.argv == full
+    assert opt['train']['total_iter'] == (3 if 'train:total_iter=3' in argv else 2)
+
+
+def test_dropping_a_dataset_trains_without_it_and_a_wrong_name_is_one_line(tmp_path, pairs, basicsr_cli):
+    yml = train_yml(tmp_path / 'drop.yml', pairs, 'tiny_drop', total_iter=2)
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'datasets:val_2=~', cwd=tmp_path,
+                       check=False)
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"error: --force_yml datasets:val_2=~: {yml} has no dataset 'val_2' (datasets: train, val); fix the name")
+    assert not (tmp_path / 'experiments').exists()
+    proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'datasets:val=~', cwd=tmp_path)
+    assert (tmp_path / 'experiments/tiny_drop/models/net_g_2.pth').is_file()
+    assert 'pairs_val' not in proc.stdout, proc.stdout[-2000:]  # no validation set was built
+
+
 def test_force_yml_without_a_value_and_root_before_denoise_are_one_line(tmp_path, pairs, basicsr_cli):
     yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_fy', total_iter=1)
     proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'train:total_iter', cwd=tmp_path,
