@@ -118,7 +118,7 @@ def parse_options(root_path, is_train=True):
         raise SystemExit(f"error: --force_yml {bad}: give KEY:SUB=VALUE with one '=', e.g. train:total_iter=1000")
     # datasets:NAME=~ removes a dataset (e.g. a test set not downloaded). BasicSR would set it to None and then fail
     # on it (TypeError), so such entries are taken out of its command line and the sections dropped after parsing.
-    drops = [e for e in entries if _drops_dataset(e)]
+    drops = {e: name for e in entries if (name := _dropped_dataset(e))}  # entry -> dataset name
     argv = sys.argv
     sys.argv = _without_force_yml_entries(argv, entries, drops)
     try:
@@ -127,8 +127,7 @@ def parse_options(root_path, is_train=True):
         raise SystemExit(f'error: {_force_yml_problem(argv[1:], exc)}') from None
     finally:
         sys.argv = argv
-    for entry in drops:
-        name = entry.split('=')[0].strip().split(':')[1]
+    for entry, name in drops.items():
         if name not in opt['datasets']:
             raise SystemExit(f"error: --force_yml {entry}: {args.opt} has no dataset '{name}' (datasets: "
                              f"{', '.join(opt['datasets'])}); fix the name")
@@ -177,10 +176,12 @@ def _force_yml_args(argv):
     return parser.parse_known_args(argv)[0]
 
 
-def _drops_dataset(entry):
-    """Whether a ``--force_yml`` entry is ``datasets:NAME=~`` (or ``=none``, as BasicSR reads None)."""
+def _dropped_dataset(entry):
+    """NAME if a ``--force_yml`` entry is ``datasets:NAME=~`` (or ``=none``, as BasicSR reads None), else None."""
     keys, value = (part.strip() for part in entry.split('='))
-    return len(keys.split(':')) == 2 and keys.startswith('datasets:') and value.lower() in ('~', 'none')
+    section, _, name = keys.partition(':')
+    dropped = section == 'datasets' and name and ':' not in name and value.lower() in ('~', 'none')
+    return name if dropped else None
 
 
 def _without_force_yml_entries(argv, entries, drops):
@@ -188,7 +189,7 @@ def _without_force_yml_entries(argv, entries, drops):
     if not drops:
         return argv
     kept = [a for a in argv if a.removeprefix('--force_yml=') not in drops]
-    return kept if len(drops) < len(entries) else [a for a in kept if a != '--force_yml']
+    return kept if any(e not in drops for e in entries) else [a for a in kept if a != '--force_yml']
 
 
 def _force_yml_problem(argv, exc):
