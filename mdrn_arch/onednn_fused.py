@@ -7,8 +7,12 @@ faults). They have no autograd and are private to torch, so they are used only w
 no grad, CPU, oneDNN enabled, not while compiling, and no module hooks to skip (so ``torch.utils.flop_counter``, which
 tracks modules with global hooks, counts the plain path: the same MACs); in fp32, or in bf16 under CPU autocast to
 bf16 (weights cast per call, as autocast does; the add is done before the single rounding to bf16, where autocast
-rounds the conv output first). Tests check them against the plain path.
+rounds the conv output first). Whether this CPU runs them in a dtype is found out at run time (``supported``), never
+assumed: bf16 needs AVX512-BF16 (or AVX-NE-CONVERT); elsewhere the plain path runs. Tests check them against the
+plain path, and the fallback with the check forced off.
 """
+import functools
+
 import torch
 
 try:
@@ -25,11 +29,30 @@ def compute_dtype(x):
     """The dtype the fused ops replacing the plain forward for ``x`` run in (fp32; bf16 under CPU autocast to bf16),
     or None where they may not replace it."""
     if not (AVAILABLE and torch.backends.mkldnn.enabled and x.device.type == 'cpu' and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and x.dtype in (torch.float32, torch.bfloat16)):
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.onnx.is_in_onnx_export() and x.dtype in (torch.float32, torch.bfloat16)):
         return None
     if torch.is_autocast_enabled('cpu'):
-        return torch.bfloat16 if torch.get_autocast_dtype('cpu') == torch.bfloat16 else None
-    return torch.float32 if x.dtype == torch.float32 else None
+        dtype = torch.bfloat16 if torch.get_autocast_dtype('cpu') == torch.bfloat16 else None
+    else:
+        dtype = torch.float32 if x.dtype == torch.float32 else None
+    return dtype if dtype is not None and supported(dtype) else None
+
+
+@functools.lru_cache(maxsize=None)
+def supported(dtype):
+    """Whether this CPU and torch build run the fused ops in ``dtype``: torch's own check for oneDNN bf16 (it
+    refuses bf16 without AVX512-BF16 or AVX-NE-CONVERT, with a RuntimeError), then one tiny call of each op."""
+    if not AVAILABLE or (dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    x, w = torch.ones(1, 2, 4, 4, dtype=dtype), torch.ones(2, 2, 1, 1)
+    try:
+        with torch.no_grad():
+            y = conv(x, w, None, relu=True)
+            add_conv1x1(y, x, w, None, inplace=True)
+    except RuntimeError:
+        return False
+    return True
 
 
 def conv(x, weight, bias, padding=0, dilation=1, relu=False):

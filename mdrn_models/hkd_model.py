@@ -47,6 +47,7 @@ from basicsr.archs import build_network  # noqa: E402
 from basicsr.losses import build_loss  # noqa: E402
 from basicsr.utils import get_root_logger  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+from mdrn_arch import enable_fused_inference  # noqa: E402
 from mdrn_arch.arch_util import in_channels  # noqa: E402
 
 from .denoise_model import DenoiseModel  # noqa: E402
@@ -233,6 +234,13 @@ class HKDModel(DenoiseModel):
                 ds.get('type') == 'AWGNDenoisingDataset':
             raise ValueError('HMDS (train.kd_opt.teacher_input: lq_teacher) needs lq_teacher from the dataset: set '
                              'datasets.train.sigma_teacher to the noise level the teacher was trained at')
+        num_gpu = opt.get('num_gpu')
+        if not opt.get('dist') and isinstance(num_gpu, int) and num_gpu > 1:
+            # BasicSR would wrap the nets in DataParallel, whose replicas each fire the feature hooks
+            raise ValueError(f'num_gpu: {num_gpu} without a launcher means DataParallel, which HKDModel does not '
+                             'support (its feature hooks fire once per replica): launch one process per GPU, '
+                             f'torchrun --nproc_per_node={num_gpu} -m mdrn_models.cli train -opt X.yml --launcher '
+                             'pytorch, or set num_gpu: 1')
         if not isinstance(opt.get('network_t'), dict):
             raise ValueError('HKDModel needs a teacher: add network_t (e.g. {type: MDRN, num_block: 8}) and '
                              'path.pretrain_network_t')
@@ -252,6 +260,7 @@ class HKDModel(DenoiseModel):
         self.net_t = self.net_t.to(self.device)
         self.net_t.eval()
         self.net_t.requires_grad_(False)
+        enable_fused_inference(self.net_t)  # it runs under no_grad: MDRN's CPU fast path where it applies
         get_root_logger().info(f'Teacher {type(self.net_t).__name__} ({arch_desc(self.opt["network_t"])}) loaded '
                                f'from {load_path}, frozen.')
 

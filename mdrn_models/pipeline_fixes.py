@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, scandir, set_random_seed
+from basicsr.utils import check_resume, get_root_logger, scandir, set_random_seed
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
@@ -230,6 +230,11 @@ def model_to_device(self, net):
                                       find_unused_parameters=self.opt.get('find_unused_parameters', False))
     elif self.opt['num_gpu'] > 1:
         net = DataParallel(net)
+        n = self.opt['num_gpu']
+        get_root_logger().warning(
+            f'{type(net.module).__name__} runs under DataParallel on {n} GPUs: BasicSR loads {n} x '
+            'batch_size_per_gpu images per iteration (not the batch_size_per_gpu of the option file); torchrun '
+            f'--nproc_per_node={n} ... --launcher pytorch trains with DDP instead.')
     return net
 
 

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
+import torch  # noqa: E402
+
+# as the `basicsr` command does at its start (mdrn_arch/__init__.py says why): toy CPU training steps are many times
+# slower with float32 denormals
+torch.set_flush_denormal(True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('MDRN_SHARED', REPO.parent / 'shared'))

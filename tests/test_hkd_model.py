@@ -536,3 +536,30 @@ def test_demo_option_files_chain():
     assert all(base['train'][k] == hads['train'][k] == hmds['train'][k] for k in same)
     assert base['manual_seed'] == hads['manual_seed'] == hmds['manual_seed']
 
+
+
+def test_data_parallel_is_refused_in_one_line_pointing_to_torchrun(tmp_path, teacher_ckpt):
+    """``num_gpu: 2`` (or ``auto`` on a 2-GPU machine) without a launcher: BasicSR would wrap the nets in
+    DataParallel, whose replicas each fire the feature hooks. Refused by the model's own checks (the preflight's)."""
+    from mdrn_models.hkd_model import HKDModel
+    opt = make_opt(tmp_path, teacher_ckpt)
+    opt['num_gpu'] = 2
+    with pytest.raises(ValueError, match=r'num_gpu: 2 without a launcher means DataParallel.*torchrun '
+                                         r'--nproc_per_node=2'):
+        HKDModel.check_kd_options(opt)
+    opt['dist'] = True  # one process per GPU (DDP): fine
+    HKDModel.check_kd_options(opt)
+
+
+def test_data_parallel_batch_change_is_logged(monkeypatch, caplog):
+    """A plain DenoiseModel under DataParallel trains on num_gpu x batch_size_per_gpu images a step: said in the log."""
+    import logging
+    from types import SimpleNamespace
+    from mdrn_models import pipeline_fixes
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    monkeypatch.setattr(logger, 'handlers', [*logger.handlers])
+    monkeypatch.setattr(pipeline_fixes, 'DataParallel', lambda net: SimpleNamespace(module=net))
+    fake = SimpleNamespace(opt={'dist': False, 'num_gpu': 2}, device=torch.device('cpu'))
+    pipeline_fixes.model_to_device(fake, nn.Conv2d(1, 1, 1))
+    assert 'Conv2d runs under DataParallel on 2 GPUs: BasicSR loads 2 x batch_size_per_gpu' in caplog.text

@@ -1,11 +1,17 @@
 """MDRN architecture: the paper's parameter counts, any input size, feature taps, gradients, registration."""
+import logging
+
 import pytest
 import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from mdrn_arch import MDRN
-from mdrn_arch.mdrn_arch import MSAG, channel_shuffle, set_fused_inference
+from mdrn_arch import MDRN, disable_fused_inference, enable_fused_inference, onednn_fused
+from mdrn_arch.mdrn_arch import MSAB, MSAG, channel_shuffle
+
+needs_bf16 = pytest.mark.skipif(not onednn_fused.supported(torch.bfloat16),
+                                reason='this CPU runs no fused oneDNN bf16 convs (needs AVX512-BF16 or '
+                                'AVX-NE-CONVERT); the fallback is tested by forcing the check off')
 
 
 def n_params(net):
@@ -116,6 +122,8 @@ def test_fused_cpu_inference_equals_the_plain_forward(channels, num_block, num_l
     # (dense connections, the long skips) would be corrupted if it wrote into the wrong one. Batch 2, odd sizes.
     torch.manual_seed(0)
     net = MDRN(channels, channels, num_feat=16, num_block=num_block, num_level=num_level).eval()
+    assert enable_fused_inference(net)
+    fused_calls.clear()  # the check enable runs calls them once
     x = torch.rand(2, channels, *size)
     x_before = x.clone()
     y_plain = net(x).detach()  # autograd on: the plain path
@@ -124,7 +132,7 @@ def test_fused_cpu_inference_equals_the_plain_forward(channels, num_block, num_l
         y = net(x)
     assert fused_calls and torch.equal(x, x_before)
     assert torch.allclose(y, y_plain, atol=1e-5), (y - y_plain).abs().max()
-    set_fused_inference(net, False)
+    disable_fused_inference(net)
     fused_calls.clear()
     with torch.no_grad():
         assert torch.allclose(net(x), y_plain, atol=1e-5) and not fused_calls
@@ -132,6 +140,7 @@ def test_fused_cpu_inference_equals_the_plain_forward(channels, num_block, num_l
 
 def test_hooks_inside_a_group_keep_the_plain_path_hooks_on_it_do_not(fused_calls):
     net = MDRN(1, 1, num_feat=8, num_block=2, num_level=1).eval()
+    enable_fused_inference(net)
     x = torch.rand(1, 1, 8, 8)
     seen = []
     handle = net.msag_0_1.body[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
@@ -149,9 +158,11 @@ def test_hooks_inside_a_group_keep_the_plain_path_hooks_on_it_do_not(fused_calls
     assert torch.allclose(seen[-2], seen[-1], atol=1e-5)
 
 
+@needs_bf16
 def test_bf16_autocast_runs_the_fused_path_in_bf16_fp16_keeps_the_plain_one(fused_calls):
     torch.manual_seed(0)
     net = MDRN(1, 1, num_feat=16, num_block=2, num_level=2).eval()
+    enable_fused_inference(net)
     x = torch.rand(2, 1, 20, 12)
     with torch.no_grad():
         ref = net(x)
@@ -159,7 +170,7 @@ def test_bf16_autocast_runs_the_fused_path_in_bf16_fp16_keeps_the_plain_one(fuse
         with torch.autocast('cpu', dtype=torch.bfloat16):
             y = net(x)
         assert fused_calls
-        set_fused_inference(net, False)
+        disable_fused_inference(net)
         fused_calls.clear()
         with torch.autocast('cpu', dtype=torch.bfloat16):
             y_plain = net(x)
@@ -181,6 +192,7 @@ def test_torch_compile_traces_one_graph(arch, fused_calls):
     # switch) must step aside or trace without a graph break. backend='eager' checks the trace, not inductor's code.
     torch.manual_seed(0)
     net = build_network(arch).eval()
+    enable_fused_inference(net)
     x = torch.rand(2, 1, 20, 12)
     with torch.no_grad():
         ref = net(x)
@@ -188,3 +200,143 @@ def test_torch_compile_traces_one_graph(arch, fused_calls):
         torch._dynamo.reset()
         y = torch.compile(net, backend='eager', fullgraph=True)(x)
     assert not fused_calls and torch.allclose(y, ref, atol=1e-5), (y - ref).abs().max()
+
+
+def test_bf16_without_cpu_support_runs_the_plain_path(fused_calls, monkeypatch):
+    # An AVX2-only CPU: torch's oneDNN refuses bf16 convs with a RuntimeError. With the capability check forced off
+    # the fused path must step aside under bf16 autocast, and give autocast's plain result.
+    torch.manual_seed(0)
+    net = MDRN(1, 1, num_feat=16, num_block=1, num_level=2).eval()
+    enable_fused_inference(net)
+    x = torch.rand(1, 1, 16, 12)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        disable_fused_inference(net)
+        y_plain = net(x)
+        enable_fused_inference(net)
+        monkeypatch.setattr(onednn_fused, 'supported', lambda dtype: dtype != torch.bfloat16)
+        fused_calls.clear()
+        y = net(x)
+    assert not fused_calls and y.dtype == y_plain.dtype and torch.equal(y, y_plain)
+    with torch.no_grad():
+        net(x)  # fp32 still fused
+    assert fused_calls
+
+
+def test_fused_path_is_off_where_the_cpu_has_no_fused_convs(monkeypatch, fused_calls):
+    monkeypatch.setattr(onednn_fused, 'supported', lambda dtype: False)
+    net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1).eval()
+    assert not enable_fused_inference(net)
+    assert not any(type(m).__name__ == 'FusedMSAG' for m in net.modules())
+    with torch.no_grad():
+        net(torch.rand(1, 1, 8, 8))
+    assert not fused_calls
+
+
+def test_avx2_only_cpu_is_detected_and_runs(tmp_path):
+    """oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA``: what an AVX2-only CPU such as AMD Zen 3 offers): the run-time
+    check finds no bf16 fused convs, and MDRN under bf16 autocast and in fp32 runs through the fallback/fast path."""
+    import subprocess
+    import sys
+    code = ('import torch, mdrn_arch; from mdrn_arch import MDRN, enable_fused_inference, onednn_fused\n'
+            'assert not onednn_fused.supported(torch.bfloat16) and onednn_fused.supported(torch.float32)\n'
+            'net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1).eval(); assert enable_fused_inference(net)\n'
+            'x = torch.rand(1, 1, 8, 8)\n'
+            'with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16): y = net(x)\n'
+            'with torch.no_grad(): z = net(x)\n'
+            'assert (y.float() - z).abs().max() < 3e-2\n')
+    env = {**__import__('os').environ, 'ONEDNN_MAX_CPU_ISA': 'AVX2', 'ATEN_CPU_CAPABILITY': 'avx2'}
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_importing_the_plugin_changes_no_process_setting():
+    """``import mdrn_arch`` / ``mdrn_models`` must not flush denormals (a process-wide float setting) for the program
+    that imports them; the ``basicsr`` command sets it itself."""
+    import subprocess
+    import sys
+    code = ('import torch; import mdrn_arch, mdrn_models\n'
+            'assert (torch.tensor([1e-39]) * 1.0).item() != 0, "denormals flushed on import"\n')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _conv_hooks(net, calls):
+    return [m.register_forward_hook(lambda m, i, o, n=n: calls.append((n, m, i[0], o)))
+            for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_every_conv_module_is_called_once_per_forward(fused):
+    """Hook-based tools (thop, ptflops, distillation taps such as ``msag_0_1.body.0.fusion``) see every conv: each
+    module's hook fires once, and the MACs they add up equal ``torch.utils.flop_counter``'s conv MACs."""
+    from torch.utils.flop_counter import FlopCounterMode
+    net = MDRN(1, 1, num_feat=8, num_block=2, num_level=2).eval()
+    if fused:
+        assert enable_fused_inference(net)
+    calls = []
+    handles = _conv_hooks(net, calls)
+    x = torch.rand(1, 1, 16, 12)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(x)
+    for h in handles:
+        h.remove()
+    names = [n for n, *_ in calls]
+    n_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in net.modules())
+    assert len(names) == len(set(names)) == n_convs
+    # Conv2d: output elements x (in_ch x kh x kw); ConvTranspose2d (weight in, out, kh, kw): input elements x (out x kh x kw)
+    macs = sum((o if isinstance(m, torch.nn.Conv2d) else i).numel() * m.weight[0].numel() for _, m, i, o in calls)
+    conv_flops = sum(v for op, v in counter.get_flop_counts()['Global'].items() if 'conv' in str(op))
+    assert macs == conv_flops // 2
+
+
+@pytest.mark.parametrize('dilations', [(1, 2, 3), (1,), (2, 4)])
+def test_dilations_are_an_argument(dilations):
+    torch.manual_seed(0)
+    net = build_network({'type': 'MDRN', 'num_feat': 12, 'num_block': 1, 'num_level': 1, 'dilations': list(dilations)})
+    block = net.msag_0_0.body[0]
+    assert [b.dilation[0] for b in block.branches] == list(dilations)
+    assert all(b.in_channels == 12 // len(dilations) for b in block.branches)
+    x = torch.rand(1, 1, 10, 9)
+    y = net(x)
+    y.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.eval()
+    assert enable_fused_inference(net)
+    with torch.no_grad():
+        assert torch.allclose(net(x), y, atol=1e-5)
+
+
+def test_dilations_must_divide_num_feat():
+    with pytest.raises(ValueError, match=r'num_feat must be a multiple of 3 \(one group per dilation\), got 8'):
+        MDRN(num_feat=8, dilations=(1, 2, 3))
+
+
+def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, caplog, fused_calls):
+    """A researcher who edits MSAB gets the edited network, not the stale fast path: the check run when the fast
+    path is enabled finds the difference, logs one line, and leaves the plain forward on."""
+    def edited(self, x):  # e.g. a ReLU added after the fusion conv
+        groups = self.conv_in(x).chunk(len(self.branches), dim=1)
+        y = torch.cat([self.act(conv(g)) for conv, g in zip(self.branches, groups)], dim=1)
+        return x + torch.relu(self.fusion(channel_shuffle(y, len(self.branches))))
+    monkeypatch.setattr(MSAB, 'forward', edited)
+    torch.manual_seed(0)
+    net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1).eval()
+    logger = logging.getLogger('basicsr')  # BasicSR's logger does not propagate to pytest's root handler
+    logger.addHandler(caplog.handler)
+    monkeypatch.setattr(logger, 'handlers', [*logger.handlers])
+    assert not enable_fused_inference(net)
+    assert 'MDRN fast path off: the fused forward differs from MSAG.forward' in caplog.text
+    fused_calls.clear()
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+    assert not fused_calls
+    assert torch.allclose(y, net(x).detach())
+
+    class MyMSAB(MSAB):
+        pass
+    net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1)
+    net.msag_0_0.body[0].__class__ = MyMSAB
+    assert not enable_fused_inference(net)
+    assert 'MyMSAB in MSAG.body is not the MSAB the fast path implements' in caplog.text
