@@ -5,16 +5,19 @@ PYTHON ?= python3
 # other torch builds here); users on another CUDA install their own pair first and run `make ... TORCH_PIN=` (empty:
 # the torch step is skipped).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+# TORCH_INDEX: a wheel index for the torch step only, e.g. PyTorch's CPU-only wheels (a ~1 GB install instead of the
+# ~6 GB CUDA build): make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install demo test
 install: .installed
 .installed: setup.py
-	$(if $(strip $(TORCH_PIN)),$(PYTHON) -m pip install $(TORCH_PIN))
-	$(PYTHON) -m pip install -e ".[test]"
+	$(if $(strip $(TORCH_PIN)),$(PYTHON) -m pip install $(TORCH_PIN) $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX)))
+	$(PYTHON) -m pip install -e ".[test,export]"
 	touch $@
 
 demo: install
 	$(PYTHON) -m mdrn_models.demo
 
 test: install
-	$(PYTHON) -m pytest -q -rs tests
+	$(PYTHON) -m pytest -q -rs --durations=10 tests

@@ -10,8 +10,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.9',
-    packages=find_packages(include=['mdrn_arch', 'mdrn_arch.*', 'mdrn_models', 'mdrn_models.*', 'datasets_prep',
-                                    'datasets_prep.*']),
+    packages=find_packages(include=['mdrn_arch', 'mdrn_arch.*', 'mdrn_cli', 'mdrn_cli.*', 'mdrn_models',
+                                    'mdrn_models.*', 'datasets_prep', 'datasets_prep.*']),
     install_requires=[
         'torch>=2.0',
         'torchvision>=0.15',
@@ -26,9 +26,15 @@ setup(
         'h5py',  # reads the published DnCNN/FFDNet MatConvNet weights (MATLAB v7.3 = HDF5)
         'scikit-image',  # the demo data set is built from scikit-image's bundled images
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'test': ['pytest'],
+        # basicsr export / the benchmark's onnxruntime mode: torch's ONNX exporter needs onnx, the check and the
+        # benchmark run the file in onnxruntime (TorchScript export needs neither)
+        'export': ['onnx', 'onnxruntime'],
+    },
     entry_points={
-        'console_scripts': ['basicsr = mdrn_models.cli:main'],
+        # mdrn_cli imports nothing heavy: --help and usage errors answer before torch is imported
+        'console_scripts': ['basicsr = mdrn_cli:main'],
         # Other packages can add their archs/models/datasets to the `basicsr` command the same way.
         'basicsr.plugins': ['mdrn = mdrn_models'],
     },

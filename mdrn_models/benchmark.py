@@ -9,11 +9,14 @@ Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 
 ``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
-inference path (``mdrn_arch/onednn_fused.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
+inference path (``mdrn_arch/fused_inference.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
 SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.compare``
 loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input),
-``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU) and, on CUDA,
-``compile`` (``torch.compile`` of the fp32 model).
+``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU), on CUDA
+``compile`` (``torch.compile`` of the fp32 model), and on the CPU ``onnxruntime``: the model exported to ONNX as
+``basicsr export`` exports it (once per model, to a temporary file), run by an onnxruntime CPU session with
+``intra_op_num_threads`` = torch's threads (needs ``pip install -e ".[export]"``; its peak memory is onnxruntime's
+own, not tracked: ``—``).
 
 Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also
 measures peak memory (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward,
@@ -32,7 +35,6 @@ warm-up step each, then ``--repeats`` rounds (default 3).
 
 The table of GMAC/s relative to DnCNN needs ``DnCNN`` in ``--models``; without it the report says so instead.
 """
-import argparse
 import os
 import statistics
 import sys
@@ -48,10 +50,12 @@ from torch.utils._pytree import tree_flatten
 import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
-from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple, set_fused_inference
+from mdrn_arch import enable_fused_inference
+from mdrn_cli import parsers
+from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
 from mdrn_models import malloc_tuning
 from mdrn_arch.arch_util import in_channels
-from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, build_model, count_flops
+from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, amp_note, build_model, count_flops
 from mdrn_models.denoise_model import eval_forward
 from mdrn_models.option_checks import first_repeat
 
@@ -61,7 +65,7 @@ MODELS = {
     'MDRN': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 8, 'num_level': 3},
     'MDRN-2B': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 2, 'num_level': 3},
 }
-MODES = ('fp32', 'channels_last', 'amp', 'compile')
+MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
 
 
 # ------------------------------------------------------------------------------------------- reference MDRN forward
@@ -137,8 +141,8 @@ def build(name):
         raise ValueError(f"'{name}': only MDRN models have -ref / -unfused variants.")
     torch.manual_seed(0)
     net = build_network(deepcopy(MODELS[base]))
-    if variant == '-unfused':
-        set_fused_inference(net, False)
+    if not variant:
+        enable_fused_inference(net)
     return (ReferenceMDRN(net) if variant == '-ref' else net).eval()
 
 
@@ -250,7 +254,44 @@ def prepare(net, mode, device):
     return run, fmt
 
 
+class OnnxRuntimeModels:
+    """Mode ``onnxruntime``: each model exported to ONNX once (as ``basicsr export`` does, into a temporary folder)
+    and kept as one onnxruntime CPU session for every size."""
+
+    def __init__(self):
+        self.folder, self.runs = None, {}
+
+    def fn(self, name):
+        """-> callable(x) running ``name``'s ONNX export (FFDNet fed its ``sigma``)."""
+        if name not in self.runs:
+            from mdrn_models import export
+            if self.folder is None:
+                self.folder = tempfile.TemporaryDirectory(prefix='bench_onnx_')
+            net = build(name)
+            module = net if isinstance(net, TestForward) else export.export_module(net)
+            sigma = float(net.sigma) if export.takes_sigma(net) else None
+            path = os.path.join(self.folder.name, f'model{len(self.runs)}.onnx')
+            export.export_onnx(module, path, in_channels(net) or 1, sigma is not None)
+            run = export.load_exported(path, 'onnx')
+            self.runs[name] = lambda x: run(x, sigma)
+        return self.runs[name]
+
+    def close(self):
+        self.runs.clear()
+        if self.folder is not None:
+            self.folder.cleanup()
+
+
 def bench_inference(names, modes, sizes, repeats, device, log=print):
+    ort_models = OnnxRuntimeModels() if 'onnxruntime' in modes else None
+    try:
+        return _bench_inference(names, modes, sizes, repeats, device, log, ort_models)
+    finally:
+        if ort_models is not None:
+            ort_models.close()
+
+
+def _bench_inference(names, modes, sizes, repeats, device, log, ort_models):
     rows = []
     for size in sizes:
         n_rep = repeats.get(size, 1)
@@ -260,10 +301,16 @@ def bench_inference(names, modes, sizes, repeats, device, log=print):
             macs = count_macs(net, size, torch.device('cpu')) if size <= 512 else \
                 count_macs(net, 256, torch.device('cpu')) * (size / 256) ** 2  # convs only: MACs scale with pixels
             for mode in modes:
-                fn, fmt = prepare(build(name), mode, device)
+                if mode == 'onnxruntime':  # CPU only (check_args)
+                    fn, fmt = ort_models.fn(name), torch.contiguous_format
+                else:
+                    fn, fmt = prepare(build(name), mode, device)
                 x = image(net, size, device).contiguous(memory_format=fmt)
                 # warm-up forward, measuring peak memory
-                if device.type == 'cuda':
+                if mode == 'onnxruntime':  # its allocations are onnxruntime's own, not torch tensors
+                    fn(x)
+                    peak = None
+                elif device.type == 'cuda':
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
                     base = torch.cuda.memory_allocated()
@@ -374,14 +421,18 @@ def report(rows, train, device, args, breakdown=None):
                      + ('CUDA max_memory_allocated above the weights.' if device.type == 'cuda' else
                         'peak live tensors created by the forward (activations/outputs, not weights or oneDNN '
                         'scratch).')
-                     + (f' amp: autocast to {amp_dtype_name(device.type)}.' if 'amp' in args.modes else ''))
+                     + (f' amp: autocast to {amp_dtype_name(device.type)}.' if 'amp' in args.modes else '')
+                     + (f' onnxruntime: the ONNX export (opset {export_opset()}) in onnxruntime '
+                        f'{onnxruntime_version()} on the CPU, {torch.get_num_threads()} intra-op threads; its peak '
+                        'memory is not tracked.' if 'onnxruntime' in args.modes else ''))
         lines += ['', '| model | params (M) | MAC/px (K) | mode | size | latency ms (median) | ms/MP | GMAC/s | '
                   'peak MiB |', '|---|---:|---:|---|---:|---:|---:|---:|---:|']
     for r in rows:
         px = r['size'] ** 2
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.3f} | {r['macs'] / px / 1e3:.0f} | {r['mode']} | "
                      f"{r['size']}² | {r['lat'] * 1e3:.0f} ({r['median'] * 1e3:.0f}, n={r['n']}) | "
-                     f"{r['lat'] * 1e3 / (px / 1e6):.0f} | {r['macs'] / r['lat'] / 1e9:.1f} | {r['peak'] / 2**20:.0f} |")
+                     f"{r['lat'] * 1e3 / (px / 1e6):.0f} | {r['macs'] / r['lat'] / 1e9:.1f} | "
+                     + ('— |' if r['peak'] is None else f"{r['peak'] / 2**20:.0f} |"))
     names = [label(name) for name in args.models]
     if rows and 'DnCNN' not in names:
         lines += ['', 'No GMAC/s-relative-to-DnCNN table: add DnCNN to --models for it.']
@@ -421,6 +472,16 @@ def report(rows, train, device, args, breakdown=None):
     return '\n'.join(lines) + '\n'
 
 
+def export_opset():
+    from mdrn_models.export import OPSET
+    return OPSET
+
+
+def onnxruntime_version():
+    import onnxruntime
+    return onnxruntime.__version__
+
+
 def check_args(args, device):
     """Refuse, with one line (ValueError), every option that would fail or mislead later: before anything is
     measured, so that no long run ends in a traceback or cannot write its --out."""
@@ -429,6 +490,14 @@ def check_args(args, device):
     if device.type == 'cpu' and 'compile' in args.modes:
         raise ValueError('mode compile is for --device cuda (on the CPU inductor compiles each model for about a '
                          'minute and sped DnCNN and MDRN alike); on CPU use fp32, channels_last and amp.')
+    if 'onnxruntime' in args.modes:
+        if device.type == 'cuda':
+            raise ValueError('mode onnxruntime runs onnxruntime on the CPU: use --device cpu for it.')
+        from mdrn_models.export import ExportError, onnx_modules
+        try:
+            onnx_modules()
+        except ExportError as err:
+            raise ValueError(f'mode onnxruntime: {err}.') from None
     if any(s < 16 or s % 8 for s in args.sizes):
         raise ValueError(f'--sizes must be multiples of 8 and >= 16, got {args.sizes}.')
     for flag in ('sizes', 'models', 'modes'):  # a repeat would only repeat rows (and columns) of the tables
@@ -455,37 +524,22 @@ def check_args(args, device):
                              '--out.')
 
 
+def build_parser(prog='python -m mdrn_models.benchmark'):
+    return parsers.benchmark(prog)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m mdrn_models.benchmark', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
-    p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
-    p.add_argument('--modes', nargs='+', default=None, choices=MODES,
-                   help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA). amp: autocast fp16 on '
-                        'CUDA, bf16 on the CPU (fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
-    p.add_argument('--repeats', type=int, default=None, help='timed rounds per size (default CPU: 3/2/1 for '
-                   '<=256/<=512/larger; CUDA: 20), and of training steps after one warm-up (default 3)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
-    p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
-    p.add_argument('--keep-freed-memory', action='store_true',
-                   help="glibc keeps freed memory, as the basicsr/denoise/compare commands do (default: the library's "
-                        'behaviour in your own process, glibc defaults)')
-    p.add_argument('--breakdown', action='store_true',
-                   help='also time every op of one fp32 forward per model and size: conv GMAC/s by kind')
-    p.add_argument('--train', action='store_true', help='also time plain vs HADS vs HMDS training steps')
-    p.add_argument('--train-only', action='store_true', help='only the training-step table')
-    p.add_argument('--train-batch', type=int, default=4)
-    p.add_argument('--train-size', type=int, default=64)
-    p.add_argument('--out', default=None, help='also write the Markdown here (refused if it exists, unless --force)')
-    p.add_argument('--force', action='store_true')
+    p = build_parser()
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
                                 ['fp32', 'channels_last'])
     try:
         check_args(args, device)
     except ValueError as err:
         p.exit(2, f'error: {err}\n')
+    if 'amp' in args.modes and amp_note(device.type):
+        print(amp_note(device.type), file=sys.stderr)
     args.malloc = 'glibc keeps freed memory' if args.keep_freed_memory and malloc_tuning.keep_freed_memory() else \
         'default malloc'
     if args.threads is not None:

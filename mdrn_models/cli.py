@@ -1,10 +1,5 @@
-"""The ``basicsr`` command: BasicSR's own train/test pipelines with every installed plugin registered.
-
-    basicsr train -opt options/X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
-                  [--force_yml key:sub=value ...] [--root DIR]
-    basicsr test  -opt options/X.yml [--root DIR]
-    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.denoise)
-    torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch
+"""The train/test half of the ``basicsr`` command (``mdrn_cli`` parses the command line and calls ``run``): BasicSR's
+own train/test pipelines with every installed plugin registered, and the option-file check the tools share.
 
 ``--root`` (default: the current directory) is where ``experiments/``, ``results/`` and ``tb_logger/`` live, and where
 ``--auto_resume`` looks for training states. All other flags are BasicSR's own and are passed through unchanged.
@@ -12,14 +7,16 @@
 Plugins: besides this project, every installed distribution that declares an entry point in the group
 ``basicsr.plugins`` (value: a module to import, e.g. ``mypkg = mypkg.archs``) is imported before the pipeline runs,
 so its archs, models, datasets and losses can be used in the same option files.
+
+``python -m mdrn_models.cli ...`` is the whole ``basicsr`` command (``mdrn_cli.main``).
 """
 import argparse
 import os
 import sys
 from importlib.metadata import entry_points
 
-import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
-from mdrn_models import malloc_tuning
+from mdrn_cli import main  # noqa: F401  (python -m mdrn_models.cli, and callers of cli.main)
+from mdrn_models import malloc_tuning  # (the package, imported first, applied the basicsr compatibility alias)
 
 PLUGIN_GROUP = 'basicsr.plugins'
 
@@ -62,18 +59,6 @@ def check_option_file(path):
     return opt
 
 
-def _build_parser():
-    parser = argparse.ArgumentParser(
-        prog='basicsr', description=__doc__.split('\n\n')[0],
-        epilog='Other flags (-opt, --launcher, --auto_resume, --debug, --force_yml, --local_rank) go to BasicSR.',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('command', choices=['train', 'test', 'denoise'],
-                        help='run basicsr.train, basicsr.test, or denoise images (basicsr denoise -h)')
-    parser.add_argument('--root', default=os.getcwd(),
-                        help='folder holding experiments/, results/, tb_logger/ (default: current directory)')
-    return parser
-
-
 def _option_path(args):
     """The -opt value exactly as BasicSR's argparse will read it (abbreviations such as -o and -op included)."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -81,33 +66,30 @@ def _option_path(args):
     return parser.parse_known_args(args)[0].opt
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if 'denoise' in argv[:3] and argv[0].startswith('--root'):  # else its -o/-opt would be read as train/test's
-        sys.exit('basicsr denoise: error: --root is where train/test write experiments/ and results/; denoise writes '
-                 'only -o: drop --root (run it where the option file\'s relative paths start)')
-    if argv[:1] == ['denoise']:  # its own flags (-i/-o/--tile...), not BasicSR's
-        load_plugins()
-        from mdrn_models import denoise
-        return denoise.main(argv[1:])
+def _basicsr_args(argv):
+    """``argv`` without ``--root``: the command line BasicSR's own parser reads, otherwise unchanged."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--root')
+    return parser.parse_known_args(argv)[1]
+
+
+def run(command, argv, root):
+    """``basicsr train`` / ``basicsr test`` with ``argv`` (BasicSR's flags and ``--root``, whose value is ``root``),
+    as parsed by ``mdrn_cli.parsers.train_test``; ``mdrn_cli.main`` has loaded the plugins."""
     malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
-    ns, passthrough = _build_parser().parse_known_args(argv)
-    # torch.distributed.launch passes --local-rank=N; BasicSR only knows --local_rank (pitfall #7)
-    passthrough = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a
-                   for a in passthrough]
+    passthrough = _basicsr_args(argv)
     opt_path = _option_path(passthrough)
     if opt_path is not None:
         try:
             check_option_file(opt_path)
         except OptionFileError as exc:
-            sys.exit(f'basicsr {ns.command}: error: {exc}')
+            sys.exit(f'basicsr {command}: error: {exc}')
 
-    load_plugins()
     from mdrn_models import pipeline_fixes
     pipeline_fixes.install()
-    sys.argv = [f'basicsr {ns.command}', *passthrough]
-    root = os.path.abspath(ns.root)
-    if ns.command == 'train':
+    sys.argv = [f'basicsr {command}', *passthrough]
+    root = os.path.abspath(root)
+    if command == 'train':
         from basicsr.train import train_pipeline
         train_pipeline(root)
     else:
@@ -116,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

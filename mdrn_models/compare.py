@@ -32,7 +32,6 @@ and ``-`` in the file name become ``_``). If ``OUT`` already holds any of them t
 then it replaces compare.md / compare.csv and first deletes the figures a previous run left there (files named
 ``*_sigma<s>_*.png`` in ``OUT/figures``), so none is stale.
 """
-import argparse
 import csv
 import os
 import os.path as osp
@@ -49,6 +48,8 @@ from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
+from mdrn_arch import enable_fused_inference
+from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
 from mdrn_models import malloc_tuning, pipeline_fixes
 from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
@@ -62,6 +63,15 @@ from mdrn_models.preflight import PreflightError, build_networks, check_network_
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
 RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
 OUR_FIGURE = re.compile(r'.+_sigma[0-9.]+_.+\.png')  # the names figure_name() gives: what --force may delete
+
+
+def amp_note(device_type):
+    """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
+    bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""
+    if device_type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return ('note: this CPU has no native bf16 (oneDNN needs AVX512-BF16 or AVX-NE-CONVERT): autocast to '
+                'bfloat16 runs through torch\'s reference kernels, slower than fp32')
+    return None
 
 
 def amp_dtype_name(device_type):
@@ -141,6 +151,7 @@ def build_model(spec_path):
             fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
             if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
                 weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
+        enable_fused_inference(net)
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
     try:
@@ -153,6 +164,7 @@ def build_model(spec_path):
                            'network_g and path.pretrain_network_g instead.')
     net = build_network(net_opt)
     net.load_state_dict(state, strict=True)
+    enable_fused_inference(net)
     return net.eval(), spec_path, {}
 
 
@@ -358,6 +370,8 @@ def check_args(args):
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
+    if args.amp and amp_note(device.type):
+        print(amp_note(device.type), file=sys.stderr)
     return models, sets, sigmas, old_figures
 
 
@@ -548,35 +562,14 @@ def device_name(device):
     return f'CPU ({torch.get_num_threads()} threads)'
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog='python -m mdrn_models.compare', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--models', nargs='+', required=True, metavar='NAME[@SIGMA]=PATH',
-                   help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
-    p.add_argument('--sets', nargs='+', required=True, metavar='NAME=FOLDER', help='folders of clean test images')
-    p.add_argument('--sigmas', nargs='+', type=float, default=[25], help='AWGN levels, 0..255 scale (default 25)')
-    p.add_argument('--out', required=True, help='output folder (compare.md, compare.csv, figures/)')
-    p.add_argument('--channels', type=int, choices=(1, 3), default=None,
-                   help="1 gray / 3 color (default: the models' input channels)")
-    p.add_argument('--noise-seed', type=int, default=0, help='eval noise seed, as noise_seed in option files')
-    p.add_argument('--max-images', type=int, default=None, help='only the first N images of each set (quick runs)')
-    p.add_argument('--figures-per-set', type=int, default=1, help='crop figures for the first N images (default 1)')
-    p.add_argument('--crop', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), default=None,
-                   help='crop for the figures (default: the --crop-size window with the most fine detail)')
-    p.add_argument('--crop-size', type=int, default=64)
-    p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
-    p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
-    p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
-                   '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
-    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out and delete the '
-                   'figures a previous run left in --out/figures')
-    return p
+def build_parser(prog='python -m mdrn_models.compare'):
+    return parsers.compare(prog)
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     malloc_tuning.keep_freed_memory()
     if args.max_images is not None and args.max_images < 1:
         parser.exit(2, '--max-images must be >= 1.\n')

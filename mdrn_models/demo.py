@@ -12,7 +12,6 @@ iterations, and refused otherwise; nothing is overwritten.
 
     python -m mdrn_models.demo [--root DIR] [--iters N]
 """
-import argparse
 import os
 import re
 import subprocess
@@ -21,6 +20,8 @@ import time
 from os import path as osp
 
 import yaml
+
+from mdrn_cli import parsers
 
 OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options')
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
@@ -35,6 +36,7 @@ TEST = 'demo_test_gray_s70'
 def basicsr(args, root, log):
     """Run ``basicsr`` as a subprocess (as users do), its output to ``log``; raise with the log's tail on failure."""
     cmd = [sys.executable, '-m', 'mdrn_models.cli', *args, '--root', root]
+    print(f'  basicsr {args[0]}: log in {log}', flush=True)  # (minutes for a training run: where to look meanwhile)
     with open(log, 'w') as f:
         proc = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
     with open(log) as f:
@@ -72,10 +74,7 @@ def train(name, root, iters, logs):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
-    parser.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')
+    parser = parsers.demo()
     args = parser.parse_args(argv)
     if args.iters is not None and args.iters < 1:  # BasicSR trains nothing for total_iter <= 0 and saves the init
         parser.error(f'--iters must be a positive number of iterations, got {args.iters}')

@@ -18,7 +18,6 @@ the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FF
 An option file runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under
 ``model_type: DenoiseModel`` and ``val.self_ensemble: true``.
 """
-import argparse
 import os.path as osp
 import sys
 
@@ -30,6 +29,7 @@ import mdrn_models  # noqa: F401  (compat alias + registrations)
 from basicsr.utils import img2tensor, imwrite, tensor2img
 
 from datasets_prep.common import PrepError, list_images
+from mdrn_cli import parsers
 from mdrn_models import malloc_tuning
 from mdrn_models.awgn_dataset import parse_sigma
 from mdrn_models.cli import OptionFileError
@@ -132,22 +132,8 @@ def noise_level(net, opt, args):
     return float(net.sigma)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog='basicsr denoise', description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
-    parser.add_argument('-i', '--input', required=True, help='image file or folder of images')
-    parser.add_argument('-o', '--output', required=True, help='output image file, or folder')
-    parser.add_argument('--add_noise', type=float, default=None, metavar='SIGMA',
-                        help='add AWGN of this sigma (0-255 scale) first; also writes the noisy input (*_noisy.png)')
-    parser.add_argument('--sigma', type=float, default=None, metavar='SIGMA',
-                        help='noise level (0-255 scale) told to a network with a noise-level input (FFDNet); '
-                             "default: --add_noise, else the option file's network_g.sigma")
-    parser.add_argument('--seed', type=int, default=0, help='seed of --add_noise (default 0)')
-    parser.add_argument('--tile', type=int, default=None, metavar='SIZE',
-                        help=f'denoise in SIZE-pixel tiles (multiple of {TILE_ALIGN}) to bound memory')
-    parser.add_argument('--force', action='store_true', help='overwrite existing outputs')
-    return parser
+def build_parser(prog='basicsr denoise'):
+    return parsers.denoise(prog)
 
 
 def main(argv=None):

@@ -8,7 +8,6 @@ import torch
 import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
-from mdrn_arch import enable_fused_inference  # noqa: E402
 from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
 
 TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned with the whole image
@@ -107,9 +106,6 @@ class DenoiseModel(SRModel):
     def __init__(self, opt):
         tile_options(opt)  # refuses bad val.tile values before any network is built
         super().__init__(opt)
-        enable_fused_inference(self.net_g)  # MDRN's CPU fast path for test(), which runs under no_grad
-        if hasattr(self, 'net_g_ema'):
-            enable_fused_inference(self.net_g_ema)
 
     def test(self):
         net = getattr(self, 'net_g_ema', None)

@@ -9,7 +9,6 @@ storing it under ``params``, the key every ``basicsr test`` option file of this 
 dict (``torch.save(net.state_dict(), ...)``) is exported as it is. An existing output is refused unless ``--force``.
 Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -17,6 +16,7 @@ import sys
 import torch
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
+from mdrn_cli import parsers
 from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
 
 DTYPES = {'fp16': torch.float16, 'fp32': torch.float32}
@@ -55,13 +55,7 @@ def export(ckpt, out, key='params', dtype='fp16', force=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m mdrn_models.export_weights', description=__doc__.split('\n\n')[0])
-    parser.add_argument('ckpt', help="BasicSR network checkpoint, e.g. experiments/NAME/models/net_g_latest.pth")
-    parser.add_argument('out', help='weight file to write')
-    parser.add_argument('--key', default='params', help='which state dict of the checkpoint (params or params_ema)')
-    parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp16', help='stored precision (default fp16)')
-    parser.add_argument('--force', action='store_true', help='overwrite an existing output')
-    args = parser.parse_args(argv)
+    args = parsers.export_weights().parse_args(argv)
     try:
         n = export(args.ckpt, args.out, args.key, args.dtype, args.force)
     except CheckpointError as exc:

@@ -19,7 +19,6 @@ reordered here (``ffdnet_channel_order``).
 
 Writes ``{'params': state_dict}`` (BasicSR's ``param_key: params``) and prints the ``network_g`` options to use.
 """
-import argparse
 import os
 import sys
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 import mdrn_arch  # noqa: F401  (registers DnCNN/FFDNet; before any basicsr import)
+from mdrn_cli import parsers
 
 ARCHS = ('DnCNN', 'FFDNet')
 
@@ -176,12 +176,7 @@ def import_mat(mat, arch, strict=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--mat', required=True, help='published MatConvNet .mat (v7.3/HDF5) file')
-    parser.add_argument('--arch', required=True, choices=ARCHS)
-    parser.add_argument('--out', required=True, help='output BasicSR checkpoint (.pth), {"params": state_dict}')
-    parser.add_argument('--force', action='store_true', help='overwrite --out if it exists')
+    parser = parsers.peers()
     args = parser.parse_args(argv)
     if os.path.isdir(args.out):  # even with --force: torch.save cannot replace a folder
         parser.exit(2, f"error: '{args.out}' is a folder: give the checkpoint file to write, e.g. "

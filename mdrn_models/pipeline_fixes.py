@@ -53,6 +53,8 @@ from basicsr.utils import check_resume, get_root_logger, scandir, set_random_see
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from mdrn_arch import enable_fused_inference
+
 from .option_checks import OptionError, check_options
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
@@ -111,7 +113,8 @@ def _check_resume(opt, resume_iter):
 
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
-    folder) and the defaults SRModel assumes (pitfall #12). Every failure exits with one line."""
+    folder) and the defaults SRModel assumes (pitfall #12); ``basicsr test`` shows SRModel's per-image progress bar
+    (``val.pbar``) when stderr is a terminal. Every failure exits with one line."""
     entries = _force_yml_args(sys.argv[1:]).force_yml
     bad = next((e for e in entries if e.count('=') != 1), None)
     if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
@@ -155,6 +158,8 @@ def parse_options(root_path, is_train=True):
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)
+        if not is_train:  # basicsr test: SRModel's per-image progress bar (stderr) on a terminal, not in logs
+            opt['val'].setdefault('pbar', sys.stderr.isatty())
     return opt, args
 
 
@@ -222,8 +227,11 @@ def init_dist(launcher, backend=None, **kwargs):
 
 def model_to_device(self, net):
     """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
-    buffer broadcasts (rank 0 validates alone)."""
+    buffer broadcasts (rank 0 validates alone), and puts MDRN on its CPU inference fast path (``fused_inference``)
+    whatever the model type."""
     net = net.to(self.device)
+    if self.device.type == 'cpu':
+        enable_fused_inference(net)  # MDRN's CPU inference fast path (validation, basicsr test); no-op for others
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
         net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False,

@@ -168,7 +168,8 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('pretrain_network_g: ~', 'pretrain_network_g: nowhere.pth'), 'network_g checkpoint not found: nowhere.pth'),
     (('num_block: 1', 'num_blocks: 1'), "network_g: MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
     (('num_feat: 8', 'num_feat: 7'), 'network_g (type=MDRN, num_in_ch=1, num_out_ch=1, num_feat=7, num_block=1, '
-                                     'num_level=2): MSAB splits its channels in two halves'),
+                                     'num_level=2): MSAB splits its channels into 2 equal groups, one per dilation (1, 2): '
+                                     'num_feat must be even, got 7'),
     (('\nval:\n', '\nval:\n  tile: {size: 32}\n'), 'val.tile is set but model_type SRModel ignores it: set model_type: '
                                                 'DenoiseModel'),
     # keys below the top level (more in test_bad_section_keys_are_refused)
@@ -289,6 +290,24 @@ def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkey
     assert proc.stdout.strip().splitlines()[-1] == (
         "error: --force_yml datasets:val_1:name=x: datasets has no section 'val_1' (sections there: train, val); "
         'fix the key path'), proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize('tty, force_yml, pbar', [(True, [], True), (False, [], False),
+                                                  (True, ['--force_yml', 'val:pbar=false'], False)])
+def test_basicsr_test_shows_a_progress_bar_on_a_terminal(tmp_path, pairs, monkeypatch, tty, force_yml, pbar):
+    """``basicsr test`` turns on SRModel's per-image progress bar (``val.pbar``) when stderr is a terminal, unless the
+    options say otherwise; training keeps BasicSR's default (no bar between the log lines)."""
+    from mdrn_arch import MDRN
+    weights = tmp_path / 'net.pth'
+    torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()}, weights)
+    yml = train_yml(tmp_path / 'test.yml', pairs, 'tiny_pbar', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {weights}'))
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: tty)
+    monkeypatch.setattr(sys, 'argv', ['basicsr test', '-opt', str(yml), *force_yml])
+    opt, _ = pipeline_fixes.parse_options(str(tmp_path), is_train=False)
+    assert opt['val']['pbar'] is pbar
+    opt, _ = pipeline_fixes.parse_options(str(tmp_path), is_train=True)
+    assert 'pbar' not in opt['val'] or opt['val']['pbar'] is False
 
 
 @pytest.mark.parametrize('argv', [['--force_yml', 'datasets:val=~'],

@@ -1,0 +1,80 @@
+"""The ``basicsr`` command: BasicSR's own train/test pipelines with every installed plugin registered, and this
+project's tools, one sub-command each.
+
+    basicsr train -opt options/X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
+                  [--force_yml key:sub=value ...] [--root DIR]
+    basicsr test  -opt options/X.yml [--root DIR]
+    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.denoise)
+    basicsr compare | benchmark | export | export-weights | peers | demo ...   (basicsr COMMAND --help)
+    torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch
+
+This package imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
+torch threads, and only then imports the plugins (``mdrn_models.cli.load_plugins``) and the module that runs the
+command (``parsers.COMMANDS``): ``mdrn_models.cli`` for train/test, the tool's module otherwise, which gets the
+arguments as they were given. ``python -m mdrn_cli`` and
+``python -m mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
+"""
+import importlib
+import os
+import sys
+
+from . import parsers
+
+
+def physical_cores(sysfs='/sys/devices/system/cpu'):
+    """The physical cores this process may run on: the CPUs of its affinity mask, the hyperthreads of one core
+    (sysfs ``thread_siblings_list``) counted once; ``os.cpu_count()`` where there is no affinity mask."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f'{sysfs}/cpu{cpu}/topology/thread_siblings_list') as f:
+                cores.add(f.read().strip())  # the same text for every hyperthread of one core, e.g. '0,64'
+        except OSError:  # no topology in sysfs: the CPU counts as a core
+            cores.add(f'cpu{cpu}')
+    return max(1, len(cores))
+
+
+def set_default_threads(environ=os.environ):
+    """Unless ``OMP_NUM_THREADS`` is set, set it to ``physical_cores()``: torch starts that many intra-op threads
+    (hyperthreads do not speed up its convs, and its own default depends on its build), OpenMP in other libraries
+    reads it too, and the processes a command starts (the demo's runs) inherit it. Returns the number set, or None."""
+    if environ.get('OMP_NUM_THREADS'):
+        return None
+    n = physical_cores()
+    environ['OMP_NUM_THREADS'] = str(n)
+    torch = sys.modules.get('torch')
+    if torch is not None:  # already started (python -m mdrn_models.cli imports it first): it reads the variable once
+        torch.set_num_threads(n)
+    return n
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parsers.top().parse_args(argv)
+    command, args = top.command, top.args
+    if top.root is not None:  # `basicsr --root DIR train ...`
+        if command not in parsers.ROOT_COMMANDS:  # the other commands write only where their own flags say
+            sys.exit(f'basicsr {command}: error: --root is where train/test write experiments/ and results/; '
+                     f'{command} does not take it: drop --root (run it where the option file\'s relative paths start)')
+        args = ['--root', top.root, *args]
+    if command in ('train', 'test'):  # torch.distributed.launch passes --local-rank=N; BasicSR knows --local_rank
+        args = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a for a in args]
+    build = parsers.BUILDERS.get(command)
+    if build is not None:
+        ns = build(f'basicsr {command}').parse_args(args)  # --help and usage errors, before any heavy import
+    set_default_threads()
+    if command != 'demo':  # (the demo only starts `basicsr` processes)
+        # this project's plugin classes (importing the package registers them) and every installed plugin's, for
+        # option files that name them
+        importlib.import_module('mdrn_models.cli').load_plugins()
+        # float32 denormals make MDRN's CPU convs many times slower; flushing them is a process-wide choice, made
+        # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
+        importlib.import_module('torch').set_flush_denormal(True)
+    module = importlib.import_module(parsers.COMMANDS[command][0])
+    if command in ('train', 'test'):
+        return module.run(command, args, ns.root)
+    return module.main(args)

@@ -1,0 +1,197 @@
+"""The command-line flags of every ``basicsr`` sub-command, in one light module (argparse only: no torch, basicsr,
+numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. Each tool builds its parser here
+too (``mdrn_models.compare.build_parser`` is ``parsers.compare``...), so there is one definition of each.
+
+A few choice lists repeat a constant of the tool that owns it (importing the tool would import torch);
+``tests/test_cli_help.py`` checks that they agree.
+"""
+import argparse
+import os
+
+# command -> (module whose main(argv) runs it, one-line summary); `basicsr --help` lists them in this order
+COMMANDS = {
+    'train': ('mdrn_models.cli', "train a network: BasicSR's train pipeline on an option file"),
+    'test': ('mdrn_models.cli', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
+    'denoise': ('mdrn_models.denoise', 'denoise your own images with a trained model'),
+    'compare': ('mdrn_models.compare', 'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures'),
+    'benchmark': ('mdrn_models.benchmark', 'latency, throughput and peak memory of denoisers; training-step time'),
+    'export': ('mdrn_models.export', 'export a network to ONNX or TorchScript, checked against PyTorch'),
+    'export-weights': ('mdrn_models.export_weights', 'turn a training checkpoint into a small weight file to ship'),
+    'peers': ('mdrn_models.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights'),
+    'demo': ('mdrn_models.demo', "the paper's story at toy scale on the CPU: teachers, students, a PSNR table"),
+}
+ROOT_COMMANDS = ('train', 'test', 'demo')  # the commands with a --root, which may also come before the command
+
+# copies of the tools' constants (checked by tests/test_cli_help.py)
+TILE_ALIGN = 8  # mdrn_models.denoise_model.TILE_ALIGN
+BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')  # mdrn_models.benchmark.MODES
+PEER_ARCHS = ('DnCNN', 'FFDNet')  # mdrn_models.peer_weights.ARCHS
+WEIGHT_DTYPES = ('fp16', 'fp32')  # mdrn_models.export_weights.DTYPES
+DEVICE_HELP = 'default: cuda when available, else cpu'
+ONNX_OPSET = 17  # mdrn_models.export.OPSET: onnxruntime >= 1.12 and most other runtimes read it
+
+
+def _parser(prog, command, **kwargs):
+    summary = COMMANDS[command][1]
+    return argparse.ArgumentParser(prog=prog, description=summary[:1].upper() + summary[1:] + '.',
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def top():
+    """``basicsr [--root DIR] COMMAND ...``: the command and its arguments, unparsed (the command parses them)."""
+    width = max(map(len, COMMANDS))
+    listing = '\n'.join(f'  {name:<{width}}  {summary}' for name, (_, summary) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog='basicsr', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MDRN denoising on BasicSR 1.4.2: BasicSR's own train/test pipelines with every installed "
+                    'plugin registered, and this project\'s tools.',
+        epilog=f'commands (basicsr COMMAND --help lists its flags):\n{listing}\n\n'
+               'torch threads: OMP_NUM_THREADS when set, else one per physical core.')
+    p.add_argument('--root', metavar='DIR', default=None,
+                   help=f'the --root of {", ".join(ROOT_COMMANDS)}, given before the command')
+    p.add_argument('command', choices=COMMANDS, metavar='COMMAND', help='one of the commands below')
+    p.add_argument('args', nargs=argparse.REMAINDER, metavar='...', help="the command's arguments")
+    return p
+
+
+def train_test(command, prog=None):
+    """``basicsr train`` / ``basicsr test``: BasicSR's own flags (``basicsr.utils.options.parse_options``, which
+    parses them again from the unchanged command line) plus ``--root``. Used for ``--help`` and to report a usage
+    error before torch is imported."""
+    p = _parser(prog or f'basicsr {command}', command, epilog=(
+        "Every flag but --root is BasicSR's own, passed to it unchanged.\n"
+        'Several processes: torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch\n'
+        '(gloo on the CPU, NCCL on GPUs); with several, torchrun sets OMP_NUM_THREADS=1 unless it is set.'))
+    p.add_argument('-opt', required=True, metavar='X.yml', help='the option file (plain YAML; checked before any work)')
+    p.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
+                   help='none: one process (default); pytorch: one of the processes torchrun starts; slurm: srun')
+    p.add_argument('--auto_resume', action='store_true',
+                   help='train: resume from the newest readable training state of this run under --root')
+    p.add_argument('--debug', action='store_true',
+                   help="BasicSR's debug run: named debug_NAME, validates and saves every 8 iterations, logs each one")
+    p.add_argument('--local_rank', type=int, default=0,
+                   help='set by torch.distributed.launch (--local-rank=N is accepted too); torchrun sets LOCAL_RANK')
+    p.add_argument('--force_yml', nargs='+', metavar='KEY:SUB=VALUE',
+                   help='override options, e.g. train:total_iter=1000 manual_seed=7; datasets:NAME=~ drops a dataset')
+    p.add_argument('--root', metavar='DIR', default=os.getcwd(),
+                   help='where experiments/, results/ and tb_logger/ go and where --auto_resume looks (default: the '
+                        'current directory)')
+    return p
+
+
+def denoise(prog='basicsr denoise'):
+    p = _parser(prog, 'denoise')
+    p.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
+    p.add_argument('-i', '--input', required=True, help='image file or folder of images')
+    p.add_argument('-o', '--output', required=True, help='output image file, or folder')
+    p.add_argument('--add_noise', type=float, default=None, metavar='SIGMA',
+                   help='add AWGN of this sigma (0-255 scale) first; also writes the noisy input (*_noisy.png)')
+    p.add_argument('--sigma', type=float, default=None, metavar='SIGMA',
+                   help='noise level (0-255 scale) told to a network with a noise-level input (FFDNet); '
+                        "default: --add_noise, else the option file's network_g.sigma")
+    p.add_argument('--seed', type=int, default=0, help='seed of --add_noise (default 0)')
+    p.add_argument('--tile', type=int, default=None, metavar='SIZE',
+                   help=f'denoise in SIZE-pixel tiles (multiple of {TILE_ALIGN}) to bound memory')
+    p.add_argument('--force', action='store_true', help='overwrite existing outputs')
+    return p
+
+
+def compare(prog='python -m mdrn_models.compare'):
+    p = _parser(prog, 'compare')
+    p.add_argument('--models', nargs='+', required=True, metavar='NAME[@SIGMA]=PATH',
+                   help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
+    p.add_argument('--sets', nargs='+', required=True, metavar='NAME=FOLDER', help='folders of clean test images')
+    p.add_argument('--sigmas', nargs='+', type=float, default=[25], help='AWGN levels, 0..255 scale (default 25)')
+    p.add_argument('--out', required=True, help='output folder (compare.md, compare.csv, figures/)')
+    p.add_argument('--channels', type=int, choices=(1, 3), default=None,
+                   help="1 gray / 3 color (default: the models' input channels)")
+    p.add_argument('--noise-seed', type=int, default=0, help='eval noise seed, as noise_seed in option files')
+    p.add_argument('--max-images', type=int, default=None, help='only the first N images of each set (quick runs)')
+    p.add_argument('--figures-per-set', type=int, default=1, help='crop figures for the first N images (default 1)')
+    p.add_argument('--crop', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), default=None,
+                   help='crop for the figures (default: the --crop-size window with the most fine detail)')
+    p.add_argument('--crop-size', type=int, default=64)
+    p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
+    p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
+    p.add_argument('--device', default=None, choices=('cpu', 'cuda'), help=DEVICE_HELP)
+    p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
+                   '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
+    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out and delete the '
+                   'figures a previous run left in --out/figures')
+    return p
+
+
+def benchmark(prog='python -m mdrn_models.benchmark'):
+    p = _parser(prog, 'benchmark')
+    p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
+    p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
+    p.add_argument('--modes', nargs='+', default=None, choices=BENCHMARK_MODES,
+                   help='default: fp32 channels_last (CPU); fp32 channels_last amp (CUDA). amp: autocast fp16 on '
+                        'CUDA, bf16 on the CPU (fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX). '
+                        'onnxruntime (CPU): the ONNX export in an onnxruntime session')
+    p.add_argument('--repeats', type=int, default=None, help='timed rounds per size (default CPU: 3/2/1 for '
+                   '<=256/<=512/larger; CUDA: 20), and of training steps after one warm-up (default 3)')
+    p.add_argument('--device', default=None, choices=('cpu', 'cuda'), help=DEVICE_HELP)
+    p.add_argument('--threads', type=int, default=None,
+                   help="torch CPU threads (default: torch's; under `basicsr`, OMP_NUM_THREADS, else the physical "
+                        'cores)')
+    p.add_argument('--keep-freed-memory', action='store_true',
+                   help="glibc keeps freed memory, as the basicsr/denoise/compare commands do (default: the library's "
+                        'behaviour in your own process, glibc defaults)')
+    p.add_argument('--breakdown', action='store_true',
+                   help='also time every op of one fp32 forward per model and size: conv GMAC/s by kind')
+    p.add_argument('--train', action='store_true', help='also time plain vs HADS vs HMDS training steps')
+    p.add_argument('--train-only', action='store_true', help='only the training-step table')
+    p.add_argument('--train-batch', type=int, default=4)
+    p.add_argument('--train-size', type=int, default=64)
+    p.add_argument('--out', default=None, help='also write the Markdown here (refused if it exists, unless --force)')
+    p.add_argument('--force', action='store_true')
+    return p
+
+
+def export_weights(prog='python -m mdrn_models.export_weights'):
+    p = _parser(prog, 'export-weights')
+    p.add_argument('ckpt', help="BasicSR network checkpoint, e.g. experiments/NAME/models/net_g_latest.pth")
+    p.add_argument('out', help='weight file to write')
+    p.add_argument('--key', default='params', help='which state dict of the checkpoint (params or params_ema)')
+    p.add_argument('--dtype', choices=WEIGHT_DTYPES, default='fp16', help='stored precision (default fp16)')
+    p.add_argument('--force', action='store_true', help='overwrite an existing output')
+    return p
+
+
+def peers(prog='python -m mdrn_models.peer_weights'):
+    p = _parser(prog, 'peers')
+    p.add_argument('--mat', required=True, help='published MatConvNet .mat (v7.3/HDF5) file')
+    p.add_argument('--arch', required=True, choices=PEER_ARCHS)
+    p.add_argument('--out', required=True, help='output BasicSR checkpoint (.pth), {"params": state_dict}')
+    p.add_argument('--force', action='store_true', help='overwrite --out if it exists')
+    return p
+
+
+def demo(prog='python -m mdrn_models.demo'):
+    p = _parser(prog, 'demo')
+    p.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
+    p.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')
+    return p
+
+
+# command -> its parser builder(prog); a command not here (export) builds its own parser in its module
+def export(prog='basicsr export'):
+    p = _parser(prog, 'export')
+    p.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
+    p.add_argument('-o', '--output', required=True, help='file to write: .onnx (ONNX) or .pt/.ts (TorchScript)')
+    p.add_argument('--format', choices=('onnx', 'torchscript'), default=None, help="default: from -o's extension")
+    p.add_argument('--image', default=None,
+                   help="clean image of the check (default: the first image of the option file's first test/val "
+                        'dataset, else scikit-image camera/astronaut)')
+    p.add_argument('--sigma', type=float, default=None,
+                   help="AWGN level of the check (0..255; default: the dataset's, else FFDNet's network_g.sigma, "
+                        'else 25); also the level told to FFDNet')
+    p.add_argument('--opset', type=int, default=ONNX_OPSET, help=f'ONNX opset (default {ONNX_OPSET})')
+    p.add_argument('--force', action='store_true', help='overwrite an existing -o')
+    return p
+
+
+BUILDERS = {'train': lambda prog: train_test('train', prog), 'test': lambda prog: train_test('test', prog),
+            'denoise': denoise, 'compare': compare, 'benchmark': benchmark, 'export-weights': export_weights,
+            'peers': peers, 'demo': demo, 'export': export}

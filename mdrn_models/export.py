@@ -1,0 +1,419 @@
+"""Export the network of a test option file (or checkpoint) to ONNX or TorchScript and check the file against PyTorch:
+``basicsr export``.
+
+    basicsr export -opt options/test_mdrn_gray_s25_train400.yml -o mdrn_gray_s25.onnx
+    basicsr export -opt options/test_ffdnet_gray_sigma25.yml -o ffdnet_gray.pt          (TorchScript, from .pt)
+    basicsr export -opt weights/mdrn_gray_s25_train400.pth -o mdrn.onnx --image photo.png --force
+
+``-opt`` is what ``basicsr test`` / ``basicsr denoise`` take: an option file (its ``network_g`` and
+``path.pretrain_network_g``, any registered arch) or a bare MDRN/DnCNN/FFDNet ``.pth``; the network is built and
+loaded exactly as ``mdrn_models.compare`` builds it (``compare.build_model``), in eval mode, fp32, on the CPU. The
+exported graph is the network alone, with the input padding its forward does (MDRN to a multiple of
+``2**num_level``, FFDNet to even sizes, SwinIR to its window): not ``basicsr test``'s ×8 self-ensemble nor its
+``val.tile``. Batch, height and width are dynamic. Input ``input``: float32 ``[N, C, H, W]``, 0..1, gray or RGB as the
+model was trained (not clipped: noisy values may leave 0..1); output ``output``: the same shape. A network with a
+noise-level input (FFDNet) gets a second input ``sigma``: float32 ``[1]`` (or ``[N]``), 0..255 scale, so one file
+serves every noise level.
+
+Format: from ``-o``'s extension (``.onnx`` -> ONNX, ``.pt`` / ``.ts`` -> TorchScript), or ``--format``. After
+writing, the file is loaded back (``onnxruntime.InferenceSession``, ``torch.jit.load``) and run next to the PyTorch
+network on a real noisy image at two sizes (250x190, which every padding path sees, and 96x128): ``--image``, else
+the first image of the option file's first test/val dataset when it is on disk, else scikit-image's ``camera``
+(``astronaut`` for 3-channel networks), centre-cropped, plus the AWGN of that dataset (its ``sigma`` and
+``noise_seed``; default sigma: ``--sigma``, else FFDNet's ``network_g.sigma``, else 25). It prints the largest
+absolute difference of the outputs and the difference of their PSNR against the clean image (BasicSR's
+``calculate_psnr`` on 8-bit images, as ``basicsr test``); above ``MAX_ABS_DIFF`` (1e-4) or ``MAX_PSNR_DIFF`` (0.01 dB)
+the command fails and no file is left. The file is written under a temporary name next to ``-o`` and renamed only
+once it passed, so a failed ``--force`` run keeps the earlier file. Every bad input is one line before any file is
+written.
+"""
+import contextlib
+import os
+import os.path as osp
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
+import mdrn_models  # noqa: F401  (registers MDRN/DnCNN/FFDNet/AWGNDenoisingDataset)
+from basicsr.metrics import calculate_psnr
+from basicsr.utils import img2tensor, tensor2img
+
+from datasets_prep.common import PrepError, list_images
+from mdrn_cli import parsers
+from mdrn_arch.arch_util import in_channels
+from mdrn_models import malloc_tuning
+from mdrn_models.awgn_dataset import eval_noise, parse_sigma
+from mdrn_models.cli import OptionFileError
+from mdrn_models.compare import CompareError, build_model, takes_sigma
+from mdrn_models.denoise import DenoiseError, read_image
+from mdrn_models.denoise_model import DenoiseModel, eval_forward, tile_options
+from mdrn_models.option_checks import first_line
+from mdrn_models.pipeline_fixes import CheckpointError
+
+FORMATS = {'.onnx': 'onnx', '.pt': 'torchscript', '.ts': 'torchscript'}
+OPSET = parsers.ONNX_OPSET  # ONNX opset; every op of MDRN/DnCNN/FFDNet is in it
+MIN_OPSET, MAX_OPSET = 11, 20  # 11: Pad with amounts computed from the shape; 20: the TorchScript-based exporter's
+# traced at an odd size that is no multiple of 8 (nor of a window): every padding branch of the forward (MDRN: to a
+# multiple of 2**num_level; FFDNet: odd sides; SwinIR: its window) is then in the graph, with its amounts computed
+# from the input's shape, so the file is right for other sizes too (the check runs it at two more)
+TRACE_HW = (45, 67)
+CHECK_HW = (250, 190)  # the check image (height, width): even, no multiple of 8 (MDRN pads 6 rows and 2 columns)
+SECOND_HW = (96, 128)  # the second size: multiples of 8 (no padding) -- the dynamic height/width at work
+MAX_ABS_DIFF = 1e-4  # largest |exported - PyTorch| accepted on the 0..1 scale
+MAX_PSNR_DIFF = 0.01  # largest |PSNR(exported) - PSNR(PyTorch)| accepted, dB
+INSTALL_HINT = 'pip install -e ".[export]"'
+RUNTIME = {'onnx': 'onnxruntime', 'torchscript': 'torch.jit'}
+
+
+class ExportError(ValueError):
+    """Bad input or a failed export/check, reported as one line."""
+
+
+def onnx_modules():
+    """(onnx, onnxruntime), or a one-line ExportError naming the install command."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        name = getattr(err, 'name', None) or 'onnx/onnxruntime'
+        raise ExportError(f'ONNX export needs onnx and onnxruntime ({name} is not installed): {INSTALL_HINT}') \
+            from None
+    return onnx, onnxruntime
+
+
+def output_format(output, fmt):
+    """--format, else the one of -o's extension."""
+    if fmt:
+        return fmt
+    ext = osp.splitext(output)[1].lower()
+    if ext not in FORMATS:
+        raise ExportError(f"cannot tell the format from '{output}': end -o with .onnx (ONNX) or .pt/.ts "
+                          '(TorchScript), or pass --format onnx|torchscript')
+    return FORMATS[ext]
+
+
+class ExportForward(torch.nn.Module):
+    """A network with the padding its test forward needs (``eval_forward``: SwinIR's window) as a module, to trace."""
+
+    def __init__(self, net, forward):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x):
+        return self._forward(x)
+
+
+def export_module(net, opt=None):
+    """The module to export for ``net`` (an eval-mode network from ``build_model``) and ``opt`` (its options): the
+    network itself, or the network inside its window padding; a network with a noise-level input stays itself (its
+    ``forward(x, sigma)`` is exported with ``sigma`` as an input)."""
+    net = net.float().cpu().eval()
+    if takes_sigma(net):
+        return net
+    forward = eval_forward(net, {'network_g': (opt or {}).get('network_g') or {}})  # no tile nor self-ensemble
+    return net if forward is net else ExportForward(net, forward).eval()
+
+
+def example_inputs(channels, sigma_input, hw=TRACE_HW, sigma=25.0):
+    """The inputs the module is traced with: a batch-1 image (and a noise level)."""
+    x = torch.rand(1, channels, *hw, generator=torch.Generator().manual_seed(0))
+    return (x, torch.tensor([float(sigma)])) if sigma_input else (x,)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silences the warnings the export prints for every model and that the check after it makes moot:
+    TracerWarnings (values the trace keeps constant, e.g. which padding branch runs: TRACE_HW makes the trace take
+    the padding ones), and the deprecation notices of torch.jit and of the TorchScript-based ONNX exporter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.simplefilter('ignore', FutureWarning)
+        yield
+
+
+def export_onnx(module, path, channels, sigma_input, opset=OPSET):
+    """Write ``module`` to ``path`` as ONNX with dynamic batch, height and width (and ``sigma`` length).
+
+    The TorchScript-based exporter (``dynamo=False``): torch >= 2.9 defaults to ``dynamo=True``, which needs
+    onnxscript (and onnx-ir) on top of onnx, and took 8x longer here (tiny MDRN: 9.5 s vs 1.2 s) for the same graph
+    and outputs. The TorchScript-based one needs only the onnx package, and ``dynamic_axes`` is its own way of
+    declaring dynamic sizes (under dynamo=True it is translated to torch.export dims, with a warning that it may
+    fail). It is deprecated in torch >= 2.9 but present in torch 2.14; the check after the export proves the file
+    either way."""
+    names = ['input', 'sigma'] if sigma_input else ['input']
+    axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}, 'output': {0: 'batch', 2: 'height', 3: 'width'}}
+    if sigma_input:
+        axes['sigma'] = {0: 'sigma_batch'}
+    with quiet(), torch.no_grad():
+        torch.onnx.export(module, example_inputs(channels, sigma_input), path, dynamo=False, input_names=names,
+                          output_names=['output'], dynamic_axes=axes, opset_version=opset)
+
+
+def export_torchscript(module, path, channels, sigma_input):
+    """Write ``torch.jit.trace(module)`` to ``path``. Tracing (not scripting: MDRN's forward takes ``*inputs`` and
+    builds its graph with ``getattr``) records the shape arithmetic of the padding and cropping, so the file runs at
+    other sizes; the check runs it at two sizes other than the traced one."""
+    with quiet(), torch.no_grad():
+        traced = torch.jit.trace(module, example_inputs(channels, sigma_input), check_trace=False)
+        torch.jit.save(traced, path)
+
+
+def ort_session(path, threads=None):
+    """An onnxruntime CPU session of ``path`` with ``threads`` intra-op threads (default: torch's), not spinning
+    between runs (spinning threads would take the cores from whatever runs next, e.g. the benchmark's PyTorch
+    modes)."""
+    import onnxruntime
+    so = onnxruntime.SessionOptions()
+    so.intra_op_num_threads = threads or torch.get_num_threads()
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    return onnxruntime.InferenceSession(path, so, providers=['CPUExecutionProvider'])
+
+
+def load_exported(path, fmt, threads=None):
+    """The exported file as a function ``run(x, sigma=None) -> output tensor`` (``sigma``: the noise level of a
+    network with a noise-level input, 0..255 scale)."""
+    if fmt == 'onnx':
+        sess = ort_session(path, threads)
+        takes = any(i.name == 'sigma' for i in sess.get_inputs())
+
+        def run(x, sigma=None):
+            feed = {'input': x.detach().cpu().float().contiguous().numpy()}
+            if takes:
+                feed['sigma'] = np.array([sigma], np.float32)
+            return torch.from_numpy(sess.run(['output'], feed)[0])
+        return run
+    with quiet():
+        module = torch.jit.load(path, map_location='cpu').eval()
+
+    def run(x, sigma=None):
+        with torch.no_grad():
+            return module(x) if sigma is None else module(x, torch.tensor([float(sigma)]))
+    return run
+
+
+# ------------------------------------------------------------------------------------------------- check image
+def first_eval_dataset(opt):
+    """The options of the option file's first test/val dataset (BasicSR's phase: the key before '_'), or None."""
+    for key, ds in ((opt or {}).get('datasets') or {}).items():
+        if str(key).split('_')[0] in ('test', 'val') and isinstance(ds, dict):
+            return ds
+    return None
+
+
+def center_crop(img, hw):
+    h, w = min(hw[0], img.shape[0]), min(hw[1], img.shape[1])
+    y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[y:y + h, x:x + w]
+
+
+def check_image(image, opt, channels):
+    """(uint8 HxWxC image in the model's channel order, where it came from, the dataset it stands for or None)."""
+    if image:
+        if not osp.isfile(image):
+            raise ExportError(f"--image '{image}' does not exist: pass an image file")
+        try:
+            return read_image(image, channels), image, None
+        except DenoiseError as err:
+            raise ExportError(str(err).replace(' (nothing was written)', '')) from None
+    ds = first_eval_dataset(opt)
+    folder = (ds or {}).get('dataroot_gt')
+    if folder and osp.isdir(str(folder)) and not str(folder).endswith('.lmdb'):
+        try:
+            name = list_images(str(folder))[0]
+        except PrepError:
+            name = None
+        if name:
+            path = osp.join(str(folder), name)
+            try:
+                return read_image(path, channels), path, ds
+            except DenoiseError as err:
+                raise ExportError(f'{err.args[0].replace(" (nothing was written)", "")}, or pass --image') from None
+    import skimage.data
+    name = 'astronaut' if channels == 3 else 'camera'
+    img = getattr(skimage.data, name)()  # astronaut: RGB, camera: gray
+    img = img[..., None] if img.ndim == 2 else img
+    why = f' ({folder} not found)' if folder else ''
+    return img, f'scikit-image {name}{why}', ds
+
+
+def noise_level(sigma_arg, ds, net):
+    """(sigma, noise seed) of the check: --sigma, else the dataset's fixed sigma, else FFDNet's, else 25."""
+    seed = (ds or {}).get('noise_seed', 0)
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else 0
+    if sigma_arg is not None:
+        return sigma_arg, seed
+    try:
+        low, high = parse_sigma((ds or {}).get('sigma'))
+        if low == high:
+            return low, seed
+    except ValueError:
+        pass
+    return (float(net.sigma) if takes_sigma(net) else 25.0), seed
+
+
+def check_sizes(shape):
+    """The two crops of the check, (height, width) each: CHECK_HW and SECOND_HW, cut to the image; a smaller second
+    one where the image is too small for the two to differ."""
+    first = tuple(min(c, s) for c, s in zip(CHECK_HW, shape))
+    second = tuple(min(c, s) for c, s in zip(SECOND_HW, shape))
+    if second == first:
+        second = tuple(max(s * 3 // 4, 1) for s in first)
+    return first, second
+
+
+def compare_at(module, run, img, hw, sigma, seed, sigma_input):
+    """(max |exported - PyTorch|, PSNR of PyTorch, PSNR of exported) on the ``hw`` centre crop of ``img`` + AWGN."""
+    clean = img2tensor(center_crop(img, hw).astype(np.float32) / 255., bgr2rgb=False, float32=True)[None]
+    noisy = clean + eval_noise(clean.shape, seed, 0) * (sigma / 255.)  # as AWGNDenoisingDataset: not clipped
+    with torch.no_grad():
+        ref = module(noisy, sigma=sigma) if sigma_input else module(noisy)
+    out = run(noisy, sigma if sigma_input else None)
+    if out.shape != ref.shape:
+        raise ExportError(f'the exported model gives a {list(out.shape)} output for a {list(noisy.shape)} input, '
+                          f'PyTorch {list(ref.shape)}')
+    gt = tensor2img(clean, rgb2bgr=False)
+    psnr = [calculate_psnr(tensor2img(o.float(), rgb2bgr=False), gt, crop_border=0, test_y_channel=False)
+            for o in (ref, out)]
+    return float((out.float() - ref.float()).abs().max()), psnr[0], psnr[1]
+
+
+def test_only_steps(opt):
+    """What ``basicsr test`` runs for ``opt`` besides the network (the ×8 self-ensemble, ``val.tile``), in words,
+    or '': the export leaves them out."""
+    from basicsr.utils.registry import MODEL_REGISTRY
+    try:
+        if not issubclass(MODEL_REGISTRY.get((opt or {}).get('model_type', 'SRModel')), DenoiseModel):
+            return ''
+        tile = tile_options(opt)
+    except (KeyError, ValueError):
+        return ''
+    val = opt.get('val') or {}
+    return ' and '.join(name for name, on in (('×8 self-ensemble', val.get('self_ensemble')), ('val.tile', tile))
+                        if on)
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def build_parser(prog='python -m mdrn_models.export'):
+    return parsers.export(prog)
+
+
+def plan(args):
+    """Every check that needs no network, before anything is built or written -> the format."""
+    out = args.output
+    if osp.isdir(out):
+        example = osp.join(out, 'model.pt' if args.format == 'torchscript' else 'model.onnx')
+        raise ExportError(f"-o '{out}' is a folder: give a file name, e.g. {example}")
+    fmt = output_format(out, args.format)
+    if osp.exists(out) and not args.force:
+        raise ExportError(f"'{out}' exists: pass --force to overwrite it or choose another -o")
+    folder = osp.dirname(osp.abspath(out))
+    if not osp.isdir(folder):
+        raise ExportError(f"-o '{out}': folder '{folder}' does not exist; create it or choose another -o")
+    if args.sigma is not None:
+        try:
+            parse_sigma(args.sigma, '--sigma')
+        except ValueError as err:
+            raise ExportError(str(err)) from None
+    if fmt == 'onnx':
+        onnx_modules()
+        if not MIN_OPSET <= args.opset <= MAX_OPSET:
+            raise ExportError(f'--opset must be between {MIN_OPSET} and {MAX_OPSET} (the TorchScript-based exporter\'s '
+                              f'range; default {OPSET}), got {args.opset}')
+    return fmt
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    malloc_tuning.keep_freed_memory()  # as basicsr denoise / compare: the PyTorch side of the check runs faster
+    try:
+        fmt = plan(args)
+        net, weights, opt = build_model(args.opt)
+        channels = in_channels(net) or 3
+        img, source, ds = check_image(args.image, opt, channels)
+        sigma, seed = noise_level(args.sigma, ds, net)
+    except (ExportError, CompareError, OptionFileError, CheckpointError) as err:
+        sys.exit(f'basicsr export: error: {err}')
+    sigma_input = takes_sigma(net)
+    module = export_module(net, opt)
+    try:  # a network that cannot run at all is its own problem, not the exporter's
+        with torch.no_grad():
+            module(*example_inputs(channels, sigma_input))
+    except Exception as err:  # noqa: BLE001  (whatever the arch raises: one line)
+        sys.exit(f'basicsr export: error: {type(net).__name__} fails in PyTorch on a {channels}-channel '
+                 f'{TRACE_HW[0]}x{TRACE_HW[1]} image: {type(err).__name__}: {first_line(err)}')
+    out = args.output
+    try:  # written under a temporary name next to -o, renamed once it passed the check
+        fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(out)), prefix=f'.{osp.basename(out)}.',
+                                   suffix='.part')
+    except OSError as err:
+        sys.exit(f"basicsr export: error: cannot write next to '{out}' ({err.strerror}): choose another -o")
+    os.close(fd)
+    try:
+        try:
+            if fmt == 'onnx':
+                export_onnx(module, tmp, channels, sigma_input, args.opset)
+                onnx, _ = onnx_modules()
+                onnx.checker.check_model(tmp, full_check=True)
+            else:
+                export_torchscript(module, tmp, channels, sigma_input)
+            run = load_exported(tmp, fmt)
+        except Exception as err:  # noqa: BLE001  (whatever the exporter raises about the arch: one line)
+            raise ExportError(f'exporting {type(net).__name__} to {fmt} failed: {type(err).__name__}: '
+                              f'{first_line(err)}') from None
+        results = []
+        for hw in check_sizes(img.shape[:2]):
+            try:
+                results.append((hw, *compare_at(module, run, img, hw, sigma, seed, sigma_input)))
+            except ExportError:
+                raise
+            except Exception as err:  # noqa: BLE001  (a graph that does not hold at this size)
+                raise ExportError(f'the exported {type(net).__name__} fails at {hw[0]}x{hw[1]}: '
+                                  f'{type(err).__name__}: {first_line(err)}') from None
+    except ExportError as err:
+        os.remove(tmp)
+        sys.exit(f'basicsr export: error: {err}; nothing was written')
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+    rt = RUNTIME[fmt]
+    kind = f'ONNX opset {args.opset}' if fmt == 'onnx' else 'TorchScript (torch.jit.trace)'
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    io = (f"input 'input' float32 [batch, {channels}, height, width], 0..1 {'RGB' if channels == 3 else 'gray'}"
+          + (", 'sigma' float32 [1] (noise level, 0..255)" if sigma_input else '')
+          + "; output 'output' [batch, " + f'{channels}, height, width]')
+    print(f'{type(net).__name__} ({params:.3f}M params; weights: {weights}) as {kind}, dynamic batch/height/width')
+    print(f'  {io}')
+    extras = test_only_steps(opt)
+    if extras:
+        print(f"  note: the file is the network alone; basicsr test also runs this option file's {extras}")
+    print(f'  check: {source}, centre crops + AWGN sigma {sigma:g} (noise seed {seed})'
+          + (f', sigma {sigma:g} told to the network' if sigma_input else ''))
+    failed = []
+    for (h, w), diff, psnr_ref, psnr_out in results:
+        delta = psnr_out - psnr_ref
+        print(f'  {h}x{w}: max |{rt} - PyTorch| = {diff:.2e}; PSNR {psnr_out:.4f} dB ({rt}) vs {psnr_ref:.4f} dB '
+              f'(PyTorch), difference {delta:+.4f} dB')
+        if not diff <= MAX_ABS_DIFF or not abs(delta) <= MAX_PSNR_DIFF:  # 'not <=': a nan fails too
+            failed.append(f'{h}x{w}: max |{rt} - PyTorch| {diff:.2e} (limit {MAX_ABS_DIFF:g}), PSNR difference '
+                          f'{delta:+.4f} dB (limit {MAX_PSNR_DIFF:g})')
+    if failed:
+        os.remove(tmp)
+        sys.exit(f'basicsr export: error: the exported file does not match PyTorch at {failed[0]}; nothing was '
+                 'written')
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp made it private; the output gets the permissions of any new file
+    os.replace(tmp, out)
+    print(f'wrote {out} ({osp.getsize(out) / 2**20:.1f} MiB)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
