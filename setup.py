@@ -27,7 +27,7 @@ setup(
         'scikit-image',  # the demo data set is built from scikit-image's bundled images
     ],
     extras_require={
-        'test': ['pytest'],
+        'test': ['pytest', 'pytest-xdist', 'import-linter'],  # xdist: the suite runs one worker per core
         # basicsr export / the benchmark's onnxruntime mode: torch's ONNX exporter needs onnx, the check and the
         # benchmark run the file in onnxruntime (TorchScript export needs neither)
         'export': ['onnx', 'onnxruntime'],

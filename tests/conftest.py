@@ -110,3 +110,13 @@ def train_yml(path, pairs, name, total_iter):
         logger: {{print_freq: 1, save_checkpoint_freq: 2, use_tb_logger: false}}
         dist_params: {{backend: gloo, port: 29500}}
         """)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: a test of a minute or more (real data sets); run first (see below)')
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Slow tests first: with one pytest-xdist worker per core they then run next to the many short ones, instead
+    of alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)  # stable: the order is kept otherwise

@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -13,6 +15,7 @@ def run_demo(root, iters):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_story(tmp_path):
     proc = run_demo(tmp_path, 2)
     assert proc.returncode == 0, proc.stdout[-4000:]

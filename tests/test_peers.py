@@ -171,12 +171,14 @@ def _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, option, mat, arch):
     return float(found[-1])
 
 
+@pytest.mark.slow
 def test_dncnn_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_path, basicsr_cli):
     psnr = _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, 'test_dncnn_gray_sigma25.yml', 'DnCNN_gray_sigma25.mat',
                        'DnCNN')
     assert abs(psnr - 29.23) <= 0.05, psnr
 
 
+@pytest.mark.slow
 def test_ffdnet_gray_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_path, basicsr_cli):
     psnr = _bsd68_psnr(shared_dir, tmp_path, basicsr_cli, 'test_ffdnet_gray_sigma25.yml', 'FFDNet_gray.mat',
                        'FFDNet')

@@ -51,20 +51,51 @@ def test_params_only_and_loads_into_its_option_file(weight):
     assert len(card_row(weight.name)) == 4
 
 
-@pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
-def test_set12_numbers_of_the_model_card_reproduce(weight, shared_dir, tmp_path, basicsr_cli):
-    opt = yaml.safe_load(option_files()[weight.name].read_text())
+def set12_option_file(weight_name, shared_dir, tmp_path):
+    """The weight's test option file, testing only Set12 from ../shared, with the weight's absolute path."""
+    opt = yaml.safe_load(option_files()[weight_name].read_text())
     set12 = [k for k, d in opt['datasets'].items() if d['name'] == 'Set12']
     assert set12, 'the test option file of a shipped weight must test Set12'
     opt['datasets'] = {'test_1': {**opt['datasets'][set12[0]],
                                   'dataroot_gt': str(shared_dir / 'datasets' / 'test' / 'Set12')}}
-    opt['path']['pretrain_network_g'] = str(REPO / 'weights' / weight.name)
-    yml = tmp_path / 'test.yml'
+    opt['path']['pretrain_network_g'] = str(REPO / 'weights' / weight_name)
+    yml = tmp_path / f'test_{weight_name}.yml'
     yml.write_text(yaml.safe_dump(opt))
+    return yml, opt
+
+
+def assert_card(weight_name, psnr, ssim):
+    card_psnr, card_ssim = card_row(weight_name)[:2]
+    assert abs(psnr - card_psnr) <= 0.01 and abs(ssim - card_ssim) <= 0.0005, (weight_name, psnr, ssim)
+
+
+@pytest.mark.slow
+def test_set12_numbers_of_the_model_card_reproduce(shared_dir, tmp_path):
+    """Every shipped weight, at its own noise level, in one compare run (one process; compare scores exactly what
+    ``basicsr test`` scores for an option file: tests/test_compare.py), against the card's Set12 numbers."""
+    import csv
+    from mdrn_models import compare
+    models, sigmas = [], set()
+    for k, weight in enumerate(WEIGHTS):
+        yml, opt = set12_option_file(weight.name, shared_dir, tmp_path)
+        sigma = opt['datasets']['test_1']['sigma']
+        sigmas.add(sigma)
+        models.append(f'w{k}@{sigma}={yml}')
+    assert compare.main(['--models', *models, '--sets', f'Set12={shared_dir / "datasets" / "test" / "Set12"}',
+                         '--sigmas', *map(str, sorted(sigmas)), '--figures-per-set', '0',
+                         '--out', str(tmp_path / 'cmp')]) == 0
+    rows = [r for r in csv.DictReader(open(tmp_path / 'cmp' / 'compare.csv')) if r['model'].startswith('w') and r['psnr']]
+    assert len(rows) == len(WEIGHTS)
+    for r in rows:
+        assert_card(WEIGHTS[int(r['model'][1:])].name, float(r['psnr']), float(r['ssim']))
+
+
+def test_set12_numbers_reproduce_through_basicsr_test(shared_dir, tmp_path, basicsr_cli):
+    """The card's numbers come from ``basicsr test`` itself: the fastest shipped weight through the real command."""
+    name = 'mdrn2b_gray_s25_train400.pth'
+    yml, _ = set12_option_file(name, shared_dir, tmp_path)
     log = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path).stdout
-    psnr, ssim = (float(re.findall(rf'# {m}: ([0-9.]+)', log)[-1]) for m in ('psnr', 'ssim'))
-    card_psnr, card_ssim = card_row(weight.name)[:2]
-    assert abs(psnr - card_psnr) <= 0.01 and abs(ssim - card_ssim) <= 0.0005, (psnr, ssim)
+    assert_card(name, *(float(re.findall(rf'# {m}: ([0-9.]+)', log)[-1]) for m in ('psnr', 'ssim')))
 
 
 def test_export_weights_ships_only_params_in_fp16_and_refuses_overwrite(tmp_path):
