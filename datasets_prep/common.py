@@ -5,8 +5,8 @@ import shutil
 import sys
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
-from mdrn_models.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
-from mdrn_models.option_checks import first_repeat
+from mdrn_models.data.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
+from mdrn_models.utils.messages import first_repeat
 
 
 class PrepError(Exception):

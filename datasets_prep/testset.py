@@ -58,7 +58,7 @@ def write_noisy(clean_folder, noisy_folder, sigma, channels, noise_seed):
     """Noisy PNG copies exactly as AWGNDenoisingDataset (val phase) makes them, clipped and rounded to uint8."""
     import mdrn_models  # noqa: F401  (registers the dataset; imports the basicsr compat alias first)
     from basicsr.utils import tensor2img
-    from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+    from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
     ds = AWGNDenoisingDataset({'phase': 'test', 'dataroot_gt': clean_folder, 'sigma': sigma, 'channels': channels,
                                'noise_seed': noise_seed, 'io_backend': {'type': 'disk'}})
     os.makedirs(noisy_folder)
@@ -93,7 +93,7 @@ def main(argv=None):
     if args.noisy:
         # the dataset's own check ([1, 255], no nan/inf), here before the clean folder is written: failing in
         # write_noisy would leave that folder behind and the rerun would need --force
-        from mdrn_models.awgn_dataset import parse_sigma
+        from mdrn_models.data.awgn_dataset import parse_sigma
         for s in args.noisy:
             try:
                 parse_sigma(s, '--noisy sigma')

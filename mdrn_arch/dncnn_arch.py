@@ -1,7 +1,7 @@
 """DnCNN (Zhang et al., TIP 2017) for BasicSR: the published DnCNN-S layout, batch norm folded into conv biases.
 
 ``num_conv`` 3x3 convs: conv+ReLU, (num_conv-2) x (conv+ReLU), conv. The network predicts the noise, so
-``forward(x) = x - body(x)`` (residual learning). ``mdrn_models.peer_weights`` imports the published MatConvNet
+``forward(x) = x - body(x)`` (residual learning). ``basicsr peers`` imports the published MatConvNet
 weights (``DnCNN_gray_sigma{15,25,50}.mat``: 17 convs, 64 features, BN already folded).
 """
 from basicsr.utils.registry import ARCH_REGISTRY

@@ -11,7 +11,7 @@ Noise level: BasicSR's ``SRModel`` calls ``net_g(lq)`` with one argument, so the
 (the compare command does this per tested sigma) or overridden per call with ``net(x, sigma=...)`` (a number or a
 ``(B,)`` tensor, 0..255 scale).
 
-``mdrn_models.peer_weights`` imports the published MatConvNet weights (gray: 15 convs, 64 features; color: 12 convs,
+``basicsr peers`` imports the published MatConvNet weights (gray: 15 convs, 64 features; color: 12 convs,
 96 features) and reorders the channels of the first and last conv from MATLAB's sub-image order to PyTorch's.
 """
 import torch

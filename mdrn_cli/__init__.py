@@ -4,13 +4,13 @@ project's tools, one sub-command each.
     basicsr train -opt options/X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
                   [--force_yml key:sub=value ...] [--root DIR]
     basicsr test  -opt options/X.yml [--root DIR]
-    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.denoise)
+    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.tools.denoise)
     basicsr compare | benchmark | export | export-weights | peers | demo ...   (basicsr COMMAND --help)
     torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch
 
 This package imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
-torch threads, and only then imports the plugins (``mdrn_models.cli.load_plugins``) and the module that runs the
-command (``parsers.COMMANDS``): ``mdrn_models.cli`` for train/test, the tool's module otherwise, which gets the
+torch threads, and only then imports the plugins (``mdrn_models.integration.plugins``) and the module that runs the
+command (``parsers.COMMANDS``): ``mdrn_models.tools.train_test`` for train/test, the tool's module otherwise, which gets the
 arguments as they were given. ``python -m mdrn_cli`` and
 ``python -m mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
 """
@@ -70,7 +70,7 @@ def main(argv=None):
     if command != 'demo':  # (the demo only starts `basicsr` processes)
         # this project's plugin classes (importing the package registers them) and every installed plugin's, for
         # option files that name them
-        importlib.import_module('mdrn_models.cli').load_plugins()
+        importlib.import_module('mdrn_models.integration.plugins').load_plugins()
         # float32 denormals make MDRN's CPU convs many times slower; flushing them is a process-wide choice, made
         # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
         importlib.import_module('torch').set_flush_denormal(True)

@@ -1,6 +1,6 @@
 """The command-line flags of every ``basicsr`` sub-command, in one light module (argparse only: no torch, basicsr,
 numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. Each tool builds its parser here
-too (``mdrn_models.compare.build_parser`` is ``parsers.compare``...), so there is one definition of each.
+too (``mdrn_models.tools.compare.build_parser`` is ``parsers.compare``...), so there is one definition of each.
 
 A few choice lists repeat a constant of the tool that owns it (importing the tool would import torch);
 ``tests/test_cli_help.py`` checks that they agree.
@@ -10,25 +10,25 @@ import os
 
 # command -> (module whose main(argv) runs it, one-line summary); `basicsr --help` lists them in this order
 COMMANDS = {
-    'train': ('mdrn_models.cli', "train a network: BasicSR's train pipeline on an option file"),
-    'test': ('mdrn_models.cli', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
-    'denoise': ('mdrn_models.denoise', 'denoise your own images with a trained model'),
-    'compare': ('mdrn_models.compare', 'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures'),
-    'benchmark': ('mdrn_models.benchmark', 'latency, throughput and peak memory of denoisers; training-step time'),
-    'export': ('mdrn_models.export', 'export a network to ONNX or TorchScript, checked against PyTorch'),
-    'export-weights': ('mdrn_models.export_weights', 'turn a training checkpoint into a small weight file to ship'),
-    'peers': ('mdrn_models.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights'),
-    'demo': ('mdrn_models.demo', "the paper's story at toy scale on the CPU: teachers, students, a PSNR table"),
+    'train': ('mdrn_models.tools.train_test', "train a network: BasicSR's train pipeline on an option file"),
+    'test': ('mdrn_models.tools.train_test', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
+    'denoise': ('mdrn_models.tools.denoise', 'denoise your own images with a trained model'),
+    'compare': ('mdrn_models.tools.compare', 'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures'),
+    'benchmark': ('mdrn_models.tools.benchmark', 'latency, throughput and peak memory of denoisers; training-step time'),
+    'export': ('mdrn_models.tools.export', 'export a network to ONNX or TorchScript, checked against PyTorch'),
+    'export-weights': ('mdrn_models.tools.export_weights', 'turn a training checkpoint into a small weight file to ship'),
+    'peers': ('mdrn_models.tools.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights'),
+    'demo': ('mdrn_models.tools.demo', "the paper's story at toy scale on the CPU: teachers, students, a PSNR table"),
 }
 ROOT_COMMANDS = ('train', 'test', 'demo')  # the commands with a --root, which may also come before the command
 
 # copies of the tools' constants (checked by tests/test_cli_help.py)
-TILE_ALIGN = 8  # mdrn_models.denoise_model.TILE_ALIGN
-BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')  # mdrn_models.benchmark.MODES
-PEER_ARCHS = ('DnCNN', 'FFDNet')  # mdrn_models.peer_weights.ARCHS
-WEIGHT_DTYPES = ('fp16', 'fp32')  # mdrn_models.export_weights.DTYPES
+TILE_ALIGN = 8  # mdrn_models.models.denoise_model.TILE_ALIGN
+BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')  # mdrn_models.tools.benchmark.MODES
+PEER_ARCHS = ('DnCNN', 'FFDNet')  # mdrn_models.tools.peer_weights.ARCHS
+WEIGHT_DTYPES = ('fp16', 'fp32')  # mdrn_models.tools.export_weights.DTYPES
 DEVICE_HELP = 'default: cuda when available, else cpu'
-ONNX_OPSET = 17  # mdrn_models.export.OPSET: onnxruntime >= 1.12 and most other runtimes read it
+ONNX_OPSET = 17  # mdrn_models.tools.export.OPSET: onnxruntime >= 1.12 and most other runtimes read it
 
 
 def _parser(prog, command, **kwargs):
@@ -96,7 +96,7 @@ def denoise(prog='basicsr denoise'):
     return p
 
 
-def compare(prog='python -m mdrn_models.compare'):
+def compare(prog='python -m mdrn_models.tools.compare'):
     p = _parser(prog, 'compare')
     p.add_argument('--models', nargs='+', required=True, metavar='NAME[@SIGMA]=PATH',
                    help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
@@ -121,7 +121,7 @@ def compare(prog='python -m mdrn_models.compare'):
     return p
 
 
-def benchmark(prog='python -m mdrn_models.benchmark'):
+def benchmark(prog='python -m mdrn_models.tools.benchmark'):
     p = _parser(prog, 'benchmark')
     p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
     p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
@@ -149,7 +149,7 @@ def benchmark(prog='python -m mdrn_models.benchmark'):
     return p
 
 
-def export_weights(prog='python -m mdrn_models.export_weights'):
+def export_weights(prog='python -m mdrn_models.tools.export_weights'):
     p = _parser(prog, 'export-weights')
     p.add_argument('ckpt', help="BasicSR network checkpoint, e.g. experiments/NAME/models/net_g_latest.pth")
     p.add_argument('out', help='weight file to write')
@@ -159,7 +159,7 @@ def export_weights(prog='python -m mdrn_models.export_weights'):
     return p
 
 
-def peers(prog='python -m mdrn_models.peer_weights'):
+def peers(prog='python -m mdrn_models.tools.peer_weights'):
     p = _parser(prog, 'peers')
     p.add_argument('--mat', required=True, help='published MatConvNet .mat (v7.3/HDF5) file')
     p.add_argument('--arch', required=True, choices=PEER_ARCHS)
@@ -168,7 +168,7 @@ def peers(prog='python -m mdrn_models.peer_weights'):
     return p
 
 
-def demo(prog='python -m mdrn_models.demo'):
+def demo(prog='python -m mdrn_models.tools.demo'):
     p = _parser(prog, 'demo')
     p.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
     p.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')

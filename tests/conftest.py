@@ -120,3 +120,15 @@ def pytest_collection_modifyitems(session, config, items):
     """Slow tests first: with one pytest-xdist worker per core they then run next to the many short ones, instead
     of alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)  # stable: the order is kept otherwise
+
+
+@pytest.fixture
+def basicsr_log(caplog, monkeypatch):
+    """``caplog`` that sees BasicSR's logger ('basicsr' does not propagate to the root logger, and a run set up by
+    another test may have raised its level)."""
+    import logging
+    logger = logging.getLogger('basicsr')
+    monkeypatch.setattr(logger, 'handlers', [*logger.handlers, caplog.handler])
+    monkeypatch.setattr(logger, 'disabled', False)
+    caplog.set_level(logging.INFO, logger='basicsr')
+    return caplog

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 import mdrn_models  # noqa: F401  (registers the dataset; compat alias first)
 from basicsr.data import build_dataset
 from conftest import REPO, write_yml
-from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
 
 
 def textured(h, w, c, seed):
@@ -329,7 +329,7 @@ def test_force_yml_examples_in_option_headers_name_existing_sections():
 
 
 def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(tmp_path, monkeypatch):
-    from mdrn_models import preflight
+    from mdrn_models.integration import preflight
     cv2.imwrite(str(tmp_path / 'a.png'), textured(40, 40, 3, 0))
     (tmp_path / 'c.png').write_bytes(b'not a png')
     train = opt(tmp_path, phase='train', gt_size=32)

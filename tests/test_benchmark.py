@@ -8,7 +8,7 @@ from mdrn_arch import MDRN, DnCNN
 
 @pytest.mark.parametrize('channels, num_block, size', [(1, 2, (17, 23)), (3, 1, (40, 9)), (1, 1, (3, 5))])
 def test_fast_mdrn_equals_reference_forward_and_gradients(channels, num_block, size):
-    from mdrn_models.benchmark import ReferenceMDRN
+    from mdrn_models.tools.benchmark_probes import ReferenceMDRN
     torch.manual_seed(0)
     net = MDRN(channels, channels, num_feat=16, num_block=num_block, num_level=3)
     ref = ReferenceMDRN(net)
@@ -26,7 +26,7 @@ def test_fast_mdrn_equals_reference_forward_and_gradients(channels, num_block, s
 
 
 def test_benchmark_runs_and_reports(tmp_path, capsys):
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     out = tmp_path / 'bench.md'
     assert benchmark.main(['--sizes', '32', '--models', 'DnCNN', 'MDRN-2B', 'MDRN-2B-ref', '--repeats', '1',
                            '--modes', 'fp32', 'channels_last', 'amp', '--out', str(out)]) == 0
@@ -51,7 +51,7 @@ def test_benchmark_runs_and_reports(tmp_path, capsys):
 def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys, monkeypatch):
     """NAME=PATH benchmarks the network of an option file (here a SwinIR, padded to its window: 32 is no multiple
     of 7) or a checkpoint (a color DnCNN: a 3-channel input), under its name."""
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     (tmp_path / 'swinir.yml').write_text('network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], '
                                          'num_heads: [1], mlp_ratio: 1, upscale: 1, upsampler: ""}\n')
     torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'color.pth')
@@ -77,7 +77,7 @@ def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys, monkeyp
 def test_benchmark_breakdown_counts_every_mac_of_fused_and_plain_paths(capsys):
     """The per-op breakdown sees every conv, the fused oneDNN calls included: its MACs add up to the flop counter's
     (which counts the plain path), for the fused and the unfused forward alike."""
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     cpu = torch.device('cpu')
     names = ['DnCNN', 'MDRN-2B', 'MDRN-2B-unfused']
     groups = benchmark.bench_breakdown(names, [32], cpu, log=lambda msg: None)
@@ -104,7 +104,7 @@ def test_benchmark_breakdown_counts_every_mac_of_fused_and_plain_paths(capsys):
     (['--sizes', '32', '32'], '--sizes lists 32 twice'),
 ])
 def test_benchmark_bad_input_is_one_line_error_before_any_run(tmp_path, capsys, monkeypatch, argv, message):
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
 
     def never(*args):
         raise AssertionError('measured before refusing the options')
@@ -119,7 +119,7 @@ def test_benchmark_bad_input_is_one_line_error_before_any_run(tmp_path, capsys, 
 def test_benchmark_train_only_times_real_steps_and_reports_them(capsys, monkeypatch):
     """--train-only runs one real step of plain, HADS and HMDS per round (BasicSR's build_model, tiny crops), with
     --repeats rounds after a warm-up; its report describes no inference measurement."""
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     measured = []
     real = benchmark.bench_train
     monkeypatch.setattr(benchmark, 'bench_train', lambda *a, **kw: measured.append(real(*a, **kw)) or measured[-1])
@@ -134,7 +134,7 @@ def test_benchmark_train_only_times_real_steps_and_reports_them(capsys, monkeypa
 
 def test_benchmark_relative_table_needs_dncnn():
     from argparse import Namespace
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     row = {'model': 'MDRN-2B', 'mode': 'fp32', 'size': 32, 'macs': 1e6, 'peak': 0, 'params': 1, 'lat': 1e-3,
            'median': 1e-3, 'n': 1}
     args = Namespace(malloc='default malloc', modes=['fp32'], sizes=[32], models=['MDRN-2B'])

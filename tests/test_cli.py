@@ -18,7 +18,8 @@ import torch.distributed as dist
 import yaml
 
 from conftest import REPO, train_yml, write_yml
-from mdrn_models import cli, pipeline_fixes
+from mdrn_models.integration import option_files, pipeline_fixes
+from mdrn_models.utils import checkpoints
 
 
 def test_yaml_to_train_to_checkpoint_to_test_psnr(tmp_path, pairs, basicsr_cli):
@@ -97,10 +98,10 @@ def test_option_file_cannot_run_code(tmp_path, basicsr_cli, flag):
 def test_malformed_option_files_get_one_line_errors(tmp_path, content, message):
     yml = tmp_path / 'bad.yml'
     yml.write_text(content)
-    with pytest.raises(cli.OptionFileError, match=message):
-        cli.check_option_file(yml)
-    with pytest.raises(cli.OptionFileError, match='option file not found'):
-        cli.check_option_file(tmp_path / 'missing.yml')
+    with pytest.raises(option_files.OptionFileError, match=message):
+        option_files.check_option_file(yml)
+    with pytest.raises(option_files.OptionFileError, match='option file not found'):
+        option_files.check_option_file(tmp_path / 'missing.yml')
 
 
 def test_plugins_from_entry_points_are_loaded(tmp_path):
@@ -119,7 +120,7 @@ def test_plugins_from_entry_points_are_loaded(tmp_path):
     dist_info.mkdir()
     (dist_info / 'METADATA').write_text('Metadata-Version: 2.1\nName: toyplugin\nVersion: 0.1\n')
     (dist_info / 'entry_points.txt').write_text('[basicsr.plugins]\ntoy = toyplugin\n')
-    code = ('from mdrn_models import cli; cli.load_plugins(); from basicsr.utils.registry import ARCH_REGISTRY; '
+    code = ('from mdrn_models.integration.plugins import load_plugins; load_plugins(); from basicsr.utils.registry import ARCH_REGISTRY; '
             'ARCH_REGISTRY.get("ToyPluginNet"); ARCH_REGISTRY.get("MDRN"); print("ok")')
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(tmp_path), os.getcwd()])}
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
@@ -160,7 +161,7 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     (('num_gpu: 0', 'num_gpu: 4'), 'num_gpu: 4 in'),
     (('color: y\n', 'color: y\n    channels: 3\n'), 'datasets.train is color (channels: 3) but network_g has '
                                                      'num_in_ch: 1'),
-    # found by the preflight (mdrn_models/preflight.py), before BasicSR creates the experiment folder
+    # found by the preflight (mdrn_models/integration/preflight.py), before BasicSR creates the experiment folder
     (('type: L1Loss', 'type: L1Los'), "train.pixel_opt: loss type 'L1Los' is not registered (did you mean 'L1Loss'?)"),
     (('type: PairedImageDataset', 'type: PairedImageDatset'), "dataset type 'PairedImageDatset' is not registered"),
     (('type: calculate_psnr', 'type: calculate_psn'), "did you mean 'calculate_psnr'?"),
@@ -209,7 +210,7 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
 def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
     """The preflight's checks of train/val/path keys and of loss/optimizer/scheduler arguments (in process; the
     command runs them before any folder exists, see test_bad_options_stop_before_any_work)."""
-    from mdrn_models import preflight
+    from mdrn_models.integration import preflight
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
     assert edit[0] in yml.read_text()
     opt = yaml.safe_load(yml.read_text().replace(*edit, 1)) | {'is_train': True}
@@ -225,7 +226,7 @@ def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
 def test_training_set_must_give_every_process_a_batch(tmp_path, pairs, world_size, batch, ok):
     """BasicSR's training loader drops incomplete batches: 4 images must not be split into batches of 5 (or two
     processes' 2 samples into batches of 3), which would train nothing."""
-    from mdrn_models import preflight
+    from mdrn_models.integration import preflight
     opt = yaml.safe_load(train_yml(tmp_path / 'b.yml', pairs, 'tiny_b', total_iter=2).read_text())
     opt['datasets'] = {'train': opt['datasets']['train'] | {'batch_size_per_gpu': batch}}
     opt['world_size'] = world_size
@@ -253,7 +254,7 @@ def test_any_torch_optimizer_trains_every_iteration_when_batches_are_dropped(tmp
 
 
 def test_kd_opt_arguments_are_the_losss_plus_the_distillation_keys():
-    from mdrn_models import preflight
+    from mdrn_models.integration import preflight
     kd_opt = {'layers': ['msag_0_1'], 'teacher_input': 'lq', 'dry_run_size': 32, 'loss_weight': 1.0}  # no type: L1
     opt = {'is_train': True, 'model_type': 'HKDModel',
            'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [1]},
@@ -280,7 +281,7 @@ def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_
 def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkeypatch):
     """--force_yml manual_seed=N seeds the run (BasicSR seeds before applying --force_yml); a key path through a
     missing section names the sections there are."""
-    from mdrn_models import pipeline_fixes
+    from mdrn_models.integration import pipeline_fixes
     yml = train_yml(tmp_path / 'seed.yml', pairs, 'tiny_seed', total_iter=2)
     monkeypatch.setattr(sys, 'argv', ['basicsr', '-opt', str(yml), '--force_yml', 'manual_seed=7'])
     opt, _ = pipeline_fixes.parse_options(str(tmp_path), is_train=True)
@@ -363,17 +364,17 @@ def test_make_with_an_empty_torch_pin_skips_the_torch_step():
 
 
 def test_a_training_state_given_as_weights_is_named():
-    from mdrn_models import preflight
+    from mdrn_models.utils import checkpoints
     state = {'epoch': 1, 'iter': 2, 'optimizers': [], 'schedulers': []}
-    with pytest.raises(preflight.PreflightError, match=re.escape(
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(
             'network_g checkpoint 2.state is a training state (for resuming), not network weights: point '
             'path.pretrain_network_g at models/net_g_<iter>.pth, or resume with --auto_resume')):
-        preflight.select_state(state, '2.state', 'params')
+        checkpoints.select_state(state, '2.state', 'params')
 
 
 def test_preflight_leaves_the_seeded_init_alone():
     """The preflight builds every network (random init); the run's seeded initialisation must not shift."""
-    from mdrn_models.preflight import preflight
+    from mdrn_models.integration.preflight import preflight
     opt = {'is_train': False, 'model_type': 'SRModel', 'network_g': {'type': 'MDRN', 'num_feat': 8, 'num_block': 1}}
     torch.manual_seed(0)
     expected = torch.rand(4)
@@ -387,7 +388,7 @@ def test_preflight_leaves_the_seeded_init_alone():
     ({'channels': 1}, {'num_in_ch': 1, 'num_out_ch': 3}, 'is gray (channels: 1) but network_g has num_out_ch: 3'),
 ])
 def test_dataset_and_network_channels_must_agree(dataset, net, message):
-    from mdrn_models.option_checks import OptionError, check_options
+    from mdrn_models.integration.option_checks import OptionError, check_options
     opt = {'datasets': {'train': {'type': 'AWGNDenoisingDataset', **dataset}}, 'network_g': {'type': 'MDRN', **net}}
     with pytest.raises(OptionError, match=re.escape(message)):
         check_options(opt)
@@ -448,7 +449,7 @@ def test_network_checkpoint_cannot_run_code(tmp_path, pairs, basicsr_cli):
     assert proc.returncode != 0
     assert f'refused to load {evil} with weights_only=True' in proc.stdout, proc.stdout[-2000:]
     assert not marker.exists()
-    with pytest.raises(pipeline_fixes.CheckpointError, match='network checkpoint not found'):
-        pipeline_fixes.check_checkpoint(str(tmp_path / 'nope.pth'))
-    with pytest.raises(pipeline_fixes.CheckpointError, match='train.yml is not a PyTorch checkpoint'):
-        pipeline_fixes.check_checkpoint(str(yml))
+    with pytest.raises(checkpoints.CheckpointError, match='network checkpoint not found'):
+        checkpoints.check_checkpoint(str(tmp_path / 'nope.pth'))
+    with pytest.raises(checkpoints.CheckpointError, match='train.yml is not a PyTorch checkpoint'):
+        checkpoints.check_checkpoint(str(yml))

@@ -35,8 +35,8 @@ def test_every_command_has_its_flags_listed():
 
 @pytest.mark.parametrize('command', FLAGS)
 def test_command_help_lists_its_own_flags(command, capsys):
-    if command == 'export' and importlib.util.find_spec('mdrn_models.export') is None:
-        pytest.skip('mdrn_models/export.py is not there yet')
+    if command == 'export' and importlib.util.find_spec('mdrn_models.tools.export') is None:
+        pytest.skip('mdrn_models/tools/export.py is not there yet')
     with pytest.raises(SystemExit) as exc:
         mdrn_cli.main([command, '--help'])
     assert exc.value.code == 0
@@ -76,8 +76,10 @@ def test_help_imports_neither_torch_nor_basicsr():
 
 def test_light_parsers_agree_with_the_tools():
     """parsers.py repeats a few choice lists of the tools (importing a tool imports torch)."""
-    from mdrn_models import benchmark, export_weights, peer_weights
-    from mdrn_models.denoise_model import TILE_ALIGN
+    from mdrn_models.tools import benchmark
+    from mdrn_models.tools import export_weights
+    from mdrn_models.tools import peer_weights
+    from mdrn_models.models.denoise_model import TILE_ALIGN
     assert parsers.TILE_ALIGN == TILE_ALIGN
     assert parsers.BENCHMARK_MODES == benchmark.MODES
     assert parsers.PEER_ARCHS == peer_weights.ARCHS

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mdrn_arch import MDRN, DnCNN
-from mdrn_models import compare
-from mdrn_models.denoise_model import eval_forward
+from mdrn_models.tools import compare, compare_figures, model_loading
+from mdrn_models.models.denoise_model import eval_forward
 
 
 @pytest.fixture(scope='module')
@@ -120,8 +120,8 @@ def test_compare_outputs_and_consistency(tiny, tmp_path, capsys):
     fig = cv2.imread(str(figs[1]))
     # noisy | Ident | MDRN-tiny | FFDNet-tiny | clean, 12 px crops zoomed x2 (panels widened to show the whole PSNR),
     # 4 px gaps, under two label lines
-    panel = max(24, compare.text_width('000.00 dB') + 2 * compare.MARGIN)
-    assert fig.shape[1] == 5 * panel + 4 * 4 and fig.shape[0] == 2 * compare.LINE_H + 4 + 24
+    panel = max(24, compare_figures.text_width('000.00 dB') + 2 * compare_figures.MARGIN)
+    assert fig.shape[1] == 5 * panel + 4 * 4 and fig.shape[0] == 2 * compare_figures.LINE_H + 4 + 24
     # refuses to overwrite without --force, a previous run's figure too; --force deletes stale figures only
     with pytest.raises(SystemExit) as err:
         _run(tiny, out)
@@ -167,9 +167,9 @@ def test_figure_names_are_safe_and_write_failures_are_reported(tiny, tmp_path, c
 
 def test_figure_label_keeps_the_psnr_of_a_long_name():
     width = 60
-    name, psnr = compare.label_lines('MDRN-2B-HMDS-distilled-from-sigma15-teacher', 29.87, width)
-    assert psnr == '29.87 dB' and name.endswith('..') and compare.text_width(name) + 2 * compare.MARGIN <= width
-    assert compare.label_lines('noisy', 20.1, width) == ['noisy', '20.10 dB']
+    name, psnr = compare_figures.label_lines('MDRN-2B-HMDS-distilled-from-sigma15-teacher', 29.87, width)
+    assert psnr == '29.87 dB' and name.endswith('..') and compare_figures.text_width(name) + 2 * compare_figures.MARGIN <= width
+    assert compare_figures.label_lines('noisy', 20.1, width) == ['noisy', '20.10 dB']
 
 
 def test_compare_amp_runs_under_bf16_autocast_on_cpu(tiny, tmp_path, capsys, monkeypatch):
@@ -249,7 +249,7 @@ def test_flops_count_what_the_row_runs(tiny, tmp_path):
     its window (BasicSR's default 7 when the option file leaves window_size out; 256 is no multiple of 7)."""
     net = MDRN(num_feat=4, num_block=1, num_level=2).eval()
     plus = {'model_type': 'DenoiseModel', 'val': {'self_ensemble': True}}
-    assert compare.count_flops(eval_forward(net, plus), 1, 32) == 8 * compare.count_flops(net, 1, 32) > 0
+    assert model_loading.count_flops(eval_forward(net, plus), 1, 32) == 8 * model_loading.count_flops(net, 1, 32) > 0
     (tmp_path / 'swinir.yml').write_text('network_g: {type: SwinIR, in_chans: 1, embed_dim: 6, depths: [1], '
                                          'num_heads: [1], mlp_ratio: 1, upscale: 1, upsampler: ""}\n')
     assert compare.main(['--models', f'S={tmp_path / "swinir.yml"}', '--sets', f'tiny={tiny / "imgs"}',
@@ -265,9 +265,9 @@ def test_a_partial_non_strict_load_is_labelled(tiny, tmp_path):
     yml = tmp_path / 'partial.yml'
     yml.write_text((tiny / 'mdrn.yml').read_text().replace(str(tiny / 'mdrn.pth'), str(tmp_path / 'head_only.pth'))
                    .replace('strict_load_g: true', 'strict_load_g: false'))
-    net, weights, _ = compare.build_model(str(yml))
+    net, weights, _ = model_loading.build_model(str(yml))
     assert weights == f'{tmp_path / "head_only.pth"} (strict_load_g: false; 2 of {len(net.state_dict())} tensors loaded)'
-    assert compare.build_model(str(tiny / 'mdrn.yml'))[1] == str(tiny / 'mdrn.pth')
+    assert model_loading.build_model(str(tiny / 'mdrn.yml'))[1] == str(tiny / 'mdrn.pth')
 
 
 def test_ffdnet_is_run_at_the_sigma_under_test(tiny, tmp_path):

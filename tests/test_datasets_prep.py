@@ -16,7 +16,7 @@ from basicsr.utils import tensor2img
 from conftest import REPO
 from datasets_prep import demo, div2k, testset, verify
 from datasets_prep.common import PrepError
-from mdrn_models.awgn_dataset import AWGNDenoisingDataset
+from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
 
 
 def random_images(folder, sizes, channels=3, seed=0, names=None):

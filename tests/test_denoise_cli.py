@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mdrn_arch import FFDNet, MDRN
-from mdrn_models.denoise import denoise, read_image
+from mdrn_models.tools.denoise import denoise, read_image
 
 
 @pytest.fixture(scope='module')

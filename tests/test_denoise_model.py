@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mdrn_arch import MDRN
-from mdrn_models.denoise_model import self_ensemble, eval_forward, tile_options, tiled_forward
+from mdrn_models.models.denoise_model import self_ensemble, eval_forward, tile_options, tiled_forward
 
 
 def test_tiled_inference_equals_whole_image():

@@ -1,4 +1,4 @@
-"""``basicsr export`` (``mdrn_models.export``) and the benchmark's onnxruntime mode, on tiny networks: the exported
+"""``basicsr export`` (``mdrn_models.tools.export``) and the benchmark's onnxruntime mode, on tiny networks: the exported
 files match PyTorch at other sizes than the traced one, FFDNet's noise level stays an input, and every refusal is one
 line that leaves no file behind."""
 import re
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mdrn_arch import MDRN, DnCNN, FFDNet
-from mdrn_models import export
+from mdrn_models.tools import export
 
 NETS = {  # name -> (network, its network_g options)
     'MDRN': (MDRN, dict(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2)),
@@ -186,7 +186,7 @@ def test_benchmark_onnxruntime_mode(models, capsys, monkeypatch):
     """Mode onnxruntime times each model's ONNX export in onnxruntime next to the PyTorch modes (FFDNet fed its
     sigma, an option file's network as loaded); without onnxruntime it is refused in one line before any compute."""
     pytest.importorskip('onnxruntime')
-    from mdrn_models import benchmark
+    from mdrn_models.tools import benchmark
     measured, bench_inference = [], benchmark.bench_inference
     monkeypatch.setattr(benchmark, 'bench_inference', lambda *a: measured.extend(bench_inference(*a)) or measured)
     assert benchmark.main(['--sizes', '24', '32', '--models', 'FFDNet', f'Tiny={models["MDRN-2B"]}', '--modes',

@@ -13,8 +13,8 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils import check_resume
 from conftest import REPO
-from mdrn_models.denoise_model import self_ensemble
-from mdrn_models.feature_hooks import FeatureHooks
+from mdrn_models.models.denoise_model import self_ensemble
+from mdrn_models.models.feature_hooks import FeatureHooks
 
 STUDENT = {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8, 'num_block': 1, 'num_level': 2}
 TEACHER = {**STUDENT, 'num_block': 2}
@@ -471,7 +471,7 @@ def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
 def test_preflight_refuses_hmds_on_a_dataset_without_lq_teacher(tmp_path):
     """HMDS on a dataset that gives no lq_teacher (e.g. pre-noised pairs) is refused before any folder, not at the
     first training step with a traceback."""
-    from mdrn_models.preflight import PreflightError, check_datasets
+    from mdrn_models.integration.preflight import PreflightError, check_datasets
     _write_pngs(tmp_path / 'gt')
     _write_pngs(tmp_path / 'lq')
     paired = {'type': 'PairedImageDataset', 'name': 'p', 'dataroot_gt': str(tmp_path / 'gt'), 'phase': 'train',
@@ -541,7 +541,7 @@ def test_demo_option_files_chain():
 def test_data_parallel_is_refused_in_one_line_pointing_to_torchrun(tmp_path, teacher_ckpt):
     """``num_gpu: 2`` (or ``auto`` on a 2-GPU machine) without a launcher: BasicSR would wrap the nets in
     DataParallel, whose replicas each fire the feature hooks. Refused by the model's own checks (the preflight's)."""
-    from mdrn_models.hkd_model import HKDModel
+    from mdrn_models.models.hkd_model import HKDModel
     opt = make_opt(tmp_path, teacher_ckpt)
     opt['num_gpu'] = 2
     with pytest.raises(ValueError, match=r'num_gpu: 2 without a launcher means DataParallel.*torchrun '
@@ -551,15 +551,11 @@ def test_data_parallel_is_refused_in_one_line_pointing_to_torchrun(tmp_path, tea
     HKDModel.check_kd_options(opt)
 
 
-def test_data_parallel_batch_change_is_logged(monkeypatch, caplog):
+def test_data_parallel_batch_change_is_logged(monkeypatch, basicsr_log):
     """A plain DenoiseModel under DataParallel trains on num_gpu x batch_size_per_gpu images a step: said in the log."""
-    import logging
     from types import SimpleNamespace
-    from mdrn_models import pipeline_fixes
-    logger = logging.getLogger('basicsr')
-    logger.addHandler(caplog.handler)
-    monkeypatch.setattr(logger, 'handlers', [*logger.handlers])
+    from mdrn_models.integration import pipeline_fixes
     monkeypatch.setattr(pipeline_fixes, 'DataParallel', lambda net: SimpleNamespace(module=net))
     fake = SimpleNamespace(opt={'dist': False, 'num_gpu': 2}, device=torch.device('cpu'))
     pipeline_fixes.model_to_device(fake, nn.Conv2d(1, 1, 1))
-    assert 'Conv2d runs under DataParallel on 2 GPUs: BasicSR loads 2 x batch_size_per_gpu' in caplog.text
+    assert 'Conv2d runs under DataParallel on 2 GPUs: BasicSR loads 2 x batch_size_per_gpu' in basicsr_log.text

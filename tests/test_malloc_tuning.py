@@ -1,4 +1,4 @@
-"""glibc keeps freed memory in the command-line entry points (``mdrn_models/malloc_tuning.py``), never on import."""
+"""glibc keeps freed memory in the command-line entry points (``mdrn_models/tools/malloc_tuning.py``), never on import."""
 import os
 import platform
 import subprocess
@@ -6,12 +6,18 @@ import sys
 
 import pytest
 
-from mdrn_models import cli, compare, denoise, malloc_tuning
+from mdrn_models import cli
+
+from mdrn_models.tools import compare
+
+from mdrn_models.tools import denoise
+
+from mdrn_models.tools import malloc_tuning
 from conftest import REPO
 
 FREE_64MIB = """
 import os, torch
-from mdrn_models.malloc_tuning import keep_freed_memory
+from mdrn_models.tools.malloc_tuning import keep_freed_memory
 applied = keep_freed_memory()
 rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 x = torch.ones(2**24)

@@ -1,6 +1,4 @@
 """MDRN architecture: the paper's parameter counts, any input size, feature taps, gradients, registration."""
-import logging
-
 import pytest
 import torch
 from basicsr.archs import build_network
@@ -312,7 +310,7 @@ def test_dilations_must_divide_num_feat():
         MDRN(num_feat=8, dilations=(1, 2, 3))
 
 
-def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, caplog, fused_calls):
+def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, basicsr_log, fused_calls):
     """A researcher who edits MSAB gets the edited network, not the stale fast path: the check run when the fast
     path is enabled finds the difference, logs one line, and leaves the plain forward on."""
     def edited(self, x):  # e.g. a ReLU added after the fusion conv
@@ -322,11 +320,8 @@ def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, caplog, fus
     monkeypatch.setattr(MSAB, 'forward', edited)
     torch.manual_seed(0)
     net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1).eval()
-    logger = logging.getLogger('basicsr')  # BasicSR's logger does not propagate to pytest's root handler
-    logger.addHandler(caplog.handler)
-    monkeypatch.setattr(logger, 'handlers', [*logger.handlers])
     assert not enable_fused_inference(net)
-    assert 'MDRN fast path off: the fused forward differs from MSAG.forward' in caplog.text
+    assert 'MDRN fast path off: the fused forward differs from MSAG.forward' in basicsr_log.text
     fused_calls.clear()
     x = torch.rand(1, 1, 8, 8)
     with torch.no_grad():
@@ -339,4 +334,4 @@ def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, caplog, fus
     net = MDRN(1, 1, num_feat=8, num_block=1, num_level=1)
     net.msag_0_0.body[0].__class__ = MyMSAB
     assert not enable_fused_inference(net)
-    assert 'MyMSAB in MSAG.body is not the MSAB the fast path implements' in caplog.text
+    assert 'MyMSAB in MSAG.body is not the MSAB the fast path implements' in basicsr_log.text

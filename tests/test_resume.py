@@ -9,7 +9,7 @@ import time
 import torch
 
 from conftest import REPO, train_yml
-from mdrn_models import pipeline_fixes
+from mdrn_models.integration import pipeline_fixes
 
 
 def _states(state_dir):

@@ -9,9 +9,9 @@ import yaml
 from basicsr.archs import build_network
 
 from mdrn_arch import MDRN
-from mdrn_models.export_weights import export
-from mdrn_models.export_weights import main as export_main
-from mdrn_models.pipeline_fixes import CheckpointError
+from mdrn_models.tools.export_weights import export
+from mdrn_models.tools.export_weights import main as export_main
+from mdrn_models.utils.checkpoints import CheckpointError
 from conftest import REPO
 
 WEIGHTS = sorted((REPO / 'weights').glob('*.pth'))
@@ -74,7 +74,7 @@ def test_set12_numbers_of_the_model_card_reproduce(shared_dir, tmp_path):
     """Every shipped weight, at its own noise level, in one compare run (one process; compare scores exactly what
     ``basicsr test`` scores for an option file: tests/test_compare.py), against the card's Set12 numbers."""
     import csv
-    from mdrn_models import compare
+    from mdrn_models.tools import compare
     models, sigmas = [], set()
     for k, weight in enumerate(WEIGHTS):
         yml, opt = set12_option_file(weight.name, shared_dir, tmp_path)
@@ -156,7 +156,7 @@ def test_export_weights_errors_are_one_line_about_this_command(tmp_path, monkeyp
     (['--mat', '{tmp}/x.mat', '--out', '{tmp}', '--force'], r"is a folder: give the checkpoint file to write"),
 ])
 def test_peer_weights_refuses_folders_with_one_line(tmp_path, capsys, args, message):
-    from mdrn_models import peer_weights
+    from mdrn_models.tools import peer_weights
     with pytest.raises(SystemExit) as err:
         peer_weights.main(['--arch', 'DnCNN', *(a.format(tmp=tmp_path) for a in args)])
     lines = capsys.readouterr().err.strip().splitlines()

@@ -1,6 +1,6 @@
 """Keep freed memory in the process instead of handing it back to the OS (glibc only).
 
-Called by the command-line entry points (``basicsr``, ``python -m mdrn_models.denoise`` / ``.compare``, and the
+Called by the command-line entry points (``basicsr``, ``python -m mdrn_models.tools.denoise`` / ``.compare``, and the
 benchmark with ``--keep-freed-memory``), never on import: it is a process-wide setting, right for a process that runs
 one job and exits, a surprise inside someone's notebook.
 

@@ -1,8 +1,8 @@
 """Import the published MatConvNet weights of DnCNN and FFDNet into BasicSR checkpoints.
 
-    python -m mdrn_models.peer_weights --mat ../shared/weights/peers/DnCNN_gray_sigma25.mat --arch DnCNN \
+    python -m mdrn_models.tools.peer_weights --mat ../shared/weights/peers/DnCNN_gray_sigma25.mat --arch DnCNN \
         --out experiments/pretrained/dncnn_gray_sigma25.pth
-    python -m mdrn_models.peer_weights --mat ../shared/weights/peers/FFDNet_gray.mat --arch FFDNet \
+    python -m mdrn_models.tools.peer_weights --mat ../shared/weights/peers/FFDNet_gray.mat --arch FFDNet \
         --out experiments/pretrained/ffdnet_gray.pth
 
 The ``.mat`` files are MATLAB v7.3, i.e. HDF5, read with h5py: ``net/layers`` is a cell array of references to

@@ -35,9 +35,7 @@ import argparse
 import collections
 import math
 import os
-import re
 import sys
-import zipfile
 from os import path as osp
 
 import mdrn_arch.basicsr_compat  # noqa: F401
@@ -55,7 +53,8 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
 
-from .option_checks import OptionError, check_options
+from mdrn_models.integration.option_checks import OptionError, check_options
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
@@ -150,7 +149,7 @@ def parse_options(root_path, is_train=True):
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
-    from .preflight import PreflightError, preflight  # imports this module
+    from mdrn_models.integration.preflight import PreflightError, preflight  # imports this module
     try:
         preflight(opt)
     except (PreflightError, CheckpointError) as exc:
@@ -247,30 +246,6 @@ def model_to_device(self, net):
 
 
 _original_load_network = BaseModel.load_network
-
-
-class CheckpointError(ValueError):
-    """A network checkpoint that is missing or holds more than tensors."""
-
-
-def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
-    """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
-    in ``fix`` where the path is wrong."""
-    if not osp.isfile(path):
-        raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
-    with open(path, 'rb') as f:
-        pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
-    if not (zipfile.is_zipfile(path) or pickle_magic):
-        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): {fix}')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:
-        # torch's message opens with generic advice (with terminal colour codes); the reason is its Unpickler line
-        lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(exc).splitlines() if line.strip()]
-        first = next((line for line in lines if 'Unpickler error' in line), lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
-                              'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
-                              'from code you trust') from None
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):

@@ -1,7 +1,7 @@
 """Turn a training checkpoint into a small weight file to ship: ``{'params': state_dict}`` only, fp16 by default.
 
-    python -m mdrn_models.export_weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
-    python -m mdrn_models.export_weights CKPT OUT --key params_ema --dtype fp32 --force
+    python -m mdrn_models.tools.export_weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
+    python -m mdrn_models.tools.export_weights CKPT OUT --key params_ema --dtype fp32 --force
 
 BasicSR's ``net_g_*.pth`` already holds ``params`` (and ``params_ema`` when EMA is on); shipping means picking one,
 casting it (fp16 halves the file; BasicSR's ``load_network`` casts it back to the network's fp32 on load) and
@@ -17,7 +17,7 @@ import torch
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
 from mdrn_cli import parsers
-from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
 DTYPES = {'fp16': torch.float16, 'fp32': torch.float32}
 

@@ -3,8 +3,9 @@
 Each failure is one line naming the key and the fix. Unknown top-level keys are only refused when they look like a
 typo of a known key (other plugins may add keys of their own).
 """
-import difflib
 import itertools
+
+from mdrn_models.utils.messages import did_you_mean
 
 KNOWN_TOP_LEVEL = {
     'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'path', 'train', 'val', 'logger',
@@ -15,25 +16,6 @@ KNOWN_TOP_LEVEL = {
 
 class OptionError(ValueError):
     """An option that cannot work; the message says which and how to fix it."""
-
-
-def did_you_mean(word, options, cutoff=0.6):
-    """``"did you mean 'x'?"`` for the closest of ``options`` to ``word``, or None."""
-    same_but_case = [o for o in sorted(options) if str(o).lower() == str(word).lower()]  # difflib ranks 'Adam' first
-    close = same_but_case or difflib.get_close_matches(str(word), sorted(options), n=1, cutoff=cutoff)
-    return f"did you mean '{close[0]}'?" if close else None
-
-
-def first_line(error, text=None):
-    """The first line of ``text`` (default: ``str(error)``), or the error's class name when it is empty: the detail
-    a one-line message quotes from an exception."""
-    lines = str(error if text is None else text).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def first_repeat(values):
-    """The first value of ``values`` that an earlier one repeats, or None."""
-    return next((v for i, v in enumerate(values) if v in values[:i]), None)
 
 
 def check_options(opt, source='option file'):

@@ -30,13 +30,13 @@ from basicsr.utils import img2tensor, imwrite, tensor2img
 
 from datasets_prep.common import PrepError, list_images
 from mdrn_cli import parsers
-from mdrn_models import malloc_tuning
-from mdrn_models.awgn_dataset import parse_sigma
-from mdrn_models.cli import OptionFileError
+from mdrn_models.tools import malloc_tuning
+from mdrn_models.data.awgn_dataset import parse_sigma
+from mdrn_models.integration.option_files import OptionFileError
 from mdrn_arch.arch_util import in_channels
-from mdrn_models.compare import RANDOM_INIT, CompareError, build_model, set_sigma, takes_sigma
-from mdrn_models.denoise_model import TILE_ALIGN, eval_forward
-from mdrn_models.pipeline_fixes import CheckpointError
+from mdrn_models.tools.model_loading import RANDOM_INIT, ModelLoadError, build_model, set_sigma, takes_sigma
+from mdrn_models.models.denoise_model import TILE_ALIGN, eval_forward
+from mdrn_models.utils.checkpoints import CheckpointError
 
 
 class DenoiseError(ValueError):
@@ -160,7 +160,7 @@ def main(argv=None):
         # output is written (and the rerun needs no --force); decoding is cheap next to the network
         for src, _ in pairs:
             read_image(src, channels)
-    except (DenoiseError, CompareError, OptionFileError, CheckpointError) as exc:
+    except (DenoiseError, ModelLoadError, OptionFileError, CheckpointError) as exc:
         sys.exit(f'basicsr denoise: error: {exc}')
     if sigma is not None:
         set_sigma(net, sigma)

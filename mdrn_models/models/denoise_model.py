@@ -101,7 +101,12 @@ def _partial(fn, net, *args):
 class DenoiseModel(SRModel):
     """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),
     ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result)."""
-    VAL_OPTION_KEYS = ('self_ensemble', 'tile')  # read besides SRModel's (the preflight refuses unknown val keys)
+    OPTION_KEYS = {'val': ('self_ensemble', 'tile')}  # read besides SRModel's (the preflight refuses unknown keys)
+
+    @classmethod
+    def check_val_options(cls, opt):
+        """Called by the ``basicsr`` command's preflight, before any folder is created."""
+        tile_options(opt)
 
     def __init__(self, opt):
         tile_options(opt)  # refuses bad val.tile values before any network is built

@@ -7,7 +7,7 @@
 
 ``-opt`` is what ``basicsr test`` / ``basicsr denoise`` take: an option file (its ``network_g`` and
 ``path.pretrain_network_g``, any registered arch) or a bare MDRN/DnCNN/FFDNet ``.pth``; the network is built and
-loaded exactly as ``mdrn_models.compare`` builds it (``compare.build_model``), in eval mode, fp32, on the CPU. The
+loaded exactly as ``mdrn_models.tools.model_loading`` builds it (``build_model``), in eval mode, fp32, on the CPU. The
 exported graph is the network alone, with the input padding its forward does (MDRN to a multiple of
 ``2**num_level``, FFDNet to even sizes, SwinIR to its window): not ``basicsr test``'s ×8 self-ensemble nor its
 ``val.tile``. Batch, height and width are dynamic. Input ``input``: float32 ``[N, C, H, W]``, 0..1, gray or RGB as the
@@ -45,14 +45,14 @@ from basicsr.utils import img2tensor, tensor2img
 from datasets_prep.common import PrepError, list_images
 from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
-from mdrn_models import malloc_tuning
-from mdrn_models.awgn_dataset import eval_noise, parse_sigma
-from mdrn_models.cli import OptionFileError
-from mdrn_models.compare import CompareError, build_model, takes_sigma
-from mdrn_models.denoise import DenoiseError, read_image
-from mdrn_models.denoise_model import DenoiseModel, eval_forward, tile_options
-from mdrn_models.option_checks import first_line
-from mdrn_models.pipeline_fixes import CheckpointError
+from mdrn_models.tools import malloc_tuning
+from mdrn_models.data.awgn_dataset import eval_noise, parse_sigma
+from mdrn_models.integration.option_files import OptionFileError
+from mdrn_models.tools.model_loading import ModelLoadError, build_model, takes_sigma
+from mdrn_models.tools.denoise import DenoiseError, read_image
+from mdrn_models.models.denoise_model import DenoiseModel, eval_forward, tile_options
+from mdrn_models.utils.messages import first_line
+from mdrn_models.utils.checkpoints import CheckpointError
 
 FORMATS = {'.onnx': 'onnx', '.pt': 'torchscript', '.ts': 'torchscript'}
 OPSET = parsers.ONNX_OPSET  # ONNX opset; every op of MDRN/DnCNN/FFDNet is in it
@@ -299,7 +299,7 @@ def test_only_steps(opt):
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-def build_parser(prog='python -m mdrn_models.export'):
+def build_parser(prog='python -m mdrn_models.tools.export'):
     return parsers.export(prog)
 
 
@@ -337,7 +337,7 @@ def main(argv=None):
         channels = in_channels(net) or 3
         img, source, ds = check_image(args.image, opt, channels)
         sigma, seed = noise_level(args.sigma, ds, net)
-    except (ExportError, CompareError, OptionFileError, CheckpointError) as err:
+    except (ExportError, ModelLoadError, OptionFileError, CheckpointError) as err:
         sys.exit(f'basicsr export: error: {err}')
     sigma_input = takes_sigma(net)
     module = export_module(net, opt)

@@ -41,7 +41,7 @@ from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .option_checks import did_you_mean
+from mdrn_models.utils.messages import did_you_mean
 
 # image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')

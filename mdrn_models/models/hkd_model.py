@@ -50,11 +50,11 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from mdrn_arch import enable_fused_inference  # noqa: E402
 from mdrn_arch.arch_util import in_channels  # noqa: E402
 
-from .denoise_model import DenoiseModel  # noqa: E402
-from .feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
-from .option_checks import first_line  # noqa: E402
-from .pipeline_fixes import check_checkpoint  # noqa: E402
-from .preflight import arch_desc, checkpoint_path, fit_problem, select_state, shape_mismatches  # noqa: E402
+from mdrn_models.models.denoise_model import DenoiseModel  # noqa: E402
+from mdrn_models.models.feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
+from mdrn_models.utils.messages import first_line  # noqa: E402
+from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem,  # noqa: E402
+                                           select_state, shape_mismatches)
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
 KD_OPTION_KEYS = ('teacher_input', 'layers', 'dry_run_size')  # train.kd_opt keys read here, not by the loss
@@ -193,6 +193,8 @@ class KDLayout:
 @MODEL_REGISTRY.register()
 class HKDModel(DenoiseModel):
     """Student ``net_g`` + frozen teacher ``net_t``; pixel loss + feature distillation through forward hooks."""
+    OPTION_KEYS = {'train': ('kd_opt',), 'val': DenoiseModel.OPTION_KEYS['val']}
+    KD_OPTION_KEYS = KD_OPTION_KEYS
 
     # ------------------------------------------------------------------ setup
     def init_training_settings(self):
@@ -212,7 +214,7 @@ class HKDModel(DenoiseModel):
 
     @classmethod
     def check_train_options(cls, opt, nets):
-        """What the ``basicsr`` command's preflight checks before any folder is created (``mdrn_models/preflight.py``):
+        """What the ``basicsr`` command's preflight checks before any folder is created (``mdrn_models/integration/preflight.py``):
         the options, then the layer pairs on the freshly built ``nets`` (``{'g': student, 't': teacher}``, random
         weights; one dry run, see ``KDLayout``). Training repeats both on the real nets."""
         cls.check_kd_options(opt)

@@ -1,6 +1,6 @@
 """Side-by-side comparison of denoisers on identical noisy inputs: one Markdown + CSV table and zoomed-crop figures.
 
-    python -m mdrn_models.compare \
+    python -m mdrn_models.tools.compare \
         --models MDRN-2B@25=options/test_mdrn2b_gray_s25.yml DnCNN@25=options/test_dncnn_gray_sigma25.yml \
                  FFDNet=options/test_ffdnet_gray_sigma25.yml \
         --sets Set12=datasets/test/Set12 BSD68=datasets/test/BSD68 --sigmas 25 --out results/compare
@@ -44,139 +44,26 @@ import numpy as np
 import torch
 
 import mdrn_models  # noqa: F401  (compat alias + registers MDRN/DnCNN/FFDNet/AWGNDenoisingDataset)
-from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 
-from mdrn_arch import enable_fused_inference
-from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
-from mdrn_models import malloc_tuning, pipeline_fixes
-from mdrn_models.awgn_dataset import AWGNDenoisingDataset, parse_sigma
-from mdrn_models.cli import OptionFileError, check_option_file
-from mdrn_models.denoise_model import eval_forward
-from mdrn_models.option_checks import first_line, first_repeat
-from mdrn_models.pipeline_fixes import CheckpointError, check_checkpoint
-from mdrn_models.preflight import PreflightError, build_networks, check_network_args, fit_problem, select_state
+from mdrn_cli import parsers
+from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset, parse_sigma
+from mdrn_models.integration.option_files import OptionFileError
+from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.tools import malloc_tuning
+from mdrn_models.tools.compare_figures import figure_name, pick_crop, save_figure
+from mdrn_models.tools.model_loading import (AMP_DTYPE, RANDOM_INIT, ModelLoadError, amp_dtype_name, amp_note,
+                                             build_model, count_flops, set_sigma)
+from mdrn_models.utils.checkpoints import CheckpointError
+from mdrn_models.utils.messages import first_line, first_repeat
 
-# --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
-AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
-RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
 OUR_FIGURE = re.compile(r'.+_sigma[0-9.]+_.+\.png')  # the names figure_name() gives: what --force may delete
-
-
-def amp_note(device_type):
-    """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
-    bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""
-    if device_type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return ('note: this CPU has no native bf16 (oneDNN needs AVX512-BF16 or AVX-NE-CONVERT): autocast to '
-                'bfloat16 runs through torch\'s reference kernels, slower than fp32')
-    return None
-
-
-def amp_dtype_name(device_type):
-    """'float16' / 'bfloat16': the autocast dtype of ``AMP_DTYPE`` for the report headers."""
-    return str(AMP_DTYPE[device_type]).removeprefix('torch.')
 
 
 class CompareError(ValueError):
     """Bad command-line input, reported as one line before any compute."""
-
-
-# ----------------------------------------------------------------------------------------------------------- models
-def infer_network_opt(state):
-    """network_g options of an MDRN / DnCNN / FFDNet state_dict (for bare ``.pth`` checkpoints)."""
-    if 'head.weight' in state and any(k.startswith('msag_') for k in state):
-        num_level = sum(1 for k in state if k.startswith('down_') and k.endswith('.weight'))
-        blocks = {int(k.split('.')[2]) for k in state if k.startswith('msag_0_0.body.')}
-        return {'type': 'MDRN', 'num_in_ch': state['head.weight'].shape[1], 'num_out_ch': state['tail.weight'].shape[0],
-                'num_feat': state['head.weight'].shape[0], 'num_block': len(blocks), 'num_level': num_level}
-    convs = sorted((int(k.split('.')[1]) for k in state if k.startswith('body.') and k.endswith('.weight')))
-    if convs and len(state) == 2 * len(convs):
-        first, last = state[f'body.{convs[0]}.weight'], state[f'body.{convs[-1]}.weight']
-        if (first.shape[1] - 1) % 4 == 0 and first.shape[1] > 1 and last.shape[0] % 4 == 0 and last.shape[0] >= 4:
-            return {'type': 'FFDNet', 'num_in_ch': (first.shape[1] - 1) // 4, 'num_out_ch': last.shape[0] // 4,
-                    'num_feat': first.shape[0], 'num_conv': len(convs), 'sigma': 25}
-        return {'type': 'DnCNN', 'num_in_ch': first.shape[1], 'num_out_ch': last.shape[0],
-                'num_feat': first.shape[0], 'num_conv': len(convs)}
-    return None
-
-
-def _basicsr_load(net, path, strict=True, param_key='params'):
-    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report), behind the
-    project's ``weights_only`` check."""
-    from basicsr.models.base_model import BaseModel
-    loader = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
-    pipeline_fixes.load_network(loader, net, path, strict=strict, param_key=param_key)
-    return net
-
-
-def build_model(spec_path):
-    """Option file or checkpoint -> (eval-mode network, description of its weights, options). ``eval_forward(net,
-    options)`` is what ``basicsr test`` runs for the option file (e.g. the ×8 self-ensemble under ``model_type:
-    DenoiseModel`` with ``val.self_ensemble``, SwinIR's window padding); a bare checkpoint's options are ``{}``."""
-    if not osp.isfile(spec_path):
-        raise CompareError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
-    if spec_path.endswith(('.yml', '.yaml')):
-        opt = check_option_file(spec_path)
-        if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
-            raise CompareError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
-        net_opt = dict(opt['network_g'])
-        try:
-            # the preflight's checks: a misspelt option (did-you-mean) or a constructor's complaint is one line,
-            # not a TypeError traceback from inside the arch
-            check_network_args({'network_g': net_opt})
-            net = build_networks({'network_g': net_opt})['g']
-        except PreflightError as err:
-            raise CompareError(f"'{spec_path}': {err}.") from None
-        except KeyError as err:
-            raise CompareError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "
-                               '(install/import its plugin, or fix the type).') from err
-        path_opt = opt.get('path') or {}
-        weights = path_opt.get('pretrain_network_g')
-        if weights:
-            if not osp.isfile(weights):
-                raise CompareError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
-                                   'to the current directory; import/train the weights first).')
-            strict = path_opt.get('strict_load_g', True)
-            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
-                state, used = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g', 'params'))
-                problem = fit_problem(net, state, strict, weights, 'g', net_opt)
-            except (PreflightError, CheckpointError) as err:
-                problem = err
-            if problem:
-                raise CompareError(f"'{spec_path}': {problem}.")
-            _basicsr_load(net, weights, strict, used)
-            own = net.state_dict()
-            fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
-            if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
-                weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
-        enable_fused_inference(net)
-        return net.eval(), weights or RANDOM_INIT, opt
-    ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
-    try:
-        state, _ = select_state(ckpt, spec_path, 'params_ema')
-    except PreflightError:  # no weights in it: reported as an arch that cannot be inferred, below
-        state = {}
-    net_opt = infer_network_opt(state)
-    if net_opt is None:
-        raise CompareError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
-                           'network_g and path.pretrain_network_g instead.')
-    net = build_network(net_opt)
-    net.load_state_dict(state, strict=True)
-    enable_fused_inference(net)
-    return net.eval(), spec_path, {}
-
-
-def count_flops(forward, channels, size=256, device='cpu'):
-    """FLOPs of ``forward`` on one ``size`` x ``size`` image (torch.utils.flop_counter; convs count 2 FLOPs per MAC).
-    Given ``eval_forward``'s function, it counts what the row times: window padding, ×8 self-ensemble included."""
-    from torch.utils.flop_counter import FlopCounterMode
-    x = torch.zeros(1, channels, size, size, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        forward(x)
-    return counter.get_total_flops()
 
 
 def arch_problem(a, b):
@@ -195,16 +82,6 @@ def arch_problem(a, b):
         diff = sorted(k for k in net_opt_a.keys() | net_opt_b.keys() if net_opt_a.get(k) != net_opt_b.get(k))
         return 'network_g options ' + ', '.join(f'{k}={net_opt_a.get(k)} vs {net_opt_b.get(k)}' for k in diff)
     return None
-
-
-def takes_sigma(net):
-    """Whether ``net`` has a noise-level input (a numeric ``sigma`` attribute, as FFDNet)."""
-    return isinstance(getattr(net, 'sigma', None), (int, float))
-
-
-def set_sigma(net, sigma):
-    if takes_sigma(net):
-        net.sigma = float(sigma)
 
 
 # ------------------------------------------------------------------------------------------------------------- args
@@ -249,74 +126,6 @@ def parse_sets(entries):
 
 
 # ---------------------------------------------------------------------------------------------------------- figures
-def pick_crop(gt_img, size):
-    """(y, x, size) of the window with the most fine detail (mean |Laplacian| of the clean image, coarse grid):
-    where denoisers differ most, rather than a flat area or a single strong edge."""
-    import cv2
-    h, w = gt_img.shape[:2]
-    size = min(size, h, w)
-    gray = gt_img.astype(np.float32) if gt_img.ndim == 2 else gt_img.astype(np.float32).mean(axis=2)
-    detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
-    best, best_yx = -1.0, (0, 0)
-    step = max(size // 4, 1)
-    for y in range(0, h - size + 1, step):
-        for x in range(0, w - size + 1, step):
-            s = float(detail[y:y + size, x:x + size].mean())
-            if s > best:
-                best, best_yx = s, (y, x)
-    return best_yx + (size,)
-
-
-FONT = dict(fontFace=0, fontScale=0.45, thickness=1)  # cv2.FONT_HERSHEY_SIMPLEX, size of the figure labels
-LINE_H, MARGIN = 18, 3  # label line height and left margin (px)
-
-
-def text_width(text):
-    import cv2
-    return cv2.getTextSize(text, **FONT)[0][0]
-
-
-def label_lines(name, psnr, width):
-    """The label of one figure panel: the PSNR on its own line, so a long name can never hide it, and the name cut
-    to fit ``width`` px (ending '..'; Hershey fonts have no ellipsis glyph)."""
-    if text_width(name) + 2 * MARGIN > width:
-        while len(name) > 1 and text_width(name + '..') + 2 * MARGIN > width:
-            name = name[:-1]
-        name += '..'
-    return [name] if psnr is None else [name, f'{psnr:.2f} dB']
-
-
-def figure_name(set_name, sigma, stem):
-    """``<set>_sigma<s>_<image>.png`` with anything but letters, digits, '.', '_', '-' replaced by '_': a set name
-    such as 'my/set' would otherwise be a path into a missing folder."""
-    return re.sub(r'[^A-Za-z0-9._-]', '_', f'{set_name}_sigma{sigma:g}_{stem}') + '.png'
-
-
-def save_figure(path, panels, crop, zoom):
-    """``panels``: list of (name, PSNR or None, uint8 image HxW or HxWx3 BGR). Writes one PNG row of zoomed crops,
-    each under a two-line label (name, PSNR); a panel is widened to show the whole PSNR when the crop is narrower."""
-    import cv2
-    y, x, size = crop
-    tiles = []
-    for name, psnr, img in panels:
-        tile = img[y:y + size, x:x + size]
-        if tile.ndim == 2:
-            tile = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)
-        tile = cv2.resize(tile, (tile.shape[1] * zoom, tile.shape[0] * zoom), interpolation=cv2.INTER_NEAREST)
-        width = max(tile.shape[1], text_width('000.00 dB') + 2 * MARGIN)
-        lines = label_lines(name, psnr, width)
-        panel = np.full((2 * LINE_H + 4 + tile.shape[0], width, 3), 255, np.uint8)
-        for i, line in enumerate(lines):
-            cv2.putText(panel, line, (MARGIN, LINE_H * (i + 1) - 4), color=(0, 0, 0), lineType=cv2.LINE_AA, **FONT)
-        panel[2 * LINE_H + 4:, :tile.shape[1]] = tile
-        tiles.append(panel)
-        tiles.append(np.full((panel.shape[0], 4, 3), 255, np.uint8))
-    # cv2.imwrite reports a failure (missing folder, unwritable file) only by returning False
-    if not cv2.imwrite(path, np.concatenate(tiles[:-1], axis=1)):
-        raise CompareError(f"could not write figure '{path}': check that --out is a writable folder.")
-
-
-# -------------------------------------------------------------------------------------------------------------- run
 def row_weights(meta, sigma, vals):
     """CSV ``weights`` of one (model, sigma) row: the weights that produced it ('' where the model did not run)."""
     if not meta:
@@ -492,7 +301,8 @@ def run(args):
                     while fig in figures:
                         i += 1
                         fig = f'{base}_{i}.png'
-                    save_figure(fig, row + [('clean', None, gt_img)], crop, args.zoom)
+                    if not save_figure(fig, row + [('clean', None, gt_img)], crop, args.zoom):
+                        raise CompareError(f"could not write figure '{fig}': check that --out is a writable folder.")
                     figures.append(fig)
                 bar.update(1)
 
@@ -562,7 +372,7 @@ def device_name(device):
     return f'CPU ({torch.get_num_threads()} threads)'
 
 
-def build_parser(prog='python -m mdrn_models.compare'):
+def build_parser(prog='python -m mdrn_models.tools.compare'):
     return parsers.compare(prog)
 
 
@@ -577,7 +387,7 @@ def main(argv=None):
         parser.exit(2, 'error: --zoom must be >= 1, --crop-size >= 4, --flops-size >= 8.\n')
     try:
         rows, out_md, _, figures = run(args)
-    except (CompareError, OptionFileError, CheckpointError) as err:
+    except (CompareError, ModelLoadError, OptionFileError, CheckpointError) as err:
         parser.exit(2, f'error: {err}\n')
     with open(out_md) as fin:
         print(fin.read())

@@ -1,7 +1,7 @@
 """Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run; training-step time of
 plain vs HADS vs HMDS.
 
-    python -m mdrn_models.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref NAME=X.yml]
+    python -m mdrn_models.tools.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref NAME=X.yml]
                                     [--modes fp32 channels_last] [--device cpu|cuda] [--breakdown] [--train]
                                     [--out bench.md]
 
@@ -10,7 +10,7 @@ Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 
 straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
 work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
 inference path (``mdrn_arch/fused_inference.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
-SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.compare``
+SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.tools.compare``
 loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input),
 ``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU), on CUDA
 ``compile`` (``torch.compile`` of the fp32 model), and on the CPU ``onnxruntime``: the model exported to ONNX as
@@ -40,24 +40,21 @@ import statistics
 import sys
 import tempfile
 import time
-import weakref
 from copy import deepcopy
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import mdrn_models  # noqa: F401  (compat alias + registry)
 from basicsr.archs import build_network
 
 from mdrn_arch import enable_fused_inference
 from mdrn_cli import parsers
-from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
-from mdrn_models import malloc_tuning
+from mdrn_models.tools import malloc_tuning
+from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, ReferenceMDRN, sync as _sync
 from mdrn_arch.arch_util import in_channels
-from mdrn_models.compare import AMP_DTYPE, amp_dtype_name, amp_note, build_model, count_flops
-from mdrn_models.denoise_model import eval_forward
-from mdrn_models.option_checks import first_repeat
+from mdrn_models.tools.model_loading import AMP_DTYPE, amp_dtype_name, amp_note, build_model, count_flops
+from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.utils.messages import first_repeat
 
 MODELS = {
     'DnCNN': {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_conv': 17},
@@ -66,44 +63,6 @@ MODELS = {
     'MDRN-2B': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 2, 'num_level': 3},
 }
 MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
-
-
-# ------------------------------------------------------------------------------------------- reference MDRN forward
-def _reference_msab(msab, x):
-    halves = msab.conv_in(x).chunk(len(msab.branches), dim=1)
-    y = torch.cat([msab.act(conv(h)) for conv, h in zip(msab.branches, halves)], dim=1)
-    return x + msab.fusion(channel_shuffle(y, len(msab.branches)))
-
-
-class ReferenceMDRN(torch.nn.Module):
-    """An MDRN run through the straightforward forward (NCHW, chunk, cat + explicit shuffle); same weights/output."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        net = self.net
-        h, w = x.shape[-2:]
-        x_pad = pad_to_multiple(x, 2**net.num_level)
-
-        def msag(name, *inputs):
-            g = getattr(net, name)
-            z = g.fusion(torch.cat(inputs, dim=1))
-            y = z
-            for blk in g.body:
-                y = _reference_msab(blk, y)
-            return z + y
-
-        nodes = {(0, 0): msag('msag_0_0', net.head(x_pad))}
-        for k in range(1, net.num_level + 1):
-            nodes[k, 0] = msag(f'msag_{k}_0', getattr(net, f'down_{k}')(nodes[k - 1, 0]))
-            for j in range(1, k + 1):
-                i = k - j
-                up = getattr(net, f'up_{i}_{j}')(nodes[i + 1, j - 1])
-                nodes[i, j] = msag(f'msag_{i}_{j}', *(nodes[i, c] for c in range(j)), up)
-        out = net.tail(nodes[0, net.num_level])[..., :h, :w]
-        return out + x if net.residual else out
 
 
 VARIANTS = ('-ref', '-unfused')  # MDRN only: the reference forward; the fast forward without the oneDNN fused path
@@ -129,7 +88,7 @@ def label(name):
 def build(name):
     """A built-in model (random weights, seed 0), or the network of ``NAME=PATH`` (an option file or checkpoint)."""
     if '=' in name:
-        net, _, opt = build_model(name.split('=', 1)[1])  # CompareError (a ValueError): one line
+        net, _, opt = build_model(name.split('=', 1)[1])  # ModelLoadError (a ValueError): one line
         forward = eval_forward(net, {'network_g': opt.get('network_g') or {}})  # no tile or self-ensemble
         return net if forward is net else TestForward(net, forward).eval()
     variant = next((v for v in VARIANTS if name.endswith(v)), '')
@@ -147,81 +106,6 @@ def build(name):
 
 
 # ------------------------------------------------------------------------------------------------------ measuring
-class PeakLiveTensors(TorchDispatchMode):
-    """Peak bytes of tensor storages created inside the mode and still alive (CPU memory proxy)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live, self.peak, self.owned = 0, 0, {}
-
-    def _free(self, key):
-        self.live -= self.owned.pop(key, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type == 'cpu':
-                key = t.untyped_storage().data_ptr()
-                if key in self.owned or key == 0:
-                    continue  # a view or an in-place result of a storage already counted
-                nbytes = t.untyped_storage().nbytes()
-                self.owned[key] = nbytes
-                self.live += nbytes
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(t, self._free, key)
-        return out
-
-
-class OpTimer(TorchDispatchMode):
-    """Wall time of every op run inside the mode, and the MACs of the convolutions, grouped by kind (kernel,
-    channels, dilation/stride, fused post-op; every other op in one group): where a forward's time goes.
-
-    Times are taken around each op call (CPU ops run synchronously; on CUDA each op is synchronised), so they add up
-    to the forward minus Python overhead. Conv MACs come from the op's shapes, so the fused oneDNN calls of MDRN's
-    inference path are counted too (``torch.utils.flop_counter`` only knows the plain ops).
-    """
-    # op -> positions of (input, weight, stride, dilation) and how its post-op is named
-    CONVS = {'aten.convolution.default': (0, 1, 3, 5, None),
-             'mkldnn._convolution_pointwise.default': (0, 1, 4, 5, 7),
-             'mkldnn._convolution_pointwise.binary': (0, 2, 5, 6, '+add'),
-             'mkldnn._convolution_pointwise_.binary': (1, 2, 5, 6, '+add in place')}
-
-    def __init__(self, device):
-        super().__init__()
-        self.device, self.groups = device, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = func(*args, **(kwargs or {}))
-        _sync(self.device)
-        seconds = time.perf_counter() - t0
-        kind, macs = self.conv_kind(str(func), args, out)
-        group = self.groups.setdefault(kind, [0, 0.0, 0])
-        group[0] += 1
-        group[1] += seconds
-        group[2] += macs
-        return out
-
-    @classmethod
-    def conv_kind(cls, name, args, out):
-        if name not in cls.CONVS:
-            return 'other ops', 0
-        i_x, i_w, i_stride, i_dil, post = cls.CONVS[name]
-        x, w, stride, dilation = args[i_x], args[i_w], args[i_stride], args[i_dil]
-        transposed = name == 'aten.convolution.default' and args[6]
-        if post is not None and not isinstance(post, str):
-            post = '' if args[post] == 'none' else f'+{args[post]}'
-        # weight: (out, in/groups, kh, kw); transposed (in, out/groups, kh, kw). Each output (input, for a
-        # transposed conv) element costs in/groups (out/groups) x kh x kw MACs.
-        groups = x.shape[1] // (w.shape[0] if transposed else w.shape[1])
-        c_in, c_out = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
-        macs = (x if transposed else out).numel() * w[0].numel()
-        kind = f"{w.shape[2]}×{w.shape[3]} {'deconv' if transposed else 'conv'} {c_in}→{c_out}"
-        kind += ''.join(f' {tag}{v[0]}' for tag, v in (('s', stride), ('d', dilation)) if v[0] > 1)
-        return kind + (f' {post}' if post else ''), macs
-
-
 def image(net, size, device):
     """A batch-1 random image of the channels ``net`` takes (gray when it cannot be told)."""
     return torch.rand(1, in_channels(net) or 1, size, size, device=device)
@@ -229,11 +113,6 @@ def image(net, size, device):
 
 def count_macs(net, size, device):
     return count_flops(net, in_channels(net) or 1, size, device) / 2
-
-
-def _sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def prepare(net, mode, device):
@@ -264,7 +143,7 @@ class OnnxRuntimeModels:
     def fn(self, name):
         """-> callable(x) running ``name``'s ONNX export (FFDNet fed its ``sigma``)."""
         if name not in self.runs:
-            from mdrn_models import export
+            from mdrn_models.tools import export
             if self.folder is None:
                 self.folder = tempfile.TemporaryDirectory(prefix='bench_onnx_')
             net = build(name)
@@ -473,7 +352,7 @@ def report(rows, train, device, args, breakdown=None):
 
 
 def export_opset():
-    from mdrn_models.export import OPSET
+    from mdrn_models.tools.export import OPSET
     return OPSET
 
 
@@ -493,7 +372,7 @@ def check_args(args, device):
     if 'onnxruntime' in args.modes:
         if device.type == 'cuda':
             raise ValueError('mode onnxruntime runs onnxruntime on the CPU: use --device cpu for it.')
-        from mdrn_models.export import ExportError, onnx_modules
+        from mdrn_models.tools.export import ExportError, onnx_modules
         try:
             onnx_modules()
         except ExportError as err:
@@ -524,7 +403,7 @@ def check_args(args, device):
                              '--out.')
 
 
-def build_parser(prog='python -m mdrn_models.benchmark'):
+def build_parser(prog='python -m mdrn_models.tools.benchmark'):
     return parsers.benchmark(prog)
 
 

@@ -10,7 +10,7 @@ Every step is the ``basicsr`` command on an option file in ``options/`` (named i
 or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists) when they ran the same number of
 iterations, and refused otherwise; nothing is overwritten.
 
-    python -m mdrn_models.demo [--root DIR] [--iters N]
+    python -m mdrn_models.tools.demo [--root DIR] [--iters N]
 """
 import os
 import re
@@ -23,7 +23,7 @@ import yaml
 
 from mdrn_cli import parsers
 
-OPTIONS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options')
+OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options')  # the repository's
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
 STUDENTS = {
     'student σ=70, plain': 'demo_student_gray_s70',

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import sys
-from collections import OrderedDict
 from copy import deepcopy
 
 import torch
@@ -38,86 +37,13 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
-from .option_checks import did_you_mean, first_line  # noqa: E402
-from .pipeline_fixes import check_checkpoint  # noqa: E402
+from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
+from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, role,  # noqa: E402
+                                           select_state)
 
 
 class PreflightError(ValueError):
     """An option that cannot work, found before any folder is created."""
-
-
-def _example(keys, n=3):
-    keys = list(keys)
-    return ', '.join(keys[:n]) + (', ...' if len(keys) > n else '')
-
-
-def arch_desc(net_opt):
-    return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
-
-
-def _role(net_key):
-    return 'teacher' if net_key == 't' else f'network_{net_key}'
-
-
-def select_state(ckpt, load_path, param_key, net_key='g'):
-    """The state dict BasicSR's ``load_network`` would read from ``ckpt`` (``param_key``, falling back to
-    ``params``; a bare state dict too; ``param_key`` None: the bare state dict only, as BasicSR reads the whole file
-    then), ``module.`` prefixes stripped. Returns (state, key actually used)."""
-    if not isinstance(ckpt, dict):
-        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of '
-                             'weights')
-    keys = () if param_key is None else (param_key, 'params')
-    used = next((k for k in keys if isinstance(ckpt.get(k), dict)), None)
-    if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
-        state = ckpt
-    elif used is None and {'iter', 'optimizers'} <= set(ckpt):
-        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} is a training state (for resuming), not '
-                             f'network weights: point path.pretrain_network_{net_key} at '
-                             f'models/net_{net_key}_<iter>.pth, or resume with --auto_resume')
-    elif used is None:
-        raise PreflightError(f'{_role(net_key)} checkpoint {load_path} has no [{param_key}] weights (keys: '
-                             f'{_example(ckpt, 6)}); set path.param_key_{net_key}')
-    else:
-        state = ckpt[used]
-    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()), used
-
-
-def shape_mismatches(own, state):
-    """Keys of the state dict ``own`` whose tensor in ``state`` has another shape."""
-    return [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-
-
-def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
-    """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
-    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way. A teacher (``'t'``)
-    must load whole: frozen tensors left at their random init would be distilled into the student, so non-strict only
-    lets its checkpoint hold extra keys."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if net_key == 't' and not strict:
-        strict, unexpected = True, []
-    shape = shape_mismatches(own, state)
-    if not ((strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own)):
-        return None
-    parts = []
-    if missing:
-        parts.append(f'{len(missing)} missing keys ({_example(missing)})')
-    if unexpected:
-        parts.append(f'{len(unexpected)} unexpected keys ({_example(unexpected)})')
-    if shape:
-        k = shape[0]
-        parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
-                     f'{list(own[k].shape)})')
-    return (f'{_role(net_key)} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set '
-            f'network_{net_key} ({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained '
-            f'with, or point path.pretrain_network_{net_key} at a checkpoint of this network')
-
-
-def checkpoint_path(opt, net_key):
-    """``path.pretrain_network_<key>`` (the ``basicsr`` command has already looked a relative one up under
-    ``--root``: ``pipeline_fixes.parse_options``)."""
-    return (opt.get('path') or {}).get(f'pretrain_network_{net_key}')
 
 
 def _check_type(section, cfg, registry, kind):
@@ -168,20 +94,23 @@ NETWORK_PATH_KEYS = ('pretrain_network_', 'strict_load_', 'param_key_')
 def known_section_keys(model_cls):
     """``{'train': keys, 'val': keys}`` that ``model_cls`` reads, or None for a model type we do not know."""
     from basicsr.models.sr_model import SRModel
-    from .denoise_model import DenoiseModel
-    from .hkd_model import HKDModel
-    own = {SRModel: ({}, {}), DenoiseModel: ({}, DenoiseModel.VAL_OPTION_KEYS),
-           HKDModel: ({'kd_opt'}, DenoiseModel.VAL_OPTION_KEYS)}.get(model_cls)
-    if own is None:
+    if model_cls is not SRModel and 'OPTION_KEYS' not in vars(model_cls):  # a subclass may read keys of its own
         return None
-    return {'train': SRMODEL_KEYS['train'] | set(own[0]), 'val': SRMODEL_KEYS['val'] | set(own[1])}
+    own = option_keys(model_cls)
+    return {section: SRMODEL_KEYS[section] | set(own.get(section, ())) for section in ('train', 'val')}
+
+
+def option_keys(model_cls):
+    """The ``train``/``val`` keys a registered model type reads besides SRModel's, as it declares them
+    (``OPTION_KEYS``, e.g. ``DenoiseModel``'s ``val.tile``): the preflight learns them from the registry, never by
+    importing a model."""
+    return getattr(model_cls, 'OPTION_KEYS', {})
 
 
 def check_distillation_keys(opt):
     """Teacher options under a model type that does not distil would be ignored: the run would train without KD."""
-    from .hkd_model import HKDModel
     model_type = opt.get('model_type', 'SRModel')
-    if not opt.get('is_train') or issubclass(MODEL_REGISTRY.get(model_type), HKDModel):
+    if not opt.get('is_train') or 'kd_opt' in option_keys(MODEL_REGISTRY.get(model_type)).get('train', ()):
         return
     set_keys = [key for key, present in (
         ('network_t', 'network_t' in opt), ('train.kd_opt', 'kd_opt' in (opt.get('train') or {})),
@@ -196,9 +125,9 @@ def check_section_keys(opt):
     """Unknown ``train``/``val`` keys of a known model type (a typo would be ignored, or fail after the run folder
     exists), the keys training cannot start without, and the arguments of losses, optimizer and scheduler."""
     from basicsr.models import lr_scheduler
-    from .hkd_model import KD_OPTION_KEYS
     model_type = opt.get('model_type', 'SRModel')
-    known = known_section_keys(MODEL_REGISTRY.get(model_type))
+    model_cls = MODEL_REGISTRY.get(model_type)
+    known = known_section_keys(model_cls)
     if known is None:
         return
     for section, keys in known.items():
@@ -218,7 +147,8 @@ def check_section_keys(opt):
         if key.endswith('_opt') and isinstance(cfg, dict):
             loss = cfg.get('type', 'L1Loss' if key == 'kd_opt' else None)  # HKDModel's default
             if loss in LOSS_REGISTRY:
-                _check_kwargs(f'train.{key}', cfg, LOSS_REGISTRY.get(loss), KD_OPTION_KEYS if key == 'kd_opt' else ())
+                own = getattr(model_cls, 'KD_OPTION_KEYS', ()) if key == 'kd_opt' else ()  # the model's, not the loss's
+                _check_kwargs(f'train.{key}', cfg, LOSS_REGISTRY.get(loss), own)
     optim = train['optim_g'].get('type')
     optimizers = {name for name, cls in vars(torch.optim).items() if isinstance(cls, type)
                   and issubclass(cls, torch.optim.Optimizer) and name not in UNUSABLE_OPTIMIZERS}
@@ -287,19 +217,22 @@ def check_types(opt):
 
 
 def check_val_options(opt):
-    from .denoise_model import DenoiseModel, tile_options
+    """``val.tile`` / ``val.self_ensemble`` only under a model type that reads them; then its own
+    ``check_val_options(opt)`` (``DenoiseModel``: the tile size and overlap)."""
     val = opt.get('val') or {}
     used = [key for key in ('tile', 'self_ensemble') if val.get(key)]
     model_type = opt.get('model_type', 'SRModel')
-    if not issubclass(MODEL_REGISTRY.get(model_type), DenoiseModel):
-        if used:
-            raise PreflightError(f'val.{used[0]} is set but model_type {model_type} ignores it: set model_type: '
-                                 'DenoiseModel (SRModel plus tiling and self-ensemble)')
-        return
-    try:
-        tile_options(opt)
-    except ValueError as exc:
-        raise PreflightError(str(exc)) from None
+    model_cls = MODEL_REGISTRY.get(model_type)
+    ignored = [key for key in used if key not in option_keys(model_cls).get('val', ())]
+    if ignored:
+        raise PreflightError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
+                             'DenoiseModel (SRModel plus tiling and self-ensemble)')
+    check = getattr(model_cls, 'check_val_options', None)
+    if check is not None:
+        try:
+            check(opt)
+        except ValueError as exc:
+            raise PreflightError(str(exc)) from None
 
 
 def check_model_options(opt, nets):
@@ -380,7 +313,7 @@ def check_checkpoints(opt, nets):
         if not load_path:
             continue
         if not os.path.isfile(load_path):
-            raise PreflightError(f'{_role(net_key)} checkpoint not found: {load_path} (train or import it as the '
+            raise PreflightError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
                                  f"option file's header says, or set path.pretrain_network_{net_key})")
         path_opt = opt['path']
         state, _ = select_state(check_checkpoint(load_path), load_path,

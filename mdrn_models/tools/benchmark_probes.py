@@ -1,0 +1,128 @@
+"""What the benchmark measures with besides the clock: the straightforward MDRN forward it compares the fast one
+with (NCHW, ``chunk``, ``cat`` + explicit shuffle; also the test oracle of the arch), peak live tensor bytes (a CPU
+memory proxy) and a per-op timer (the ``--breakdown`` table)."""
+import time
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
+
+
+def sync(device):
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a clock read after it is honest."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+def _reference_msab(msab, x):
+    halves = msab.conv_in(x).chunk(len(msab.branches), dim=1)
+    y = torch.cat([msab.act(conv(h)) for conv, h in zip(msab.branches, halves)], dim=1)
+    return x + msab.fusion(channel_shuffle(y, len(msab.branches)))
+
+
+class ReferenceMDRN(torch.nn.Module):
+    """An MDRN run through the straightforward forward (NCHW, chunk, cat + explicit shuffle); same weights/output."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        net = self.net
+        h, w = x.shape[-2:]
+        x_pad = pad_to_multiple(x, 2**net.num_level)
+
+        def msag(name, *inputs):
+            g = getattr(net, name)
+            z = g.fusion(torch.cat(inputs, dim=1))
+            y = z
+            for blk in g.body:
+                y = _reference_msab(blk, y)
+            return z + y
+
+        nodes = {(0, 0): msag('msag_0_0', net.head(x_pad))}
+        for k in range(1, net.num_level + 1):
+            nodes[k, 0] = msag(f'msag_{k}_0', getattr(net, f'down_{k}')(nodes[k - 1, 0]))
+            for j in range(1, k + 1):
+                i = k - j
+                up = getattr(net, f'up_{i}_{j}')(nodes[i + 1, j - 1])
+                nodes[i, j] = msag(f'msag_{i}_{j}', *(nodes[i, c] for c in range(j)), up)
+        out = net.tail(nodes[0, net.num_level])[..., :h, :w]
+        return out + x if net.residual else out
+
+
+class PeakLiveTensors(TorchDispatchMode):
+    """Peak bytes of tensor storages created inside the mode and still alive (CPU memory proxy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak, self.owned = 0, 0, {}
+
+    def _free(self, key):
+        self.live -= self.owned.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == 'cpu':
+                key = t.untyped_storage().data_ptr()
+                if key in self.owned or key == 0:
+                    continue  # a view or an in-place result of a storage already counted
+                nbytes = t.untyped_storage().nbytes()
+                self.owned[key] = nbytes
+                self.live += nbytes
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._free, key)
+        return out
+
+
+class OpTimer(TorchDispatchMode):
+    """Wall time of every op run inside the mode, and the MACs of the convolutions, grouped by kind (kernel,
+    channels, dilation/stride, fused post-op; every other op in one group): where a forward's time goes.
+
+    Times are taken around each op call (CPU ops run synchronously; on CUDA each op is synchronised), so they add up
+    to the forward minus Python overhead. Conv MACs come from the op's shapes, so the fused oneDNN calls of MDRN's
+    inference path are counted too (``torch.utils.flop_counter`` only knows the plain ops).
+    """
+    # op -> positions of (input, weight, stride, dilation) and how its post-op is named
+    CONVS = {'aten.convolution.default': (0, 1, 3, 5, None),
+             'mkldnn._convolution_pointwise.default': (0, 1, 4, 5, 7),
+             'mkldnn._convolution_pointwise.binary': (0, 2, 5, 6, '+add'),
+             'mkldnn._convolution_pointwise_.binary': (1, 2, 5, 6, '+add in place')}
+
+    def __init__(self, device):
+        super().__init__()
+        self.device, self.groups = device, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        sync(self.device)
+        seconds = time.perf_counter() - t0
+        kind, macs = self.conv_kind(str(func), args, out)
+        group = self.groups.setdefault(kind, [0, 0.0, 0])
+        group[0] += 1
+        group[1] += seconds
+        group[2] += macs
+        return out
+
+    @classmethod
+    def conv_kind(cls, name, args, out):
+        if name not in cls.CONVS:
+            return 'other ops', 0
+        i_x, i_w, i_stride, i_dil, post = cls.CONVS[name]
+        x, w, stride, dilation = args[i_x], args[i_w], args[i_stride], args[i_dil]
+        transposed = name == 'aten.convolution.default' and args[6]
+        if post is not None and not isinstance(post, str):
+            post = '' if args[post] == 'none' else f'+{args[post]}'
+        # weight: (out, in/groups, kh, kw); transposed (in, out/groups, kh, kw). Each output (input, for a
+        # transposed conv) element costs in/groups (out/groups) x kh x kw MACs.
+        groups = x.shape[1] // (w.shape[0] if transposed else w.shape[1])
+        c_in, c_out = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
+        macs = (x if transposed else out).numel() * w[0].numel()
+        kind = f"{w.shape[2]}×{w.shape[3]} {'deconv' if transposed else 'conv'} {c_in}→{c_out}"
+        kind += ''.join(f' {tag}{v[0]}' for tag, v in (('s', stride), ('d', dilation)) if v[0] > 1)
+        return kind + (f' {post}' if post else ''), macs

@@ -1,0 +1,141 @@
+"""The network of any BasicSR option file or checkpoint, built and loaded as ``basicsr test`` would (its weights,
+strictness and param key, with the preflight's checks as one-line errors), for the tools that run models outside
+BasicSR's pipeline: ``compare``, ``denoise``, ``export`` and ``benchmark``. Also what those tools share about running
+one: the autocast dtype per device, the noise level of a network that takes one (FFDNet), the FLOP count."""
+import os.path as osp
+
+import torch
+
+from basicsr.archs import build_network
+from mdrn_arch import enable_fused_inference
+from mdrn_models.integration import pipeline_fixes
+from mdrn_models.integration.option_files import check_option_file
+from mdrn_models.integration.preflight import PreflightError, build_networks, check_network_args
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_problem, select_state
+
+# --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
+AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
+RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
+
+
+class ModelLoadError(ValueError):
+    """An option file or checkpoint whose network cannot be built or loaded; one line, before any compute."""
+
+
+def amp_note(device_type):
+    """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
+    bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""
+    if device_type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return ('note: this CPU has no native bf16 (oneDNN needs AVX512-BF16 or AVX-NE-CONVERT): autocast to '
+                'bfloat16 runs through torch\'s reference kernels, slower than fp32')
+    return None
+
+
+def amp_dtype_name(device_type):
+    """'float16' / 'bfloat16': the autocast dtype of ``AMP_DTYPE`` for the report headers."""
+    return str(AMP_DTYPE[device_type]).removeprefix('torch.')
+
+
+def infer_network_opt(state):
+    """network_g options of an MDRN / DnCNN / FFDNet state_dict (for bare ``.pth`` checkpoints)."""
+    if 'head.weight' in state and any(k.startswith('msag_') for k in state):
+        num_level = sum(1 for k in state if k.startswith('down_') and k.endswith('.weight'))
+        blocks = {int(k.split('.')[2]) for k in state if k.startswith('msag_0_0.body.')}
+        return {'type': 'MDRN', 'num_in_ch': state['head.weight'].shape[1], 'num_out_ch': state['tail.weight'].shape[0],
+                'num_feat': state['head.weight'].shape[0], 'num_block': len(blocks), 'num_level': num_level}
+    convs = sorted((int(k.split('.')[1]) for k in state if k.startswith('body.') and k.endswith('.weight')))
+    if convs and len(state) == 2 * len(convs):
+        first, last = state[f'body.{convs[0]}.weight'], state[f'body.{convs[-1]}.weight']
+        if (first.shape[1] - 1) % 4 == 0 and first.shape[1] > 1 and last.shape[0] % 4 == 0 and last.shape[0] >= 4:
+            return {'type': 'FFDNet', 'num_in_ch': (first.shape[1] - 1) // 4, 'num_out_ch': last.shape[0] // 4,
+                    'num_feat': first.shape[0], 'num_conv': len(convs), 'sigma': 25}
+        return {'type': 'DnCNN', 'num_in_ch': first.shape[1], 'num_out_ch': last.shape[0],
+                'num_feat': first.shape[0], 'num_conv': len(convs)}
+    return None
+
+
+def _basicsr_load(net, path, strict=True, param_key='params'):
+    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report), behind the
+    project's ``weights_only`` check."""
+    from basicsr.models.base_model import BaseModel
+    loader = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
+    pipeline_fixes.load_network(loader, net, path, strict=strict, param_key=param_key)
+    return net
+
+
+def build_model(spec_path):
+    """Option file or checkpoint -> (eval-mode network, description of its weights, options). ``eval_forward(net,
+    options)`` is what ``basicsr test`` runs for the option file (e.g. the ×8 self-ensemble under ``model_type:
+    DenoiseModel`` with ``val.self_ensemble``, SwinIR's window padding); a bare checkpoint's options are ``{}``."""
+    if not osp.isfile(spec_path):
+        raise ModelLoadError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
+    if spec_path.endswith(('.yml', '.yaml')):
+        opt = check_option_file(spec_path)
+        if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+            raise ModelLoadError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
+        net_opt = dict(opt['network_g'])
+        try:
+            # the preflight's checks: a misspelt option (did-you-mean) or a constructor's complaint is one line,
+            # not a TypeError traceback from inside the arch
+            check_network_args({'network_g': net_opt})
+            net = build_networks({'network_g': net_opt})['g']
+        except PreflightError as err:
+            raise ModelLoadError(f"'{spec_path}': {err}.") from None
+        except KeyError as err:
+            raise ModelLoadError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "
+                               '(install/import its plugin, or fix the type).') from err
+        path_opt = opt.get('path') or {}
+        weights = path_opt.get('pretrain_network_g')
+        if weights:
+            if not osp.isfile(weights):
+                raise ModelLoadError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
+                                   'to the current directory; import/train the weights first).')
+            strict = path_opt.get('strict_load_g', True)
+            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
+                state, used = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g', 'params'))
+                problem = fit_problem(net, state, strict, weights, 'g', net_opt)
+            except (PreflightError, CheckpointError) as err:
+                problem = err
+            if problem:
+                raise ModelLoadError(f"'{spec_path}': {problem}.")
+            _basicsr_load(net, weights, strict, used)
+            own = net.state_dict()
+            fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
+            if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
+                weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
+        enable_fused_inference(net)
+        return net.eval(), weights or RANDOM_INIT, opt
+    ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
+    try:
+        state, _ = select_state(ckpt, spec_path, 'params_ema')
+    except PreflightError:  # no weights in it: reported as an arch that cannot be inferred, below
+        state = {}
+    net_opt = infer_network_opt(state)
+    if net_opt is None:
+        raise ModelLoadError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
+                           'network_g and path.pretrain_network_g instead.')
+    net = build_network(net_opt)
+    net.load_state_dict(state, strict=True)
+    enable_fused_inference(net)
+    return net.eval(), spec_path, {}
+
+
+def count_flops(forward, channels, size=256, device='cpu'):
+    """FLOPs of ``forward`` on one ``size`` x ``size`` image (torch.utils.flop_counter; convs count 2 FLOPs per MAC).
+    Given ``eval_forward``'s function, it counts what the row times: window padding, ×8 self-ensemble included."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, channels, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        forward(x)
+    return counter.get_total_flops()
+
+
+def takes_sigma(net):
+    """Whether ``net`` has a noise-level input (a numeric ``sigma`` attribute, as FFDNet)."""
+    return isinstance(getattr(net, 'sigma', None), (int, float))
+
+
+def set_sigma(net, sigma):
+    if takes_sigma(net):
+        net.sigma = float(sigma)

@@ -1,0 +1,104 @@
+"""Network checkpoints, in one place: loading one without running code (``weights_only``), picking the state dict
+BasicSR would read from it, and saying in one line why it does not fit a network. Used by the preflight, the models
+(a distillation teacher) and the tools alike."""
+import re
+import zipfile
+from collections import OrderedDict
+from os import path as osp
+
+import torch
+
+from mdrn_models.utils.messages import example
+
+
+class CheckpointError(ValueError):
+    """A network checkpoint that is missing or holds more than tensors."""
+
+
+def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
+    """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
+    in ``fix`` where the path is wrong."""
+    if not osp.isfile(path):
+        raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
+    with open(path, 'rb') as f:
+        pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
+    if not (zipfile.is_zipfile(path) or pickle_magic):
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): {fix}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        # torch's message opens with generic advice (with terminal colour codes); the reason is its Unpickler line
+        lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(exc).splitlines() if line.strip()]
+        first = next((line for line in lines if 'Unpickler error' in line), lines[0] if lines else type(exc).__name__)
+        raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
+                              'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
+                              'from code you trust') from None
+
+
+def arch_desc(net_opt):
+    return ', '.join(f'{k}={v}' for k, v in (net_opt or {}).items())
+
+
+def role(net_key):
+    return 'teacher' if net_key == 't' else f'network_{net_key}'
+
+
+def select_state(ckpt, load_path, param_key, net_key='g'):
+    """The state dict BasicSR's ``load_network`` would read from ``ckpt`` (``param_key``, falling back to
+    ``params``; a bare state dict too; ``param_key`` None: the bare state dict only, as BasicSR reads the whole file
+    then), ``module.`` prefixes stripped. Returns (state, key actually used)."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{role(net_key)} checkpoint {load_path} is a {type(ckpt).__name__}, not a dict of '
+                             'weights')
+    keys = () if param_key is None else (param_key, 'params')
+    used = next((k for k in keys if isinstance(ckpt.get(k), dict)), None)
+    if used is None and ckpt and all(hasattr(v, 'shape') for v in ckpt.values()):
+        state = ckpt
+    elif used is None and {'iter', 'optimizers'} <= set(ckpt):
+        raise CheckpointError(f'{role(net_key)} checkpoint {load_path} is a training state (for resuming), not '
+                             f'network weights: point path.pretrain_network_{net_key} at '
+                             f'models/net_{net_key}_<iter>.pth, or resume with --auto_resume')
+    elif used is None:
+        raise CheckpointError(f'{role(net_key)} checkpoint {load_path} has no [{param_key}] weights (keys: '
+                             f'{example(ckpt, 6)}); set path.param_key_{net_key}')
+    else:
+        state = ckpt[used]
+    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()), used
+
+
+def shape_mismatches(own, state):
+    """Keys of the state dict ``own`` whose tensor in ``state`` has another shape."""
+    return [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+
+
+def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
+    """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
+    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way. A teacher (``'t'``)
+    must load whole: frozen tensors left at their random init would be distilled into the student, so non-strict only
+    lets its checkpoint hold extra keys."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if net_key == 't' and not strict:
+        strict, unexpected = True, []
+    shape = shape_mismatches(own, state)
+    if not ((strict and (missing or unexpected or shape)) or len(shape) + len(missing) == len(own)):
+        return None
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} missing keys ({example(missing)})')
+    if unexpected:
+        parts.append(f'{len(unexpected)} unexpected keys ({example(unexpected)})')
+    if shape:
+        k = shape[0]
+        parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
+                     f'{list(own[k].shape)})')
+    return (f'{role(net_key)} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set '
+            f'network_{net_key} ({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained '
+            f'with, or point path.pretrain_network_{net_key} at a checkpoint of this network')
+
+
+def checkpoint_path(opt, net_key):
+    """``path.pretrain_network_<key>`` (the ``basicsr`` command has already looked a relative one up under
+    ``--root``: ``pipeline_fixes.parse_options``)."""
+    return (opt.get('path') or {}).get(f'pretrain_network_{net_key}')
