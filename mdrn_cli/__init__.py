@@ -52,6 +52,16 @@ def set_default_threads(environ=os.environ):
     return n
 
 
+def refuse_unsafe_loads(environ=os.environ):
+    """Every ``torch.load`` in the command's process runs with ``weights_only=True`` (no pickled code can run), also
+    in third-party arch constructors that load files themselves (BasicVSR's ``spynet_path``):
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is dropped (with a note) and ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` set."""
+    if environ.pop('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', None) is not None:
+        print('note: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is ignored: basicsr loads every file with weights_only=True',
+              file=sys.stderr)
+    environ['TORCH_FORCE_WEIGHTS_ONLY_LOAD'] = '1'
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     top = parsers.top().parse_args(argv)
@@ -67,6 +77,7 @@ def main(argv=None):
     if build is not None:
         ns = build(f'basicsr {command}').parse_args(args)  # --help and usage errors, before any heavy import
     set_default_threads()
+    refuse_unsafe_loads()
     if command != 'demo':  # (the demo only starts `basicsr` processes)
         # this project's plugin classes (importing the package registers them) and every installed plugin's, for
         # option files that name them

@@ -35,6 +35,7 @@ import argparse
 import collections
 import math
 import os
+import re
 import sys
 from os import path as osp
 
@@ -59,6 +60,9 @@ from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
 _original_parse_options = basicsr.utils.options.parse_options
+_original_yml_value = basicsr.utils.options._postprocess_yml_value
+FORCE_YML_KEYS = re.compile(r'[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*')
+RUN_NAME = re.compile(r'[A-Za-z0-9_.+@-]+')
 _original_create_loaders = basicsr.train.create_train_val_dataloader
 
 
@@ -118,6 +122,12 @@ def parse_options(root_path, is_train=True):
     bad = next((e for e in entries if e.count('=') != 1), None)
     if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
         raise SystemExit(f"error: --force_yml {bad}: give KEY:SUB=VALUE with one '=', e.g. train:total_iter=1000")
+    # BasicSR exec()s 'opt["k1"]["k2"]=value' built from the key path: a key holding quotes or brackets runs code
+    bad = next((e for e in entries if not FORCE_YML_KEYS.fullmatch(e.split('=')[0].strip())), None)
+    if bad is not None:
+        raise SystemExit(f"error: --force_yml {bad}: a key path is names of letters, digits, '_', '-' or '.' "
+                         "joined by ':', e.g. train:optim_g:lr=2e-4")
+    _check_run_name(_force_yml_args(sys.argv[1:]).opt, entries)
     # datasets:NAME=~ removes a dataset (e.g. a test set not downloaded). BasicSR would set it to None and then fail
     # on it (TypeError), so such entries are taken out of its command line and the sections dropped after parsing.
     drops = {e: name for e in entries if (name := _dropped_dataset(e))}  # entry -> dataset name
@@ -160,6 +170,35 @@ def parse_options(root_path, is_train=True):
         if not is_train:  # basicsr test: SRModel's per-image progress bar (stderr) on a terminal, not in logs
             opt['val'].setdefault('pbar', sys.stderr.isatty())
     return opt, args
+
+
+def _check_run_name(opt_path, entries):
+    """The run's ``name`` (the option file's, or a ``--force_yml name=...``) must be one plain folder name: BasicSR
+    joins it to experiments/ and results/ and archives what is there, so '../x' or '/tmp/x' would rename a folder
+    outside --root. Checked before BasicSR parses anything (it already joins the name while parsing)."""
+    forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
+    if forced:
+        name = force_yml_value(forced[-1])
+    else:
+        with open(opt_path, encoding='utf-8') as f:
+            name = (yaml.safe_load(f) or {}).get('name')
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..'):
+        raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
+                         "'.', '+', '@'; not empty, '.' or '..'), the run's folder under experiments/ and results/")
+
+
+def force_yml_value(value):
+    """BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's safe loader
+    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run)."""
+    if not value.startswith('['):
+        return _original_yml_value(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise SystemExit(f'error: --force_yml value {value}: not a YAML list of plain values, e.g. [100000, 200000]')
+    return parsed
 
 
 def _resolve_checkpoints(opt, root_path):
@@ -278,6 +317,7 @@ def install():
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
+    basicsr.utils.options._postprocess_yml_value = force_yml_value
     BaseModel.model_to_device = model_to_device
     BaseModel.load_network = load_network
     BaseModel.get_optimizer = get_optimizer

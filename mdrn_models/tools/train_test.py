@@ -39,9 +39,15 @@ def run(command, argv, root):
         except OptionFileError as exc:
             sys.exit(f'basicsr {command}: error: {exc}')
 
+    root = os.path.abspath(root)
+    existing = root
+    while not os.path.isdir(existing):  # BasicSR creates the missing part
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        sys.exit(f'basicsr {command}: error: --root {root}: cannot write to {existing} (BasicSR writes experiments/, '
+                 'results/ and tb_logger/ there): choose a writable --root')
     pipeline_fixes.install()
     sys.argv = [f'basicsr {command}', *passthrough]
-    root = os.path.abspath(root)
     if command == 'train':
         from basicsr.train import train_pipeline
         train_pipeline(root)

@@ -24,7 +24,7 @@ def test_two_process_gloo_hkd_run_validates_keeps_ranks_in_sync_and_teacher_froz
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': '', 'OMP_NUM_THREADS': '1'}
     proc = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-         str(REPO / 'tests' / 'dist_worker.py'), str(out), 'train', '-opt', str(yml), '--launcher', 'pytorch',
+         str(REPO / 'tests' / 'models' / 'dist_worker.py'), str(out), 'train', '-opt', str(yml), '--launcher', 'pytorch',
          '--root', str(tmp_path)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:]

@@ -1,0 +1,115 @@
+"""Mistakes and hostile inputs that must end in one line before any folder exists, touching nothing the user made:
+run names outside the run's root, ``--force_yml`` text BasicSR would execute, YAML that does not mean what it says,
+a root that cannot be written, and loads that could run pickled code."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, train_yml
+from mdrn_models.integration import pipeline_fixes
+from mdrn_models.integration.option_files import OptionFileError, check_option_file
+
+
+def tree(root):
+    """Every path under ``root`` with its bytes (files) or None (folders): to show nothing changed."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            found[os.path.join(folder, d)] = None
+        for f in files:
+            with open(os.path.join(folder, f), 'rb') as fh:
+                found[os.path.join(folder, f)] = fh.read()
+    return found
+
+
+@pytest.mark.parametrize('name', ['{outside}', '../../{base}', '..', '', 'a/b'])
+def test_a_run_name_outside_its_root_is_refused_before_anything_moves(tmp_path, pairs, basicsr_cli, name):
+    outside = tmp_path / 'mine'  # a folder of the user's, with their files, next to the run's root
+    (outside / 'experiments').mkdir(parents=True)
+    (outside / 'notes.txt').write_text('keep me')
+    root = tmp_path / 'root' / 'sub'
+    root.mkdir(parents=True)
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'ok_name', total_iter=2)
+    before = tree(tmp_path)
+    name = name.format(outside=outside, base=outside.name)
+    proc = basicsr_cli('train', '-opt', yml, '--root', root, '--force_yml', f'name={name}', cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stdout.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and 'must be one plain folder name' in errors[0], proc.stdout[-2000:]
+    assert 'Traceback' not in proc.stdout
+    assert tree(tmp_path) == before  # nothing created, renamed or emptied
+
+
+def test_force_yml_code_is_never_run(tmp_path, pairs, basicsr_cli):
+    """BasicSR ``eval``s a list value and ``exec``s the key path. The list is read as YAML data instead (here a list
+    holding one string, which is no run name), the key path is refused: one line each, and nothing runs."""
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'evil_force', total_iter=2)
+    marker = tmp_path / 'PWNED'
+    for entry, message in [
+            (f'name=[__import__("os").system("touch {marker}")]', 'must be one plain folder name'),
+            (f'name"];__import__("os").system("touch {marker}");opt["name=x', 'a key path is names of letters')]:
+        proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', entry, cwd=tmp_path, check=False)
+        assert proc.returncode != 0 and message in proc.stdout and 'Traceback' not in proc.stdout, proc.stdout[-2000:]
+        assert not marker.exists() and not (tmp_path / 'experiments').exists()
+
+
+def test_force_yml_values_keep_basicsrs_meaning():
+    assert pipeline_fixes.force_yml_value('[100, 200]') == [100, 200]
+    assert pipeline_fixes.force_yml_value('[a, 1.5]') == ['a', 1.5]
+    assert pipeline_fixes.force_yml_value('~') is None and pipeline_fixes.force_yml_value('3') == 3
+    with pytest.raises(SystemExit, match='not a YAML list'):
+        pipeline_fixes.force_yml_value('[1, 2')
+
+
+@pytest.mark.parametrize('text, message', [
+    ('name: x\nsigma: 50\nsigma: 15\n', r"bad.yml:3: key 'sigma' is given twice \(first on line 2\)"),
+    ('datasets:\n  train:\n    sigma: 50\n    gt_size: 64\n    sigma: 15\n', r"bad.yml:5: key 'sigma' is given twice"),
+])
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path, text, message):
+    yml = tmp_path / 'bad.yml'
+    yml.write_text(text)
+    with pytest.raises(OptionFileError, match=message):
+        check_option_file(str(yml))
+
+
+def test_an_option_file_that_is_not_utf8_is_one_line(tmp_path):
+    yml = tmp_path / 'utf16.yml'
+    yml.write_text('name: x\n', encoding='utf-16')
+    with pytest.raises(OptionFileError, match=r'utf16.yml is not UTF-8 text .*: save it as UTF-8$'):
+        check_option_file(str(yml))
+
+
+def test_an_unwritable_root_is_one_line_before_anything(tmp_path, pairs, monkeypatch):
+    # (as root every folder is writable, so the check is exercised by denying it)
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'ro_root', total_iter=2)
+    monkeypatch.setattr(train_test.os, 'access', lambda path, mode: False)
+    with pytest.raises(SystemExit, match=r'^basicsr train: error: --root .*: cannot write to .*: choose a writable'):
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path / 'new' / 'root')], str(tmp_path / 'new' /
+                                                                                               'root'))
+    assert not (tmp_path / 'new').exists()
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_no_load_in_the_command_honours_torch_force_no_weights_only_load(tmp_path):
+    """An arch constructor that calls ``torch.load`` itself (without ``weights_only``) must not run a pickle payload
+    in the command's process, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says."""
+    evil, marker = tmp_path / 'evil.pth', tmp_path / 'PWNED'
+    torch.save({'x': _RunsCode(marker)}, evil)
+    code = ('import sys, torch, mdrn_cli; mdrn_cli.refuse_unsafe_loads()\n'
+            f'try:\n    torch.load({str(evil)!r})\nexcept Exception as exc:\n    print("refused", type(exc).__name__)\n')
+    env = {**os.environ, 'PYTHONPATH': str(REPO), 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'}
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert 'refused UnpicklingError' in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is ignored' in proc.stderr
+    assert not marker.exists()
