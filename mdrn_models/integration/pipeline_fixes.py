@@ -293,6 +293,22 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
     return _original_load_network(self, net, load_path, strict, param_key)
 
 
+_original_reduce_loss_dict = BaseModel.reduce_loss_dict
+
+
+def reduce_loss_dict(self, loss_dict):
+    """``BaseModel.reduce_loss_dict`` (every model logs its losses through it each iteration) that stops the run in
+    one line at the first non-finite loss, instead of training on NaN for hours. Checked after the reduction, so in a
+    distributed run every rank sees the same value and stops; the iteration is not saved, the last checkpoint stays."""
+    log = _original_reduce_loss_dict(self, loss_dict)
+    bad = next(((k, v) for k, v in log.items() if not math.isfinite(v)), None)
+    if bad is not None:
+        raise SystemExit(f'error: training stopped: loss {bad[0]} is {bad[1]} (non-finite); nothing of this iteration '
+                         'was saved and the last checkpoint is kept: lower train.optim_g.lr, or check the data and the '
+                         'initial weights')
+    return log
+
+
 def get_optimizer(self, optim_type, params, lr, **kwargs):
     """``BaseModel.get_optimizer`` for any ``torch.optim`` optimizer, not only Adam (pitfall #11)."""
     return getattr(torch.optim, optim_type)(params, lr, **kwargs)
@@ -321,3 +337,4 @@ def install():
     BaseModel.model_to_device = model_to_device
     BaseModel.load_network = load_network
     BaseModel.get_optimizer = get_optimizer
+    BaseModel.reduce_loss_dict = reduce_loss_dict

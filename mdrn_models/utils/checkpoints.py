@@ -25,7 +25,7 @@ def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
     if not (zipfile.is_zipfile(path) or pickle_magic):
         raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): {fix}')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
         # torch's message opens with generic advice (with terminal colour codes); the reason is its Unpickler line
         lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(exc).splitlines() if line.strip()]
@@ -33,6 +33,25 @@ def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
         raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
                               'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
                               'from code you trust') from None
+    bad = first_non_finite(ckpt)
+    if bad is not None:  # a net with NaN/Inf weights scores garbage (PSNR ~5 dB) or trains on NaN
+        raise CheckpointError(f'{path} holds non-finite values (NaN or Inf) in {bad}: it is not a usable network; use '
+                              'an earlier checkpoint of the run')
+    return ckpt
+
+
+def first_non_finite(tree, prefix=''):
+    """The key path (``params/head.weight``) of the first floating-point tensor in ``tree`` (nested dicts and lists)
+    holding a NaN or an Inf, or None."""
+    if isinstance(tree, torch.Tensor):
+        bad = tree.is_floating_point() and not torch.isfinite(tree).all()
+        return (prefix or '(the tensor)') if bad else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f'{prefix}/{key}' if prefix else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def arch_desc(net_opt):

@@ -113,3 +113,45 @@ def test_no_load_in_the_command_honours_torch_force_no_weights_only_load(tmp_pat
     assert 'refused UnpicklingError' in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is ignored' in proc.stderr
     assert not marker.exists()
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    """Weights with a NaN/Inf load into nothing the command runs (train, test, denoise, a teacher, compare: they all
+    read checkpoints through check_checkpoint)."""
+    from mdrn_arch import MDRN
+    from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, first_non_finite
+    state = MDRN(num_feat=8, num_block=1, num_level=1).state_dict()
+    torch.save({'params': state}, tmp_path / 'good.pth')
+    assert check_checkpoint(str(tmp_path / 'good.pth'))['params'].keys() == state.keys()
+    state['msag_0_0.body.0.fusion.weight'][0, 0, 0, 0] = float('nan')
+    torch.save({'params': state, 'iter': 3}, tmp_path / 'nan.pth')
+    with pytest.raises(CheckpointError, match=r'nan.pth holds non-finite values \(NaN or Inf\) in '
+                                              r'params/msag_0_0.body.0.fusion.weight: .*earlier checkpoint'):
+        check_checkpoint(str(tmp_path / 'nan.pth'))
+    assert first_non_finite({'a': [torch.ones(2), {'b': torch.tensor([1.0, float('inf')])}]}) == 'a/1/b'
+    assert first_non_finite({'n': torch.arange(3), 'x': torch.zeros(2)}) is None
+
+
+def test_basicsr_test_refuses_nan_weights_in_one_line(tmp_path, pairs, basicsr_cli):
+    from mdrn_arch import MDRN
+    net = MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2)
+    state = net.state_dict()
+    state['tail.bias'].fill_(float('inf'))
+    torch.save({'params': state}, tmp_path / 'inf.pth')
+    yml = train_yml(tmp_path / 'test.yml', pairs, 'nan_test', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "inf.pth"}'))
+    proc = basicsr_cli('test', '-opt', yml, '--root', tmp_path, cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stdout, proc.stdout[-2000:]
+    assert 'holds non-finite values (NaN or Inf) in params/tail.bias' in proc.stdout
+    assert not (tmp_path / 'results').exists()
+
+
+def test_a_non_finite_loss_stops_training_in_one_line(monkeypatch):
+    from types import SimpleNamespace
+    from basicsr.models.base_model import BaseModel
+    monkeypatch.setattr(pipeline_fixes, '_original_reduce_loss_dict', BaseModel.reduce_loss_dict)
+    model = SimpleNamespace(opt={'dist': False})
+    ok = pipeline_fixes.reduce_loss_dict(model, {'l_pix': torch.tensor(0.5), 'l_kd': torch.tensor(0.25)})
+    assert dict(ok) == {'l_pix': 0.5, 'l_kd': 0.25}
+    with pytest.raises(SystemExit, match=r'^error: training stopped: loss l_kd is nan \(non-finite\); nothing of this'):
+        pipeline_fixes.reduce_loss_dict(model, {'l_pix': torch.tensor(0.5), 'l_kd': torch.tensor(float('nan'))})
