@@ -55,7 +55,9 @@ class MSAB(nn.Module):
     def __init__(self, num_feat=64, dilations=(1, 2)):
         super().__init__()
         n = len(dilations)
-        if n < 1 or num_feat % n:
+        if n < 1:
+            raise ValueError('MSAB needs at least one dilation (one 3x3 branch per dilation), got dilations=().')
+        if num_feat % n:
             need = 'even' if n == 2 else f'a multiple of {n} (one group per dilation)'
             raise ValueError(f'MSAB splits its channels into {n} equal groups, one per dilation {tuple(dilations)}: '
                              f'num_feat must be {need}, got {num_feat}.')

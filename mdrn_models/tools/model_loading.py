@@ -41,6 +41,9 @@ def infer_network_opt(state):
     if 'head.weight' in state and any(k.startswith('msag_') for k in state):
         num_level = sum(1 for k in state if k.startswith('down_') and k.endswith('.weight'))
         blocks = {int(k.split('.')[2]) for k in state if k.startswith('msag_0_0.body.')}
+        branches = {k.split('.')[4] for k in state if k.startswith('msag_0_0.body.0.branches.')}
+        if len(branches) != 2:  # the dilation values are not in the weights: only the default (1, 2) is a guess
+            return None
         return {'type': 'MDRN', 'num_in_ch': state['head.weight'].shape[1], 'num_out_ch': state['tail.weight'].shape[0],
                 'num_feat': state['head.weight'].shape[0], 'num_block': len(blocks), 'num_level': num_level}
     convs = sorted((int(k.split('.')[1]) for k in state if k.startswith('body.') and k.endswith('.weight')))

@@ -292,3 +292,12 @@ def test_color_model_with_gray_models_is_refused(tiny, tmp_path, capsys):
         compare.main(['--models', f'G={tiny / "identity.pth"}', f'C={tmp_path / "c.pth"}', '--sets',
                       str(tiny / 'imgs'), '--out', str(tmp_path / 'o')])
     assert 'channel' in capsys.readouterr().err
+
+
+def test_a_bare_checkpoint_with_other_dilations_needs_an_option_file(tmp_path):
+    """The dilation values are not in the weights: a bare MDRN .pth with three branches per MSAB is not guessed."""
+    torch.save({'params': MDRN(num_feat=12, num_block=1, num_level=1, dilations=(1, 2, 3)).state_dict()},
+               tmp_path / 'three.pth')
+    with pytest.raises(model_loading.ModelLoadError, match='cannot infer the arch from this checkpoint; pass an '
+                                                            'option file'):
+        model_loading.build_model(str(tmp_path / 'three.pth'))
