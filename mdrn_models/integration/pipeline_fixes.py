@@ -30,6 +30,11 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * Epoch count: BasicSR rounds the iterations per epoch up, but each process's loader drops its last incomplete
   batch, so a training set that is small per process ended before ``total_iter`` without a word; we count the epochs
   from the batches the loader really yields.
+* ``--force_yml``: BasicSR ``exec``s the key path and ``eval``s a list value; key paths must be plain names and lists
+  are read by YAML's safe loader. The run ``name`` must be one plain folder name (BasicSR joins it to experiments/
+  and archives what is there).
+* Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
+  a failure is one line. A non-finite loss stops the run (``reduce_loss_dict``).
 """
 import argparse
 import collections
@@ -41,6 +46,7 @@ from os import path as osp
 
 import mdrn_arch.basicsr_compat  # noqa: F401
 
+import basicsr.models.base_model
 import basicsr.test
 import basicsr.train
 import basicsr.utils.options
@@ -293,6 +299,33 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
     return _original_load_network(self, net, load_path, strict, param_key)
 
 
+class TorchWithAtomicSave:
+    """``torch`` as ``basicsr.models.base_model`` sees it, with ``save`` made atomic and loud. BasicSR writes
+    checkpoints and training states in place and, when that fails (a full disk), logs "Still cannot save ... Just
+    ignore it" and goes on: the run ends with exit 0 and a truncated ``net_g_latest.pth``. Here a file is written
+    under a temporary name, synced and renamed over the old one, so the previous complete file stays until the new
+    one is whole; a failure is one line and a non-zero exit (SystemExit passes BasicSR's ``except Exception``)."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def save(obj, path, *args, **kwargs):
+        tmp = f'{path}.tmp-{os.getpid()}'
+        try:
+            with open(tmp, 'wb') as f:
+                torch.save(obj, f, *args, **kwargs)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            kept = ' (the previous one is kept)' if osp.exists(path) else ''
+            raise SystemExit(f'error: could not save {path}{kept}: {exc.strerror or exc}; free space or fix the '
+                             'folder, then resume with --auto_resume') from None
+
+
 _original_reduce_loss_dict = BaseModel.reduce_loss_dict
 
 
@@ -338,3 +371,4 @@ def install():
     BaseModel.load_network = load_network
     BaseModel.get_optimizer = get_optimizer
     BaseModel.reduce_loss_dict = reduce_loss_dict
+    basicsr.models.base_model.torch = TorchWithAtomicSave()  # save_network / save_training_state save through it

@@ -155,3 +155,30 @@ def test_a_non_finite_loss_stops_training_in_one_line(monkeypatch):
     assert dict(ok) == {'l_pix': 0.5, 'l_kd': 0.25}
     with pytest.raises(SystemExit, match=r'^error: training stopped: loss l_kd is nan \(non-finite\); nothing of this'):
         pipeline_fixes.reduce_loss_dict(model, {'l_pix': torch.tensor(0.5), 'l_kd': torch.tensor(float('nan'))})
+
+
+def test_a_failed_save_is_loud_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """BasicSR's own save_network through the atomic save: a full disk mid-write is one line and a non-zero exit, the
+    previous complete checkpoint stays, no partial file is left."""
+    from basicsr.models import base_model
+    from mdrn_arch import MDRN
+    monkeypatch.setattr(base_model, 'torch', pipeline_fixes.TorchWithAtomicSave())
+    model = base_model.BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False, 'path': {'models': str(tmp_path)}})
+    net = MDRN(num_feat=8, num_block=1, num_level=1)
+    model.save_network(net, 'net_g', -1)
+    latest = tmp_path / 'net_g_latest.pth'
+    good = latest.read_bytes()
+    assert torch.load(latest, weights_only=True)['params'].keys() == net.state_dict().keys()
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(torch, 'save', full_disk)
+    with torch.no_grad():
+        net.head.weight.add_(1)
+    with pytest.raises(SystemExit, match=r'^error: could not save .*net_g_latest.pth \(the previous one is kept\): '
+                                         r'No space left on device; .*--auto_resume$'):
+        model.save_network(net, 'net_g', -1)
+    assert latest.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ['net_g_latest.pth']
