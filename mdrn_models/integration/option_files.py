@@ -25,8 +25,6 @@ def check_option_file(path):
         raise OptionFileError(f'{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8') from None
     except OSError as exc:
         raise OptionFileError(f'cannot read {path}: {exc.strerror}') from None
-    except OptionFileError:
-        raise
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         raise OptionFileError(f'{path}:{mark.line + 1}: refused YAML tag ({exc.problem}); option files may only '

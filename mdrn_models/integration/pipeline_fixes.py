@@ -124,7 +124,8 @@ def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
     folder) and the defaults SRModel assumes (pitfall #12); ``basicsr test`` shows SRModel's per-image progress bar
     (``val.pbar``) when stderr is a terminal. Every failure exits with one line."""
-    entries = _force_yml_args(sys.argv[1:]).force_yml
+    given = _force_yml_args(sys.argv[1:])
+    entries = given.force_yml
     bad = next((e for e in entries if e.count('=') != 1), None)
     if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
         raise SystemExit(f"error: --force_yml {bad}: give KEY:SUB=VALUE with one '=', e.g. train:total_iter=1000")
@@ -133,7 +134,7 @@ def parse_options(root_path, is_train=True):
     if bad is not None:
         raise SystemExit(f"error: --force_yml {bad}: a key path is names of letters, digits, '_', '-' or '.' "
                          "joined by ':', e.g. train:optim_g:lr=2e-4")
-    _check_run_name(_force_yml_args(sys.argv[1:]).opt, entries)
+    _check_run_name(given.opt, entries)
     # datasets:NAME=~ removes a dataset (e.g. a test set not downloaded). BasicSR would set it to None and then fail
     # on it (TypeError), so such entries are taken out of its command line and the sections dropped after parsing.
     drops = {e: name for e in entries if (name := _dropped_dataset(e))}  # entry -> dataset name
