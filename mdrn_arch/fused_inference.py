@@ -16,6 +16,7 @@ under ``torch.compile`` / tracing / ONNX export, with hooks inside the MSAG, or 
 run fused (bf16 needs AVX512-BF16 or AVX-NE-CONVERT; checked at run time by ``onednn_fused.supported``).
 """
 import copy
+import functools
 import itertools
 import logging
 
@@ -67,17 +68,19 @@ def fused_msab(msab, x, inplace):
           for s, branch in zip(slices, msab.branches)]
     # fusion(shuffle(cat(y_0..y_n))) == sum_i conv(y_i, W[:, unshuffle][:, slice_i]): no cat, no shuffle copy; each
     # term is added onto x in place
-    w_fus, out = msab.fusion.weight[:, _unshuffle(msab.fusion.in_channels, n, x.device)], x
+    w_fus, out = msab.fusion.weight[:, _unshuffle(msab.fusion.in_channels, n).to(x.device)], x
     for i, (s, y) in enumerate(zip(slices, ys)):
         bias = msab.fusion.bias if i == n - 1 else None
         out = onednn_fused.add_conv1x1(out, y, w_fus[:, s].contiguous(), bias, inplace=inplace or i > 0)
     return out
 
 
-def _unshuffle(channels, groups, device):
-    """Column order with ``conv(y, W[:, order]) == conv(channel_shuffle(y, groups), W)``."""
+@functools.lru_cache(maxsize=None)
+def _unshuffle(channels, groups):
+    """Column order with ``conv(y, W[:, order]) == conv(channel_shuffle(y, groups), W)`` (computed once per shape:
+    every MSAB of every forward asks for it)."""
     source = torch.arange(channels).view(groups, channels // groups).t().reshape(-1)  # shuffle(y)[:, k] = y[:, src[k]]
-    return torch.argsort(source).to(device)
+    return torch.argsort(source)
 
 
 def _hooked_inside(module):
