@@ -2,8 +2,15 @@
 
 Each failure is one line naming the key and the fix. Unknown top-level keys are only refused when they look like a
 typo of a known key (other plugins may add keys of their own).
+
+The numbers BasicSR's pipeline reads itself (``NUMBERS``) are checked for type and range here: BasicSR reads them
+only when it first needs them, after it has archived the previous run folder (``save_checkpoint_freq: 0`` is a
+ZeroDivisionError at the first iteration, ``total_iter: 0`` saves an untrained model and exits 0). Numbers passed to
+a constructor (optimizer, scheduler, losses, metrics) are checked by the preflight against the constructor itself.
 """
 import itertools
+import math
+from numbers import Real
 
 from mdrn_models.utils.messages import did_you_mean
 
@@ -18,7 +25,94 @@ class OptionError(ValueError):
     """An option that cannot work; the message says which and how to fix it."""
 
 
+# (key path, smallest value, largest value or None, integer?) of every number BasicSR 1.4.2's train/test pipelines,
+# SRModel and its data loaders read from the options ('*': every entry of that section). Counts may be written as
+# floats (BasicSR's own files say ``!!float 5e3``): BasicSR only compares and takes them modulo.
+NUMBERS = (
+    (('scale',), 1, None, True),
+    (('manual_seed',), 0, 2 ** 32 - 1, True),  # numpy's seed range (BasicSR seeds numpy with seed + rank)
+    (('train', 'total_iter'), 1, None, True),
+    (('train', 'warmup_iter'), -1, None, True),
+    (('train', 'ema_decay'), 0, 1, False),
+    (('logger', 'print_freq'), 1, None, True),
+    (('logger', 'save_checkpoint_freq'), 1, None, True),
+    (('val', 'val_freq'), 1, None, True),
+    (('datasets', '*', 'batch_size_per_gpu'), 1, None, True),
+    (('datasets', '*', 'num_worker_per_gpu'), 0, None, True),
+    (('datasets', '*', 'dataset_enlarge_ratio'), 1, None, True),
+    (('datasets', '*', 'num_prefetch_queue'), 1, None, True),
+    (('val', 'metrics', '*', 'crop_border'), 0, None, True),
+)
+# keys the training loop indexes without a default (a KeyError after the run folder was archived)
+TRAIN_NEEDS = (('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'))
+PREFETCH_MODES = (None, 'cpu', 'cuda')
+
+
+def number_problem(value, low, high=None, integer=False):
+    """Why ``value`` is not a number in [low, high] (an integer one if ``integer``), or None."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return f'{value!r} is text, not a number'
+        return (f"{value!r} is text: YAML reads a number in e-notation without a dot as a string; write it as "
+                f"{_yaml_float(value)} or !!float {value}")
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+        return f'{value!r} is not a finite number'
+    if integer and value != int(value):
+        return f'{value!r} is not a whole number'
+    if value < low or (high is not None and value > high):
+        return f'{value!r} is out of range: it must be {"at least " + str(low) if high is None else f"in [{low}, {high}]"}'
+    return None
+
+
+def _yaml_float(text):
+    mantissa, _, exponent = text.lower().partition('e')
+    return f'{mantissa if "." in mantissa else mantissa + ".0"}e{exponent}' if exponent else text
+
+
+def _values(node, path, where=()):
+    """``(key path, value)`` for every value at ``path`` under ``node`` ('*' matches every key of a section)."""
+    if not path:
+        yield where, node
+        return
+    if not isinstance(node, dict):
+        return
+    keys = node if path[0] == '*' else [path[0]] if path[0] in node else []
+    for key in keys:
+        yield from _values(node[key], path[1:], (*where, str(key)))
+
+
+def check_numbers(opt, source='option file'):
+    """Types and ranges of ``NUMBERS``, the keys training cannot run without, and ``prefetch_mode``."""
+    for path, low, high, integer in NUMBERS:
+        for where, value in _values(opt, path):
+            if value is None and path[-1] in ('ema_decay', 'warmup_iter'):  # read with .get: None is the default
+                continue
+            problem = number_problem(value, low, high, integer)
+            if problem:
+                raise OptionError(f'{source}: {".".join(where)}: {problem}')
+    if not opt.get('is_train'):
+        return
+    if not isinstance((opt.get('datasets') or {}).get('train'), dict):
+        raise OptionError(f'{source}: training needs a datasets.train section (the training set), e.g. as in '
+                          'options/train_mdrn_gray_s25.yml')
+    for section, key in TRAIN_NEEDS:
+        if key not in (opt.get(section) or {}):
+            raise OptionError(f'{source}: {section}.{key} is required for training (e.g. {section}: {{print_freq: '
+                              '100, save_checkpoint_freq: 5000}})')
+    if isinstance(opt.get('val'), dict) and 'val_freq' not in opt['val']:
+        raise OptionError(f'{source}: val.val_freq is required when a val section is set (validate every N '
+                          'iterations), or remove the val section')
+    mode = opt['datasets']['train'].get('prefetch_mode')
+    if mode not in PREFETCH_MODES:
+        raise OptionError(f"{source}: datasets.train.prefetch_mode {mode!r} is not one of BasicSR's: ~, cpu, cuda")
+    if mode == 'cuda' and opt['datasets']['train'].get('pin_memory') is not True:
+        raise OptionError(f'{source}: datasets.train.prefetch_mode cuda needs pin_memory: true in datasets.train')
+
+
 def check_options(opt, source='option file'):
+    check_numbers(opt, source)
     for key in opt:
         if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
             continue

@@ -33,6 +33,8 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * ``--force_yml``: BasicSR ``exec``s the key path and ``eval``s a list value; key paths must be plain names and lists
   are read by YAML's safe loader. The run ``name`` must be one plain folder name (BasicSR joins it to experiments/
   and archives what is there).
+* Archiving: a fresh start renames the previous run folder before anything can fail; a run that fails before its
+  first iteration (a test run: at all) moves it back (``restore_run_folders``).
 * Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
   a failure is one line. A non-finite loss stops the run (``reduce_loss_dict``).
 """
@@ -41,6 +43,7 @@ import collections
 import math
 import os
 import re
+import shutil
 import sys
 from os import path as osp
 
@@ -49,18 +52,19 @@ import mdrn_arch.basicsr_compat  # noqa: F401
 import basicsr.models.base_model
 import basicsr.test
 import basicsr.train
+import basicsr.utils.misc
 import basicsr.utils.options
 import torch
 import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, get_root_logger, scandir, set_random_seed
+from basicsr.utils import check_resume, get_root_logger, get_time_str, scandir, set_random_seed
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
 
-from mdrn_models.integration.option_checks import OptionError, check_options
+from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
@@ -134,7 +138,7 @@ def parse_options(root_path, is_train=True):
     if bad is not None:
         raise SystemExit(f"error: --force_yml {bad}: a key path is names of letters, digits, '_', '-' or '.' "
                          "joined by ':', e.g. train:optim_g:lr=2e-4")
-    _check_run_name(given.opt, entries)
+    _check_file_before_parse(given.opt, entries)
     # datasets:NAME=~ removes a dataset (e.g. a test set not downloaded). BasicSR would set it to None and then fail
     # on it (TypeError), so such entries are taken out of its command line and the sections dropped after parsing.
     drops = {e: name for e in entries if (name := _dropped_dataset(e))}  # entry -> dataset name
@@ -151,14 +155,14 @@ def parse_options(root_path, is_train=True):
             raise SystemExit(f"error: --force_yml {entry}: {args.opt} has no dataset '{name}' (datasets: "
                              f"{', '.join(opt['datasets'])}); fix the name")
         del opt['datasets'][name]
-    # BasicSR seeds before it applies --force_yml: seed again, so that --force_yml manual_seed=N takes effect (the
-    # same seed as before otherwise: nothing drew random numbers in between)
-    set_random_seed(opt['manual_seed'] + opt['rank'])
-    _resolve_checkpoints(opt, root_path)
     try:
         check_options(opt, args.opt)
     except OptionError as exc:
         raise SystemExit(f'error: {exc}') from None
+    # BasicSR seeds before it applies --force_yml: seed again, so that --force_yml manual_seed=N takes effect (the
+    # same seed as before otherwise: nothing drew random numbers in between)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+    _resolve_checkpoints(opt, root_path)
     if not is_train and not (opt.get('path') or {}).get('pretrain_network_g'):
         raise SystemExit(f'error: {args.opt} has no path.pretrain_network_g: basicsr test would score a randomly '
                          'initialised network; set it to a trained checkpoint (.pth)')
@@ -179,16 +183,19 @@ def parse_options(root_path, is_train=True):
     return opt, args
 
 
-def _check_run_name(opt_path, entries):
-    """The run's ``name`` (the option file's, or a ``--force_yml name=...``) must be one plain folder name: BasicSR
-    joins it to experiments/ and results/ and archives what is there, so '../x' or '/tmp/x' would rename a folder
-    outside --root. Checked before BasicSR parses anything (it already joins the name while parsing)."""
+def _check_file_before_parse(opt_path, entries):
+    """What BasicSR's parser itself uses, checked before it runs. The run's ``name`` (the option file's, or a
+    ``--force_yml name=...``) must be one plain folder name: BasicSR joins it to experiments/ and results/ and
+    archives what is there, so '../x' or '/tmp/x' would rename a folder outside --root. And the file's
+    ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``."""
+    with open(opt_path, encoding='utf-8') as f:
+        tree = yaml.safe_load(f) or {}
+    seed = tree.get('manual_seed')
+    problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
+    if problem:
+        raise SystemExit(f'error: {opt_path}: manual_seed: {problem}')
     forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
-    if forced:
-        name = force_yml_value(forced[-1])
-    else:
-        with open(opt_path, encoding='utf-8') as f:
-            name = (yaml.safe_load(f) or {}).get('name')
+    name = force_yml_value(forced[-1]) if forced else tree.get('name')
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..'):
         raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
                          "'.', '+', '@'; not empty, '.' or '..'), the run's folder under experiments/ and results/")
@@ -360,11 +367,60 @@ def create_train_val_dataloader(opt, logger):
     return train_loader, train_sampler, val_loaders, total_epochs, total_iters
 
 
+_original_build_model = basicsr.train.build_model
+_run_folders = []  # (folder, the name its earlier content was archived to, or None), as this process made them
+_started = []  # one entry once the first training iteration has run
+
+
+def mkdir_and_rename(path):
+    """BasicSR's ``mkdir_and_rename`` (archive an existing run folder, make a new one) that remembers what it did,
+    so that :func:`restore_run_folders` can undo it."""
+    archived = None
+    if osp.exists(path):
+        archived = f'{path}_archived_{get_time_str()}'
+        print(f'Path already exists. Rename it to {archived}', flush=True)
+        os.rename(path, archived)
+    os.makedirs(path, exist_ok=True)
+    _run_folders.append((path, archived))
+
+
+def build_model(opt):
+    """BasicSR's ``build_model`` whose model notes when its first training iteration has run."""
+    model = _original_build_model(opt)
+    optimize = model.optimize_parameters
+
+    def first_iteration(current_iter):
+        optimize(current_iter)
+        _started.append(current_iter)
+        del model.optimize_parameters  # the class's method again from now on
+    model.optimize_parameters = first_iteration
+    return model
+
+
+def restore_run_folders():
+    """After a run failed before its first iteration (or a test run failed): remove the folders it made and move the
+    archived ones back, so that the folders are as the user left them and ``--auto_resume`` finds their states. The
+    removed folders hold only what this run wrote moments ago (its log and option copy)."""
+    if _started:
+        return
+    for path, archived in reversed(_run_folders):
+        shutil.rmtree(path, ignore_errors=True)
+        if archived:
+            os.rename(archived, path)
+        print(f'The run stopped before training: removed {path}' + (f' and moved {archived} back' if archived else ''),
+              flush=True)
+    _run_folders.clear()
+
+
 def install():
-    """Point BasicSR's pipelines at the fixed functions above (idempotent)."""
+    """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
+    _run_folders.clear()
+    _started.clear()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.train.build_model = basicsr.test.build_model = build_model
+    basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = mkdir_and_rename  # make_exp_dirs's too
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
     basicsr.utils.options._postprocess_yml_value = force_yml_value

@@ -28,6 +28,7 @@ import math
 import os
 import sys
 from copy import deepcopy
+from numbers import Real
 
 import torch
 
@@ -37,6 +38,7 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
+from mdrn_models.integration.option_checks import number_problem  # noqa: E402
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, role,  # noqa: E402
                                            select_state)
@@ -56,7 +58,9 @@ def _check_type(section, cfg, registry, kind):
 
 def _check_kwargs(where, cfg, fn, own=()):
     """Every key of ``cfg`` but ``type`` (and the keys in ``own``, read by the caller) is an argument of ``fn``:
-    BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists."""
+    BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists. And a value
+    is of the kind of its argument's default (a number, a flag, a list of numbers): ``lr: 1e-3``, which YAML reads
+    as text, would fail only when the optimizer is built."""
     signature = inspect.signature(fn).parameters
     if any(p.kind == p.VAR_KEYWORD for p in signature.values()):
         return
@@ -65,6 +69,22 @@ def _check_kwargs(where, cfg, fn, own=()):
         if arg != 'type' and arg not in params and arg not in own:
             hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
             raise PreflightError(f"{where}: {cfg.get('type', fn.__name__)} has no argument '{arg}' ({hint})")
+        problem = arg in signature and _kind_problem(cfg[arg], signature[arg].default)
+        if problem:
+            raise PreflightError(f'{where}.{arg}: {problem}')
+
+
+def _kind_problem(value, default):
+    """Why ``value`` is not of the kind of ``default`` (a number, a bool, or a tuple/list of numbers), or None."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f'{value!r} is not true or false'
+    if isinstance(default, Real):
+        return number_problem(value, -math.inf)
+    if isinstance(default, (tuple, list)) and default and all(isinstance(d, Real) for d in default):
+        if not isinstance(value, (tuple, list)):
+            return f'{value!r} is not a list of numbers (e.g. {list(default)})'
+        return next((f'[{i}]: {p}' for i, v in enumerate(value) if (p := number_problem(v, -math.inf))), None)
+    return None
 
 
 def check_network_args(opt):
@@ -162,6 +182,34 @@ def check_section_keys(opt):
     if scheduler not in SCHEDULERS:
         raise PreflightError(f"train.scheduler: type '{scheduler}' is not one of BasicSR's: {', '.join(SCHEDULERS)}")
     _check_kwargs('train.scheduler', train['scheduler'], getattr(lr_scheduler, SCHEDULERS[scheduler]))
+    _build_on_a_dummy(train, getattr(torch.optim, optim), getattr(lr_scheduler, SCHEDULERS[scheduler]))
+
+
+def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
+    """Build the optimizer and the scheduler as BasicSR will, on one dummy parameter, so that their own checks of
+    ranges (``lr: -1``, ``betas``, ``milestones: 10`` instead of a list) speak now, not after the run folder was
+    archived."""
+    cfg = {k: v for k, v in train['optim_g'].items() if k != 'type'}
+    if 'lr' not in cfg:  # BasicSR passes it positionally: required whatever the optimizer's default
+        raise PreflightError('train.optim_g.lr is required (the learning rate, e.g. lr: !!float 2e-4)')
+    for key in ('milestones', 'periods'):  # iteration lists without a default to compare with
+        values = train['scheduler'].get(key)
+        problem = values is not None and (
+            f'{values!r} is not a list of iterations, e.g. [100000, 200000]' if not isinstance(values, (list, tuple))
+            else next((f'[{i}]: {p}' for i, v in enumerate(values) if (p := number_problem(v, 1, integer=True))),
+                      None))
+        if problem:
+            raise PreflightError(f'train.scheduler.{key}: {problem}')
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        optimizer = optimizer_cls([param], **cfg)
+    except Exception as exc:  # torch's own checks: ValueError for ranges, TypeError for kinds
+        raise PreflightError(f"train.optim_g ({train['optim_g']['type']}): {first_line(exc)}") from None
+    try:
+        scheduler_cls(optimizer, **{k: v for k, v in train['scheduler'].items() if k != 'type'})
+    except Exception as exc:
+        raise PreflightError(f"train.scheduler ({train['scheduler']['type']}): {first_line(exc)} (got "
+                             f"{ {k: v for k, v in train['scheduler'].items() if k != 'type'} })") from None
 
 
 def check_path_keys(opt):

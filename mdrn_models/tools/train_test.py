@@ -49,8 +49,11 @@ def run(command, argv, root):
     pipeline_fixes.install()
     sys.argv = [f'basicsr {command}', *passthrough]
     if command == 'train':
-        from basicsr.train import train_pipeline
-        train_pipeline(root)
+        from basicsr.train import train_pipeline as pipeline
     else:
-        from basicsr.test import test_pipeline
-        test_pipeline(root)
+        from basicsr.test import test_pipeline as pipeline
+    try:
+        pipeline(root)
+    except BaseException:
+        pipeline_fixes.restore_run_folders()
+        raise

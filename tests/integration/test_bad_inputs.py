@@ -182,3 +182,103 @@ def test_a_failed_save_is_loud_and_keeps_the_previous_checkpoint(tmp_path, monke
                                          r'No space left on device; .*--auto_resume$'):
         model.save_network(net, 'net_g', -1)
     assert latest.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ['net_g_latest.pth']
+
+
+def _previous_run(root, name):
+    """A run folder of the user's under ``root``, with a checkpoint and a training state."""
+    run = root / 'experiments' / name
+    for sub, file in (('models', 'net_g_2.pth'), ('training_states', '2.state')):
+        (run / sub).mkdir(parents=True)
+        (run / sub / file).write_bytes(b'the user\'s ' + file.encode())
+    return run
+
+
+NUMBER_CASES = [  # (text in train_yml, replacement, what the one line must say)
+    ('lr: !!float 1e-3', 'lr: 1e-3', "train.optim_g.lr: '1e-3' is text: YAML reads"),
+    ('milestones: [3]', 'milestones: 10', 'train.scheduler.milestones: 10 is not a list of iterations'),
+    ('milestones: [3]', 'milestones: [0.5]', 'train.scheduler.milestones: [0]: 0.5 is not a whole number'),
+    ('gamma: 0.5', 'gamma: half', "train.scheduler.gamma: 'half' is text, not a number"),
+    ('save_checkpoint_freq: 2', 'save_checkpoint_freq: 0', 'logger.save_checkpoint_freq: 0 is out of range'),
+    ('val_freq: 100', 'val_freq: 0', 'val.val_freq: 0 is out of range'),
+    ('total_iter: 2', 'total_iter: 0', 'train.total_iter: 0 is out of range'),
+    ('total_iter: 2', 'total_iter: 2.5', 'train.total_iter: 2.5 is not a whole number'),
+    ('print_freq: 1, ', '', 'logger.print_freq is required for training'),
+    ('manual_seed: 0', 'manual_seed: -3', 'manual_seed: -3 is out of range'),
+    ('num_worker_per_gpu: 0', 'num_worker_per_gpu: -1', 'datasets.train.num_worker_per_gpu: -1 is out of range'),
+    ('crop_border: 0', 'crop_border: .inf', 'val.metrics.psnr.crop_border: inf is not a finite number'),
+    ('loss_weight: 1.0', 'loss_weight: one', "train.pixel_opt.loss_weight: 'one' is text"),
+    ('lr: !!float 1e-3', 'lr: !!float 1e-3, betas: [0.9, 2]', 'Invalid beta parameter at index 1: 2'),
+    ('lr: !!float 1e-3', 'lr: -0.1', 'Invalid learning rate: -0.1'),
+    ('{type: Adam, lr: !!float 1e-3}', '{type: Adam}', 'train.optim_g.lr is required'),
+    ('warmup_iter: -1', 'warmup_iter: -1\n  ema_decay: 2', 'train.ema_decay: 2 is out of range'),
+    ('dataset_enlarge_ratio: 1', 'dataset_enlarge_ratio: 1\n    prefetch_mode: gpu', "prefetch_mode 'gpu' is not"),
+]
+
+
+@pytest.mark.parametrize('old, new, message', NUMBER_CASES, ids=[c[1].split('\n')[-1].strip() or c[0].strip(', ')
+                                                                  for c in NUMBER_CASES])
+def test_a_bad_number_is_one_line_before_the_run_folder_moves(tmp_path, pairs, old, new, message):
+    """Types and ranges of the numbers BasicSR reads (by the table of them, the constructors' defaults, and the
+    optimizer and scheduler's own checks), refused while the previous run of that name is where the user left it."""
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'numbers', total_iter=2)
+    text = yml.read_text()
+    assert old in text
+    yml.write_text(text.replace(old, new, 1))
+    _previous_run(tmp_path, 'numbers')
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
+    assert tree(tmp_path) == before
+
+
+def test_training_without_a_training_set_is_one_line(tmp_path, pairs):
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'no_train_set', total_iter=2)
+    text = yml.read_text()
+    yml.write_text(text[:text.index('  train:\n')] + text[text.index('  val:\n'):])
+    with pytest.raises(SystemExit, match=r'training needs a datasets.train section'):
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert not (tmp_path / 'experiments').exists()
+
+
+@pytest.mark.parametrize('fault', [RuntimeError('a fault the checks cannot see'), KeyboardInterrupt()])
+def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_path, pairs, monkeypatch, fault):
+    """Whatever fails between BasicSR's archiving of the previous run folder and the first iteration (here: the data
+    loaders), the new folders go and the archived one is moved back, byte for byte: ``--auto_resume`` still finds it."""
+    from mdrn_models.tools import train_test
+
+    def broken_loaders(opt, logger):
+        raise fault
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'moved_back', total_iter=2)
+    yml.write_text(yml.read_text().replace('use_tb_logger: false', 'use_tb_logger: true'))
+    _previous_run(tmp_path, 'moved_back')
+    (tmp_path / 'tb_logger' / 'moved_back').mkdir(parents=True)
+    (tmp_path / 'tb_logger' / 'moved_back' / 'events').write_text('old curves')
+    before = tree(tmp_path)
+    monkeypatch.setattr(pipeline_fixes, '_original_create_loaders', broken_loaders)
+    with pytest.raises(type(fault)):
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert tree(tmp_path) == before
+
+
+def test_a_run_that_has_started_keeps_its_folders(tmp_path, pairs, monkeypatch):
+    """Once an iteration has run, the new run folder is the run's (its checkpoints): a later failure keeps it."""
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'started', total_iter=4)
+    _previous_run(tmp_path, 'started')
+    real_save = pipeline_fixes.TorchWithAtomicSave.save
+    calls = []
+
+    def fail_second_save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:  # the first save writes net_g_2.pth and 2.state
+            raise SystemExit('error: injected')
+        real_save(obj, path, *args, **kwargs)
+    monkeypatch.setattr(pipeline_fixes.TorchWithAtomicSave, 'save', staticmethod(fail_second_save))
+    with pytest.raises(SystemExit, match='injected'):
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    runs = sorted(p.name for p in (tmp_path / 'experiments').iterdir())
+    assert runs[0] == 'started' and runs[1].startswith('started_archived_') and len(runs) == 2
+    assert (tmp_path / 'experiments' / 'started' / 'training_states' / '2.state').stat().st_size > 1000
