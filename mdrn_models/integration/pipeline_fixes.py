@@ -66,6 +66,7 @@ from mdrn_arch import enable_fused_inference
 
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
+from mdrn_models.utils.messages import first_line
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
@@ -76,36 +77,73 @@ RUN_NAME = re.compile(r'[A-Za-z0-9_.+@-]+')
 _original_create_loaders = basicsr.train.create_train_val_dataloader
 
 
+STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
+
+
 def load_resume_state(opt):
     """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load.
 
-    With ``--auto_resume`` the newest state that loads is used: a run killed while writing its newest state (a
-    truncated file) resumes from the one before instead of failing.
+    With ``--auto_resume`` the newest *complete* state is used: one that loads and whose network checkpoints all
+    load, so a run killed while writing its newest files resumes from the pair before; each state skipped is named
+    with its reason. Finding none while the option file's own project holds states of this run is an error (the
+    command was run from elsewhere without ``--root``).
     """
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
-        iters = sorted((int(name[:-len('.state')]) for name in scandir(state_dir, suffix='.state')),
-                       reverse=True) if osp.isdir(state_dir) else []
-        for it in iters:
+        names = [n for n in os.listdir(state_dir) if STATE_NAME.fullmatch(n)] if osp.isdir(state_dir) else []
+        for it in sorted((int(n[:-len('.state')]) for n in names), reverse=True):
             path = osp.join(state_dir, f'{it}.state')
             try:
                 state = _load_state(path)
-            except Exception as exc:  # truncated/corrupt file: fall back to the previous state
-                print(f'Skipping unreadable training state {path}: {exc}', flush=True)
+                _check_resume_networks(opt, it)
+            except Exception as exc:  # truncated/corrupt file, or a network file of its pair: the one before
+                print(f'Skipping training state {path}: {first_line(exc)}', flush=True)
                 continue
             opt['path']['resume_state'] = path
             break
         else:
+            _refuse_states_elsewhere(opt)
             return None
     else:
         path = opt['path'].get('resume_state')
         if not path:
             return None
         if not osp.isfile(path):
-            raise FileNotFoundError(f'resume state not found: {path} (fix path.resume_state or use --auto_resume)')
-        state = _load_state(path)
+            raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
+        try:
+            state = _load_state(path)
+            _check_resume_networks(opt, state['iter'])
+        except Exception as exc:
+            raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
+                             'earlier state, or use --auto_resume (it takes the newest complete one)') from None
     _check_resume(opt, state['iter'])
     return state
+
+
+def _check_resume_networks(opt, resume_iter):
+    """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
+    of each network not frozen or ignored) exists and loads."""
+    ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
+    for key in opt:
+        if key.startswith('network_') and key not in ignore:
+            path = osp.join(opt['path']['models'], f"net_{key[len('network_'):]}_{resume_iter}.pth")
+            if not osp.isfile(path):
+                raise CheckpointError(f'its network checkpoint {path} is missing')
+            check_checkpoint(path, fix='damaged or cut short')
+
+
+def _refuse_states_elsewhere(opt):
+    """``--auto_resume`` found no state under the command's root: if the option file's project (the folder above
+    its ``options/`` folder, or its own folder) holds states of this run, resuming was meant to happen there."""
+    opt_file = osp.abspath(_force_yml_args(sys.argv[1:]).opt)
+    here = osp.abspath(opt['path']['training_states'])
+    for project in dict.fromkeys([osp.dirname(osp.dirname(opt_file)), osp.dirname(opt_file)]):
+        states = osp.join(project, 'experiments', opt['name'], 'training_states')
+        if osp.abspath(states) != here and osp.isdir(states) and any(STATE_NAME.fullmatch(n)
+                                                                      for n in os.listdir(states)):
+            raise SystemExit(f"error: --auto_resume found no training state in {here}, but {states} holds states of "
+                             f"run '{opt['name']}': add --root {project} to resume it, or drop --auto_resume to "
+                             f"start afresh under {opt['root_path']}")
 
 
 def _load_state(path):
