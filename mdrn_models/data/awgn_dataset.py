@@ -51,6 +51,17 @@ PREP_HINT = ('make it as the option file\'s header says (python -m datasets_prep
              'to ../shared), or fix the path')
 
 
+MAX_UNREADABLE_IN_A_ROW = 10  # more than this many unreadable images in a row: the data is gone, not damaged
+
+
+class UnreadableImage(ValueError):
+    """One image of the set cannot be read or decoded now (the file or LMDB value was damaged or removed)."""
+
+
+class TrainingDataUnreadable(RuntimeError):
+    """Training cannot go on: image after image is unreadable (a folder unmounted or deleted mid-run)."""
+
+
 def parse_sigma(sigma, key='sigma'):
     """``sigma`` option -> (low, high) in 0..255 units (low == high for a fixed level). Raises ValueError."""
     if isinstance(sigma, (list, tuple)):
@@ -239,38 +250,60 @@ class AWGNDenoisingDataset(data.Dataset):
         return len(self.paths)
 
     def _read_gt(self, index):
+        """(path, HWC float32 image in [0, 1]); ``UnreadableImage`` when the file or value cannot be read whole."""
         if self.file_client is None:
             self.file_client = FileClient(self.io_backend_opt.pop('type'), **self.io_backend_opt)
         path = self.paths[index]
+        hint = (f'run python -m datasets_prep.verify {self.gt_folder}' if self.backend == 'lmdb' else
+                'remove or replace that file')  # datasets_prep.verify reads LMDBs; on disk the path is the file
         try:
             img_bytes = self.file_client.get(path, 'gt')
         except OSError as err:  # a disk file gone since the set was built (an LMDB gives None for a missing key)
-            raise ValueError(f"cannot read '{path}' from {self.gt_folder}: {err}; "
-                             'check the path or run python -m datasets_prep.verify') from err
+            raise UnreadableImage(f"cannot read '{path}' from {self.gt_folder}: {err}; check the path or {hint}") \
+                from err
         if img_bytes is None:
-            raise ValueError(f"key '{path}' is not in LMDB '{self.gt_folder}': check meta_info or run "
-                             f'python -m datasets_prep.verify {self.gt_folder}')
+            raise UnreadableImage(f"key '{path}' is not in LMDB '{self.gt_folder}': check meta_info or {hint}")
+        kind = next((ends for starts, ends in IMAGE_BOUNDS if img_bytes[:len(starts)] == starts), None)
+        # OpenCV decodes a cut JPEG into grey rows without an error; some writers pad after the end marker
+        if kind and kind not in img_bytes[-1024:]:
+            raise UnreadableImage(f"'{path}' is cut short (no end marker in its last bytes): {hint}")
         # decoded as uint8 first: BasicSR's float32 conversion would fail on an undecodable value with an AttributeError
         img = imfrombytes(img_bytes, flag='grayscale' if self.channels == 1 else 'color', float32=False)
         if img is None:
-            # datasets_prep.verify reads LMDBs only; on disk the path above is the file to remove or replace
-            hint = (f'run python -m datasets_prep.verify {self.gt_folder}' if self.backend == 'lmdb' else
-                    'remove or replace that file')
-            raise ValueError(f"'{path}' is not a decodable image: {hint}")
+            raise UnreadableImage(f"'{path}' is not a decodable image: {hint}")
         img = img.astype(np.float32) / 255.
         if img.ndim == 2:
             img = img[..., None]
+        if self.is_train and (img.shape[0] < self.gt_size or img.shape[1] < self.gt_size):
+            raise UnreadableImage(f"image '{path}' is {img.shape[0]}x{img.shape[1]}, smaller than gt_size "
+                                  f'{self.gt_size}: lower gt_size or remove the image.')
         return path, img
 
+    def _read_train_gt(self, index):
+        """``_read_gt`` for training, where one damaged image must not end a run of days: it is skipped with a
+        warning naming it, the next readable one taken instead, and the skip counted (``unreadable`` in the sample;
+        the ``basicsr`` command sums and reports them). Validation sets are read whole before training starts."""
+        skipped = 0
+        while True:
+            try:
+                return (*self._read_gt((index + skipped) % len(self.paths)), skipped)
+            except UnreadableImage as err:
+                skipped += 1
+                from basicsr.utils import get_root_logger  # the run's log (and this worker's copy of it)
+                get_root_logger().warning(f'skipped unreadable training image: {err}')
+                if skipped > min(MAX_UNREADABLE_IN_A_ROW, len(self.paths) - 1):
+                    raise TrainingDataUnreadable(
+                        f'datasets.train: {skipped} images in a row are unreadable (the last: {err}): is '
+                        f"{self.gt_folder} still there? Training stopped; resume with --auto_resume once it is") \
+                        from None
+
     def __getitem__(self, index):
-        gt_path, img_gt = self._read_gt(index)
         if self.is_train:
-            h, w = img_gt.shape[:2]
-            if h < self.gt_size or w < self.gt_size:
-                raise ValueError(f"image '{gt_path}' is {h}x{w}, smaller than gt_size {self.gt_size}: lower "
-                                 'gt_size or remove the image.')
+            gt_path, img_gt, unreadable = self._read_train_gt(index)
             img_gt, _ = paired_random_crop(img_gt, img_gt, self.gt_size, 1, gt_path)
             img_gt = augment(img_gt, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
+        else:
+            gt_path, img_gt = self._read_gt(index)
         img_gt = np.ascontiguousarray(img_gt)
         gt = img2tensor(img_gt, bgr2rgb=True, float32=True)
 
@@ -285,6 +318,8 @@ class AWGNDenoisingDataset(data.Dataset):
         out = {'lq': gt + noise, 'gt': gt, 'lq_path': gt_path, 'gt_path': gt_path, 'sigma': float(sigma)}
         if self.sigma_teacher is not None:
             out['lq_teacher'] = gt + noise * (self.sigma_teacher / sigma)
+        if self.is_train:
+            out['unreadable'] = unreadable
         return out
 
 

@@ -35,6 +35,8 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   and archives what is there).
 * Archiving: a fresh start renames the previous run folder before anything can fail; a run that fails before its
   first iteration (a test run: at all) moves it back (``restore_run_folders``).
+* Damaged training data: the training loader sums the images a dataset skipped as unreadable and reports them at the
+  end; a dataset that finds its data gone stops the run in one line (``SkipCountingLoader``).
 * Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
   a failure is one line. A non-finite loss stops the run (``reduce_loss_dict``).
 """
@@ -64,6 +66,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
 
+from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 from mdrn_models.utils.messages import first_line
@@ -395,31 +398,72 @@ def get_optimizer(self, optim_type, params, lr, **kwargs):
 
 def create_train_val_dataloader(opt, logger):
     """BasicSR's loaders, with enough epochs for ``total_iter`` at the batches per epoch the loader really yields
-    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it)."""
+    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), and the training loader
+    counting the images its dataset skipped as unreadable (:class:`SkipCountingLoader`)."""
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _original_create_loaders(opt, logger)
     needed = math.ceil(total_iters / len(train_loader))  # the preflight made sure there is at least one batch
     if needed > total_epochs:
         logger.info(f'Iterations per epoch: {len(train_loader)} (the last incomplete batch of each process is '
                     f'dropped), so total epochs: {needed}.')
         total_epochs = needed
-    return train_loader, train_sampler, val_loaders, total_epochs, total_iters
+    return SkipCountingLoader(train_loader), train_sampler, val_loaders, total_epochs, total_iters
+
+
+class SkipCountingLoader:
+    """The training ``DataLoader``, which sums the ``unreadable`` counts of the batches (images a dataset skipped
+    and replaced, ``AWGNDenoisingDataset``) into ``skipped_reads`` and turns a dataset's ``TrainingDataUnreadable``
+    (which a worker process re-raises wrapped in a traceback text) into one line."""
+    skipped_reads = [0]  # this process's total, read by report_skipped_reads()
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except TrainingDataUnreadable as exc:  # the dataset's own message is the last line of the worker's text
+                last = re.sub(r'^[\w.]*TrainingDataUnreadable: ', '', str(exc).strip().splitlines()[-1])
+                raise SystemExit(f'error: {last}') from None
+            if isinstance(batch, dict) and 'unreadable' in batch:
+                self.skipped_reads[0] += int(batch.pop('unreadable').sum())
+            yield batch
+
+
+def report_skipped_reads():
+    """The end-of-training line: how many training reads met an unreadable image (each was named when it happened)."""
+    skipped = SkipCountingLoader.skipped_reads[0]
+    if skipped:
+        get_root_logger().warning(f'{skipped} training read(s) met an unreadable image and took the next readable '
+                                  'one instead (the warnings above name each image): replace or remove those files')
 
 
 _original_build_model = basicsr.train.build_model
-_run_folders = []  # (folder, the name its earlier content was archived to, or None), as this process made them
+_run_folders = []  # (topmost folder made, the run folder, the name its earlier content was archived to or None)
 _started = []  # one entry once the first training iteration has run
 
 
 def mkdir_and_rename(path):
     """BasicSR's ``mkdir_and_rename`` (archive an existing run folder, make a new one) that remembers what it did,
     so that :func:`restore_run_folders` can undo it."""
-    archived = None
+    archived, made = None, osp.abspath(path)
     if osp.exists(path):
         archived = f'{path}_archived_{get_time_str()}'
         print(f'Path already exists. Rename it to {archived}', flush=True)
         os.rename(path, archived)
+    while not osp.exists(osp.dirname(made)):  # the topmost folder this call creates (experiments/ on a first run)
+        made = osp.dirname(made)
     os.makedirs(path, exist_ok=True)
-    _run_folders.append((path, archived))
+    _run_folders.append((made, path, archived))
 
 
 def build_model(opt):
@@ -441,11 +485,11 @@ def restore_run_folders():
     removed folders hold only what this run wrote moments ago (its log and option copy)."""
     if _started:
         return
-    for path, archived in reversed(_run_folders):
-        shutil.rmtree(path, ignore_errors=True)
+    for made, path, archived in reversed(_run_folders):
+        shutil.rmtree(made, ignore_errors=True)
         if archived:
             os.rename(archived, path)
-        print(f'The run stopped before training: removed {path}' + (f' and moved {archived} back' if archived else ''),
+        print(f'The run stopped before training: removed {made}' + (f' and moved {archived} back' if archived else ''),
               flush=True)
     _run_folders.clear()
 
@@ -454,6 +498,7 @@ def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
     _run_folders.clear()
     _started.clear()
+    SkipCountingLoader.skipped_reads[0] = 0
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader

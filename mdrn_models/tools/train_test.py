@@ -57,3 +57,5 @@ def run(command, argv, root):
     except BaseException:
         pipeline_fixes.restore_run_folders()
         raise
+    if command == 'train':
+        pipeline_fixes.report_skipped_reads()

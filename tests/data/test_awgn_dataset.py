@@ -392,3 +392,104 @@ def test_disk_backend_on_an_lmdb_says_to_set_the_lmdb_backend(tmp_path, with_met
     assert str(err.value) == (f"dataroot_gt '{db}' looks like an LMDB (a '*.lmdb' folder or one with data.mdb), not "
                               'a folder of images: set io_backend: {type: lmdb}.')
     assert len(AWGNDenoisingDataset(opt(db, phase='train', gt_size=32, io_backend={'type': 'lmdb'}))) == 1
+
+
+def _cut(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize('backend', ['disk', 'lmdb'])
+def test_a_damaged_training_image_is_skipped_named_and_counted(tmp_path, backend, basicsr_log):
+    """Damage the checks before training cannot see (a cut PNG or JPEG behind a whole header; a byte flipped in the
+    middle of an LMDB value) is met at read time: the image is named in a warning, the next readable one taken, and
+    the skip counted in the sample, so a run of days goes on."""
+    import lmdb
+    src = tmp_path / 'set'
+    src.mkdir()
+    for k in range(4):
+        ext = '.jpg' if k == 2 else '.png'
+        cv2.imwrite(str(src / f'img{k}{ext}'), textured(40, 40, 3, k))
+    root, train_opt = src, opt(src, phase='train', gt_size=32)
+    if backend == 'lmdb':
+        root = tmp_path / 'set.lmdb'
+        values = {f'img{k}': (src / f'img{k}.png').read_bytes() for k in (0, 1, 3)}
+        env = lmdb.open(str(root), map_size=1 << 22)
+        with env.begin(write=True) as txn:
+            for key, value in values.items():
+                txn.put(key.encode(), value)
+        env.close()
+        (root / 'meta_info.txt').write_text(''.join(f'{k}.png (40,40,3) 1\n' for k in values))
+        train_opt = opt(str(root), phase='train', gt_size=32, io_backend={'type': 'lmdb'})
+    ds = AWGNDenoisingDataset(train_opt)
+    if backend == 'disk':
+        _cut(src / 'img1.png')
+        _cut(src / 'img2.jpg', 0.8)  # OpenCV would decode it into grey rows without a word
+        damaged, good = ['img1.png', 'img2.jpg'], 'img3.png'
+    else:
+        mdb = root / 'data.mdb'
+        data = bytearray(mdb.read_bytes())
+        at = data.find(values['img1']) + len(values['img1']) // 2
+        data[at] ^= 0xFF
+        mdb.write_bytes(bytes(data))
+        damaged, good = ['img1'], 'img3'
+    sample = ds[1]
+    assert sample['unreadable'] == len(damaged) and sample['gt_path'].endswith(good)
+    warned = [r.getMessage() for r in basicsr_log.records if 'skipped unreadable training image' in r.getMessage()]
+    assert len(warned) == len(damaged) and all(name in w for name, w in zip(damaged, warned)), warned
+    assert ds[0]['unreadable'] == 0
+
+
+@pytest.mark.parametrize('damaged', ['one', 'all'])
+def test_damaged_training_data_mid_run(tmp_path, damaged, request):
+    """Through ``basicsr train`` (a loader worker process), images damaged after the checks: one of them is skipped
+    at every read and the total reported when training ends; all of them (the folder replaced mid-run) stop the run
+    in one line, and as no iteration has run yet the run's folders are put back as they were."""
+    import unittest.mock
+    from mdrn_models.integration import pipeline_fixes
+    from mdrn_models.tools import train_test
+    src = tmp_path / 'set'
+    src.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(src / f'img{k}.png'), textured(40, 40, 1, k))
+    yml = write_yml(tmp_path / 'train.yml', f"""
+        name: damaged
+        model_type: DenoiseModel
+        scale: 1
+        num_gpu: 0
+        manual_seed: 0
+        datasets:
+          train: {{name: t, type: AWGNDenoisingDataset, dataroot_gt: {src}, channels: 1, sigma: 25, gt_size: 32,
+                  num_worker_per_gpu: 1, batch_size_per_gpu: 1, dataset_enlarge_ratio: 1}}
+        network_g: {{type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 8, num_block: 1, num_level: 2}}
+        path: {{}}
+        train:
+          optim_g: {{type: Adam, lr: !!float 1e-3}}
+          scheduler: {{type: MultiStepLR, milestones: [10], gamma: 0.5}}
+          total_iter: 6
+          pixel_opt: {{type: L1Loss, loss_weight: 1.0}}
+        logger: {{print_freq: 1, save_checkpoint_freq: 6, use_tb_logger: false}}
+        """)
+    real = pipeline_fixes._original_create_loaders
+
+    def loaders_then_damage(*args):
+        made = real(*args)
+        for png in sorted(src.iterdir())[1:2] if damaged == 'one' else src.iterdir():  # after the header checks
+            _cut(png)
+        return made
+    argv = ['-opt', str(yml), '--root', str(tmp_path)]
+    with unittest.mock.patch.object(pipeline_fixes, '_original_create_loaders', loaders_then_damage):
+        if damaged == 'one':
+            train_test.run('train', argv, str(tmp_path))
+            assert (tmp_path / 'experiments' / 'damaged' / 'models' / 'net_g_6.pth').is_file()
+            assert pipeline_fixes.SkipCountingLoader.skipped_reads == [2]  # 2 epochs of 3 images
+            log = request.getfixturevalue('basicsr_log')  # (after the run: its set-up replaces the log handlers)
+            pipeline_fixes.report_skipped_reads()
+            assert log.messages[-1].startswith('2 training read(s) met an unreadable image'), log.messages
+            return
+        with pytest.raises(SystemExit) as exc:
+            train_test.run('train', argv, str(tmp_path))
+    message = str(exc.value)
+    assert message.startswith('error: datasets.train: 3 images in a row are unreadable') and '\n' not in message, \
+        message
+    assert 'still there?' in message and not (tmp_path / 'experiments').exists()
