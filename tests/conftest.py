@@ -114,6 +114,8 @@ def train_yml(path, pairs, name, total_iter):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: a test of a minute or more (real data sets); run first (see below)')
+    config.addinivalue_line('markers', 'bad_input: a bad input or a fault; the test checks the one-line message and '
+                                       'what the user made is kept (docs/robustness.md counts these)')
 
 
 def pytest_collection_modifyitems(session, config, items):

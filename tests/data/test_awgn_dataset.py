@@ -133,6 +133,7 @@ def test_meta_info_selects_images(folder, tmp_path):
     assert ds[0]['gt_path'].endswith('img4.png') and ds[1]['gt'].shape == (3, 96, 128)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('change,message', [
     ({'dataroot_gt': '/nonexistent/x'}, "dataroot_gt '/nonexistent/x' does not exist: make it as the option file's "
                                         'header says (python -m datasets_prep'),
@@ -164,11 +165,13 @@ def test_bad_options_fail_before_any_read(folder, change, message):
     assert '\n' not in str(err.value)
 
 
+@pytest.mark.bad_input
 def test_image_smaller_than_gt_size_names_the_file_before_any_read(folder):
     with pytest.raises(ValueError, match=r"image '.*img1\.png' is 96x128, smaller than gt_size 100"):
         AWGNDenoisingDataset(opt(folder, phase='train', gt_size=100))
 
 
+@pytest.mark.bad_input
 def test_empty_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match='no images found'):
         AWGNDenoisingDataset(opt(tmp_path))
@@ -273,6 +276,7 @@ def test_basicsr_test_on_shared_set12(tmp_path, shared_dir, basicsr_cli):
     assert len(saved) == 12
 
 
+@pytest.mark.bad_input
 def test_lmdb_without_meta_info_or_with_a_corrupt_value(tmp_path):
     """A value that is not a whole image (or a key meta_info lists but the LMDB lacks) is refused when the set is
     built, before any work; damage inside a whole-looking value is named at its first read."""
@@ -349,6 +353,7 @@ def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(
     assert str(err.value) == "datasets.val: no key 'gt' in the lmdb"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('damage', ['not an image', 'truncated'])
 def test_an_unreadable_validation_image_is_refused_before_training(tmp_path, damage):
     """A validation set is checked in full when it is built (by the preflight), not at the first validation."""
@@ -361,6 +366,7 @@ def test_an_unreadable_validation_image_is_refused_before_training(tmp_path, dam
     assert len(AWGNDenoisingDataset(opt(tmp_path))) == 1
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('phase', ['train', 'val'])
 def test_a_file_listed_in_meta_info_but_missing_is_not_called_unreadable(tmp_path, phase):
     for name in ('a', 'b'):
@@ -377,6 +383,7 @@ def test_a_file_listed_in_meta_info_but_missing_is_not_called_unreadable(tmp_pat
         AWGNDenoisingDataset(opt(tmp_path, phase=phase, gt_size=32, meta_info=str(meta)))
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('with_meta_info', [False, True])
 def test_disk_backend_on_an_lmdb_says_to_set_the_lmdb_backend(tmp_path, with_meta_info):
     import lmdb
@@ -399,6 +406,7 @@ def _cut(path, keep=0.5):
     path.write_bytes(data[:int(len(data) * keep)])
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('backend', ['disk', 'lmdb'])
 def test_a_damaged_training_image_is_skipped_named_and_counted(tmp_path, backend, basicsr_log):
     """Damage the checks before training cannot see (a cut PNG or JPEG behind a whole header; a byte flipped in the
@@ -440,6 +448,7 @@ def test_a_damaged_training_image_is_skipped_named_and_counted(tmp_path, backend
     assert ds[0]['unreadable'] == 0
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('damaged', ['one', 'all'])
 def test_damaged_training_data_mid_run(tmp_path, damaged, request):
     """Through ``basicsr train`` (a loader worker process), images damaged after the checks: one of them is skipped

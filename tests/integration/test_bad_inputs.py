@@ -12,6 +12,8 @@ from conftest import REPO, train_yml
 from mdrn_models.integration import pipeline_fixes
 from mdrn_models.integration.option_files import OptionFileError, check_option_file
 
+pytestmark = pytest.mark.bad_input
+
 
 def tree(root):
     """Every path under ``root`` with its bytes (files) or None (folders): to show nothing changed."""

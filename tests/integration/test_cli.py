@@ -79,6 +79,7 @@ def test_auto_resume_on_cpu_from_another_directory(tmp_path, pairs, basicsr_cli)
     assert f"Loading MDRN model from {exp / 'tiny_resume' / 'models' / 'net_g_4.pth'}" in out
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('flag', ['-opt', '-op', '-o', '-opt='])  # BasicSR's argparse takes abbreviations too
 def test_option_file_cannot_run_code(tmp_path, basicsr_cli, flag):
     marker = tmp_path / 'PWNED'
@@ -91,6 +92,7 @@ def test_option_file_cannot_run_code(tmp_path, basicsr_cli, flag):
     assert not marker.exists()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('content, message', [
     ('name: [unclosed\n', 'is not valid YAML'),
     ('- a list\n', 'must hold a YAML mapping'),
@@ -155,6 +157,7 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
         dist.destroy_process_group()
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('edit, message', [
     (('name: tiny_bad', 'name: tiny_bad\nnetwrok_g: {type: MDRN}'), "unknown option key 'netwrok_g' (did you mean "
                                                                        "'network_g'?)"),
@@ -187,6 +190,7 @@ def test_bad_options_stop_before_any_work(tmp_path, pairs, basicsr_cli, edit, me
     assert not (tmp_path / 'experiments').exists()  # nothing was created
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('edit, message', [
     (('  total_iter: 2\n', ''), 'train.total_iter is required for training'),
     (('pixel_opt:', 'pixel_opts:'), "train.pixel_opts is not an option of model_type SRModel (did you mean "
@@ -222,6 +226,7 @@ def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
         check(opt)  # the unedited file passes
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('world_size, batch, ok', [(1, 4, True), (1, 5, False), (2, 2, True), (2, 3, False)])
 def test_training_set_must_give_every_process_a_batch(tmp_path, pairs, world_size, batch, ok):
     """BasicSR's training loader drops incomplete batches: 4 images must not be split into batches of 5 (or two
@@ -266,6 +271,7 @@ def test_kd_opt_arguments_are_the_losss_plus_the_distillation_keys():
         preflight.check_section_keys(opt)
 
 
+@pytest.mark.bad_input
 def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_cli):
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_tile', total_iter=2)
     yml.write_text(yml.read_text().replace('model_type: SRModel', 'model_type: DenoiseModel')
@@ -278,6 +284,7 @@ def test_bad_val_tile_stops_before_the_run_is_archived(tmp_path, pairs, basicsr_
     assert os.listdir(tmp_path / 'experiments') == ['tiny_tile']  # not archived
 
 
+@pytest.mark.bad_input
 def test_force_yml_seed_and_missing_section(tmp_path, pairs, basicsr_cli, monkeypatch):
     """--force_yml manual_seed=N seeds the run (BasicSR seeds before applying --force_yml); a key path through a
     missing section names the sections there are."""
@@ -325,6 +332,7 @@ def test_force_yml_drops_a_dataset(tmp_path, pairs, monkeypatch, argv):
     assert opt['train']['total_iter'] == (3 if 'train:total_iter=3' in argv else 2)
 
 
+@pytest.mark.bad_input
 def test_dropping_a_dataset_trains_without_it_and_a_wrong_name_is_one_line(tmp_path, pairs, basicsr_cli):
     yml = train_yml(tmp_path / 'drop.yml', pairs, 'tiny_drop', total_iter=2)
     proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'datasets:val_2=~', cwd=tmp_path,
@@ -337,6 +345,7 @@ def test_dropping_a_dataset_trains_without_it_and_a_wrong_name_is_one_line(tmp_p
     assert 'pairs_val' not in proc.stdout, proc.stdout[-2000:]  # no validation set was built
 
 
+@pytest.mark.bad_input
 def test_force_yml_without_a_value_and_root_before_denoise_are_one_line(tmp_path, pairs, basicsr_cli):
     yml = train_yml(tmp_path / 'train.yml', pairs, 'tiny_fy', total_iter=1)
     proc = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--force_yml', 'train:total_iter', cwd=tmp_path,
@@ -363,6 +372,7 @@ def test_make_with_an_empty_torch_pin_skips_the_torch_step():
     assert 'torch' not in steps['empty'] and 'pip install -e' in steps['empty']
 
 
+@pytest.mark.bad_input
 def test_a_training_state_given_as_weights_is_named():
     from mdrn_models.utils import checkpoints
     state = {'epoch': 1, 'iter': 2, 'optimizers': [], 'schedulers': []}
@@ -396,6 +406,7 @@ def test_dataset_and_network_channels_must_agree(dataset, net, message):
     check_options({**opt, 'network_g': {'type': 'MDRN', 'num_in_ch': ch, 'num_out_ch': ch}})  # agreeing: no error
 
 
+@pytest.mark.bad_input
 def test_failed_relaunch_keeps_the_run_and_test_needs_weights(tmp_path, pairs, basicsr_cli):
     """A relaunch with a mistake must not archive the real run (BasicSR renames experiments/NAME when it starts):
     --auto_resume afterwards continues it. A checkpoint that does not fit is one line; so is testing no weights."""
@@ -439,6 +450,7 @@ class _RunsCode:
         return os.system, (f'touch {self.marker}',)
 
 
+@pytest.mark.bad_input
 def test_network_checkpoint_cannot_run_code(tmp_path, pairs, basicsr_cli):
     marker = tmp_path / 'PWNED'
     evil = tmp_path / 'evil.pth'

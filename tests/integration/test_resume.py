@@ -17,6 +17,7 @@ def _states(state_dir):
     return sorted(int(p.stem) for p in state_dir.glob('*.state')) if state_dir.is_dir() else []
 
 
+@pytest.mark.bad_input
 def test_sigkill_then_auto_resume_continues_schedule_and_optimizer(tmp_path, pairs, basicsr_cli):
     root = tmp_path / 'root'
     yml = train_yml(tmp_path / 'train.yml', pairs, 'crash', total_iter=100000)
@@ -50,6 +51,7 @@ def test_sigkill_then_auto_resume_continues_schedule_and_optimizer(tmp_path, pai
     assert (root / 'experiments' / 'crash' / 'models' / f'net_g_{target}.pth').is_file()
 
 
+@pytest.mark.bad_input
 def test_truncated_newest_state_falls_back_to_previous(tmp_path):
     state_dir = tmp_path / 'training_states'
     state_dir.mkdir()
@@ -65,6 +67,7 @@ def _tree(root):
     return {p: p.read_bytes() if p.is_file() else None for p in root.rglob('*')}
 
 
+@pytest.mark.bad_input
 def test_auto_resume_takes_the_newest_complete_pair(tmp_path, pairs, capsys):
     """A newest state whose network checkpoint is damaged is skipped naming that file, and a stray
     ``40_backup.state`` is no state: the run resumes from the pair before and trains on to total_iter."""
@@ -86,6 +89,7 @@ def test_auto_resume_takes_the_newest_complete_pair(tmp_path, pairs, capsys):
     assert {int(s['step']) for s in final['optimizers'][0]['state'].values()} == {6}  # 2 + 4 more steps
 
 
+@pytest.mark.bad_input
 def test_resume_state_with_a_damaged_network_file_is_one_line(tmp_path, pairs):
     from mdrn_models.tools import train_test
     yml = train_yml(tmp_path / 'train.yml', pairs, 'explicit', total_iter=2)
@@ -100,6 +104,7 @@ def test_resume_state_with_a_damaged_network_file_is_one_line(tmp_path, pairs):
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.bad_input
 def test_auto_resume_from_elsewhere_names_the_projects_states(tmp_path, pairs):
     """Run from another folder without --root, --auto_resume finds nothing there; the option file's project holds
     the run's states: one line naming it, instead of silently training from iteration 0."""

@@ -18,6 +18,7 @@ def test_tiled_inference_equals_whole_image():
         assert (tiled_forward(net, x, 32, 0) - whole).abs().max() > 1e-3
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('tile, message', [({'size': 30}, 'val.tile.size must be a positive multiple of 8'),
                                            ({'size': 64, 'overlap': 4}, 'val.tile.overlap must be a multiple of 8'),
                                            (512, r'val.tile must be a mapping such as \{size: 512, overlap: 32\}'),

@@ -179,6 +179,7 @@ def test_default_layers_are_paper_taps_and_pairs_mapping(tmp_path, teacher_ckpt)
     assert len(pairs.net_adapter) == 0
 
 
+@pytest.mark.bad_input
 def test_errors_before_training(tmp_path, teacher_ckpt):
     with pytest.raises(FileNotFoundError, match=r'teacher checkpoint not found: .*nope\.pth \(set path\.pretrain'):
         build_model(make_opt(tmp_path, str(tmp_path / 'nope.pth')))
@@ -417,6 +418,7 @@ def _e2e_opt(name, gt, teacher_ckpt, network_t, total_iter):
     }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('edit, message', [
     (lambda o: o['datasets']['train'].pop('sigma_teacher'), 'HMDS (train.kd_opt.teacher_input: lq_teacher) needs '
                                                             'lq_teacher from the dataset'),
@@ -468,6 +470,7 @@ def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
     assert not list(models.glob('net_t_*'))
 
 
+@pytest.mark.bad_input
 def test_preflight_refuses_hmds_on_a_dataset_without_lq_teacher(tmp_path):
     """HMDS on a dataset that gives no lq_teacher (e.g. pre-noised pairs) is refused before any folder, not at the
     first training step with a traceback."""
@@ -484,6 +487,7 @@ def test_preflight_refuses_hmds_on_a_dataset_without_lq_teacher(tmp_path):
     check_datasets(opt)
 
 
+@pytest.mark.bad_input
 def test_e2e_missing_teacher_fails_before_training(tmp_path, basicsr_cli):
     gt = tmp_path / 'toy'
     _write_pngs(gt)
@@ -538,6 +542,7 @@ def test_demo_option_files_chain():
 
 
 
+@pytest.mark.bad_input
 def test_data_parallel_is_refused_in_one_line_pointing_to_torchrun(tmp_path, teacher_ckpt):
     """``num_gpu: 2`` (or ``auto`` on a 2-GPU machine) without a launcher: BasicSR would wrap the nets in
     DataParallel, whose replicas each fire the feature hooks. Refused by the model's own checks (the preflight's)."""

@@ -87,6 +87,7 @@ def test_div2k_subimages_lmdb_round_trip_and_verify(tmp_path, capsys):
     assert verify.main([str(lmdb_path)]) == 0
 
 
+@pytest.mark.bad_input
 def test_verify_reports_problems_with_nonzero_exit(tmp_path, capsys):
     src = random_images(tmp_path / 'HR', [(64, 64), (64, 64)], channels=1)
     assert div2k.main(['--input', str(src), '--out', str(tmp_path), '--crop-size', '64', '--n-thread', '1']) == 0
@@ -112,6 +113,7 @@ def test_verify_reports_problems_with_nonzero_exit(tmp_path, capsys):
         verify.main([str(tmp_path / 'HR')])
 
 
+@pytest.mark.bad_input
 def test_lmdb_refuses_names_with_dots(tmp_path):
     from datasets_prep.common import make_lmdb
     src = random_images(tmp_path / 'in', [(16, 16)], names=['a.b.png'])
@@ -170,6 +172,7 @@ def test_demo_set_from_bundled_scikit_image(tmp_path):
     assert demo.main(['--out', str(out), '--force']) == 0
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('module', ['div2k', 'testset', 'demo', 'verify'])
 def test_commands_have_help_and_one_line_errors(module, tmp_path):
     env = {**os.environ, 'PYTHONPATH': str(REPO)}
@@ -190,6 +193,7 @@ def test_commands_have_help_and_one_line_errors(module, tmp_path):
     assert len(lines) == 1 and lines[0].startswith('error: ')
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('command, args, message', [
     (testset, ['--noisy', '25', '0.5'], 'below 1 on the 0..255 pixel scale'),  # the dataset's range, up front
     (testset, ['--noisy', 'nan'], r'must lie in \[1, 255\]'),
@@ -214,6 +218,7 @@ def test_undecodable_image_of_a_disk_dataset_is_named_not_sent_to_verify(tmp_pat
         ds[1]  # verify reads LMDBs only, so it is no advice for a folder
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('command,args', [
     (testset, ['--out', '{parent}']),  # the output would contain the input: --force would delete it
     (testset, ['--out', '{src}']),

@@ -59,6 +59,7 @@ def test_folder_add_noise_and_tiles(tiny, basicsr_cli, tmp_path):
         assert np.abs(a - b).max() <= 1
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize('args, message', [
     (['-i', 'missing.png', '-o', 'o.png'], 'input not found: missing.png'),
     (['-i', '{imgs}/a.png', '-o', 'o.txt'], 'cannot write o.txt: use an image extension such as .png, or end -o'),
@@ -101,6 +102,7 @@ def test_folder_with_upper_case_extensions_and_clashing_names(tiny, basicsr_cli,
     assert proc.returncode != 0 and 'would both be written to' in proc.stdout and not (tmp_path / 'out2').exists()
 
 
+@pytest.mark.bad_input
 def test_add_noise_copy_and_another_input_never_share_an_output(tiny, basicsr_cli, tmp_path):
     # x.png's noisy copy is out/x_noisy.png, the result of the input x_noisy.png too: one would replace the other
     (tmp_path / 'in').mkdir()
@@ -113,6 +115,7 @@ def test_add_noise_copy_and_another_input_never_share_an_output(tiny, basicsr_cl
                                         'written to ' + str(tmp_path / 'out' / 'x_noisy.png') + ': rename one of them')
 
 
+@pytest.mark.bad_input
 def test_refuses_an_option_file_without_weights(tiny, basicsr_cli, tmp_path):
     yml = tmp_path / 'noweights.yml'
     yml.write_text((tiny / 'mdrn.yml').read_text().split('path:')[0])
