@@ -22,15 +22,15 @@ def unwrap(net):
 
 def resolve_modules(net, names, what='network'):
     """Return ``{name: module}`` for ``names`` of ``net``; unknown names raise one ``ValueError`` that lists some valid
-    names (module names as ``net.named_modules()`` spells them)."""
+    names (module names as ``net.named_modules()`` spells them; ``''`` is the whole network, i.e. its output)."""
     modules = dict(unwrap(net).named_modules())
-    unknown = [n for n in names if n not in modules or n == '']
+    unknown = [n for n in names if n not in modules]
     if unknown:
         valid = [n for n in modules if n]
         tops = [n for n in valid if '.' not in n]
         hint = ', '.join((tops if len(tops) >= 3 else valid)[:12])
         raise ValueError(f'unknown layer name(s) {unknown} in the {what} ({type(unwrap(net)).__name__}); '
-                         f'use module names from named_modules(), e.g. {hint}')
+                         f"use module names from named_modules(), e.g. {hint}, or '' for the network's output")
     return {n: modules[n] for n in names}
 
 

@@ -21,7 +21,8 @@ Option keys (besides SRModel's)::
       kd_opt:
         type: L1Loss              # any loss in BasicSR's LOSS_REGISTRY taking (pred, target)
         loss_weight: 1.0          # per layer pair
-        layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher}
+        layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher};
+                                  # '' names the network itself: {'': ''} distils the teacher's output
         teacher_input: lq         # lq (HADS) | lq_teacher (HMDS)
         dry_run_size: ~           # side of the init-time dry run (default: datasets.train.gt_size; a size
                                   # above 96 is run as the one of 64..127 with the same remainder modulo 64)
@@ -50,6 +51,7 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from mdrn_arch import enable_fused_inference  # noqa: E402
 from mdrn_arch.arch_util import in_channels  # noqa: E402
 
+from mdrn_models.models import kd_similarity  # noqa: E402
 from mdrn_models.models.denoise_model import DenoiseModel  # noqa: E402
 from mdrn_models.models.feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
 from mdrn_models.utils.messages import first_line  # noqa: E402
@@ -58,6 +60,7 @@ from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoi
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
 KD_OPTION_KEYS = ('teacher_input', 'layers', 'dry_run_size')  # train.kd_opt keys read here, not by the loss
+PROBE_IMAGES = 4  # crops of the first training batch on which each validation measures student-teacher similarity
 
 
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
@@ -93,7 +96,7 @@ def _in_channels(net, net_opt):
 
 
 def _adapter_key(name):
-    return name.replace('.', '_') or 'root'
+    return name.replace('.', '_') or 'output'  # '': the network itself, whose output is distilled
 
 
 def _layer_pairs(layers, student):
@@ -349,6 +352,9 @@ class HKDModel(DenoiseModel):
         return losses
 
     def optimize_parameters(self, current_iter):
+        if not hasattr(self, 'kd_probe_batch'):  # the first batch this process trains on: the validation probe's
+            self.kd_probe_batch = tuple(t[:PROBE_IMAGES].detach().clone() for t in (self.lq, self._teacher_batch(),
+                                                                                      self.gt))
         self.optimizer_g.zero_grad()
         self.output, feats_s, feats_t = self.kd_features()
 
@@ -385,6 +391,50 @@ class HKDModel(DenoiseModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------ validation
+    def validation(self, dataloader, current_iter, tb_logger, save_img):
+        """SRModel's validation, then (on the process that validates) the distillation probe: per layer pair, on
+        the fixed batch, the KD loss, the cosine similarity and the linear CKA of student and teacher features, and
+        the KD loss over the pixel loss, in the log and under ``kd/`` in TensorBoard."""
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+        if self.opt['rank'] != 0 or not hasattr(self, 'kd_probe_batch'):
+            return
+        probe = self.kd_probe()
+        for key, values in probe.items():
+            if tb_logger is not None:
+                for name, value in values.items():
+                    tb_logger.add_scalar(f'kd/{key}/{name}', value, current_iter)
+        get_root_logger().info(f'KD probe ({len(self.kd_probe_batch[0])} fixed training crops): ' + '; '.join(
+            f'{key}: ' + ', '.join(f'{name} {value:.4g}' for name, value in values.items())
+            for key, values in probe.items()))
+
+    @torch.no_grad()
+    def kd_probe(self):
+        """``{layer pair key: {loss, cosine, cka}}`` and ``{'all': {kd_over_pixel}}`` on ``kd_probe_batch``."""
+        lq, lq_teacher, gt = self.kd_probe_batch
+        student = unwrap(self.net_g)
+        was_training = student.training
+        student.eval()
+        try:
+            with self.hooks_s.capturing():
+                output = student(lq)
+            feats_s = self.hooks_s.pop()
+            with self.hooks_t.capturing():
+                self.net_t(lq_teacher)
+            feats_t = self.hooks_t.pop()
+        finally:
+            student.train(was_training)
+        probe = OrderedDict()
+        for s, t, key in self.kd_pairs:
+            fs, ft = feats_s[s], feats_t[t]
+            mapped = self.net_adapter[key](fs) if key in self.net_adapter else fs
+            probe[key] = {'loss': float(self.cri_kd(mapped, ft)), 'cosine': kd_similarity.cosine(mapped, ft),
+                          'cka': kd_similarity.linear_cka(fs, ft)}
+        if self.cri_pix:
+            pixel = float(self.cri_pix(output, gt))
+            probe['all'] = {'kd_over_pixel': sum(v['loss'] for v in probe.values()) / pixel if pixel else float('inf')}
+        return probe
 
     # ------------------------------------------------------------------ saving
     def save(self, epoch, current_iter):

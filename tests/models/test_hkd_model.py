@@ -463,6 +463,13 @@ def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
     yml.write_text(yaml.safe_dump(_e2e_opt('hmds_e2e', gt, ckpt, wide, total_iter=4)))
     out = basicsr_cli('train', '-opt', yml, '--root', tmp_path, '--auto_resume', cwd=tmp_path).stdout
     assert 'Resuming training from epoch' in out and 'iter: 2.' in out, out[-3000:]
+    probe = re.search(r'KD probe \(2 fixed training crops\): msag_0_1: loss (\S+), cosine (\S+), cka (\S+); .*'
+                      r'all: kd_over_pixel (\S+)', out)
+    assert probe and all(np.isfinite(float(v.rstrip(';'))) for v in probe.groups()), out[-3000:]
+    assert -1 <= float(probe.group(2).rstrip(',')) <= 1 and 0 <= float(probe.group(3).rstrip(';')) <= 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / 'tb_logger' / 'hmds_e2e')).Reload()
+    assert {'kd/msag_0_1/cosine', 'kd/msag_0_2/cka', 'kd/all/kd_over_pixel'} <= set(events.Tags()['scalars'])
     assert 'net_t_2' not in out and f'loaded from {ckpt}' in out
     assert re.search(r'KD adapters loaded from \S*net_g_2\.pth', out), out[-3000:]
     second = torch.load(models / 'net_g_4.pth', weights_only=True)
@@ -564,3 +571,43 @@ def test_data_parallel_batch_change_is_logged(monkeypatch, basicsr_log):
     fake = SimpleNamespace(opt={'dist': False, 'num_gpu': 2}, device=torch.device('cpu'))
     pipeline_fixes.model_to_device(fake, nn.Conv2d(1, 1, 1))
     assert 'Conv2d runs under DataParallel on 2 GPUs: BasicSR loads 2 x batch_size_per_gpu' in basicsr_log.text
+
+
+def test_output_level_distillation_between_two_archs(tmp_path):
+    """``layers: {'': ''}`` distils the teacher's output (the first thing a KD user tries), here a DnCNN teacher's
+    into an MDRN student, next to feature taps mapped across the archs (widths differ: adapters)."""
+    dncnn = {'type': 'DnCNN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8, 'num_conv': 5}
+    ckpt = save_net(dncnn, tmp_path / 'dncnn.pth', seed=2)
+    model = build_model(make_opt(tmp_path, ckpt, network_t=dncnn,
+                                 kd_opt={'type': 'L1Loss', 'loss_weight': 0.5, 'layers': {'': '', 'msag_0_1': 'body.3'}}))
+    assert [key for _, _, key in model.kd_pairs] == ['output', 'msag_0_1'] and 'output' not in model.net_adapter
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    data = batch(0)
+    model.feed_data(data)
+    model.optimize_parameters(1)
+    assert {'l_kd_output', 'l_kd_msag_0_1'} <= set(model.log_dict)
+    assert any(not torch.equal(before[k], v) for k, v in model.net_g.state_dict().items())
+    probe = model.kd_probe()
+    assert set(probe) == {'output', 'msag_0_1', 'all'} and 0 <= probe['output']['cka'] <= 1 + 1e-9
+
+
+def test_output_level_loss_is_the_weighted_l1_of_the_outputs(tmp_path):
+    ckpt = save_net(TEACHER, tmp_path / 't.pth', seed=1)
+    model = build_model(make_opt(tmp_path, ckpt, kd_opt={'type': 'L1Loss', 'loss_weight': 0.25, 'layers': {'': ''}}))
+    model.feed_data(batch(1))
+    output, feats_s, feats_t = model.kd_features()
+    with torch.no_grad():
+        expected = 0.25 * (model.net_g(model.lq) - model.net_t(model.lq)).abs().mean()
+    assert torch.allclose(model.kd_losses(feats_s, feats_t)['l_kd_output'], expected, atol=1e-6)
+    assert torch.equal(feats_s[''], output)
+
+
+def test_similarities_have_their_known_values():
+    from mdrn_models.models.kd_similarity import cosine, linear_cka
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 5, generator=g)
+    rotation = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0].float()
+    rotated = torch.einsum('dc,nchw->ndhw', rotation, x) * 3.0
+    assert cosine(x, x) == pytest.approx(1) and cosine(x, -x) == pytest.approx(-1)
+    assert linear_cka(x, x) == pytest.approx(1) and linear_cka(x, rotated) == pytest.approx(1)
+    assert linear_cka(x, torch.randn(2, 3, 5, 5, generator=g)) < 0.2  # unrelated, and of another width
