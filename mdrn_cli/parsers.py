@@ -102,10 +102,16 @@ def compare(prog='python -m mdrn_models.tools.compare'):
                    help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
     p.add_argument('--sets', nargs='+', required=True, metavar='NAME=FOLDER', help='folders of clean test images')
     p.add_argument('--sigmas', nargs='+', type=float, default=[25], help='AWGN levels, 0..255 scale (default 25)')
-    p.add_argument('--out', required=True, help='output folder (compare.md, compare.csv, figures/)')
+    p.add_argument('--out', required=True, help='output folder (compare.md, compare.csv, per_image.csv, figures/)')
     p.add_argument('--channels', type=int, choices=(1, 3), default=None,
                    help="1 gray / 3 color (default: the models' input channels)")
-    p.add_argument('--noise-seed', type=int, default=0, help='eval noise seed, as noise_seed in option files')
+    p.add_argument('--noise-seed', type=int, default=None, help='eval noise seed, as noise_seed in option files '
+                   '(default 0)')
+    p.add_argument('--noise-seeds', type=int, nargs='+', default=None, metavar='SEED',
+                   help='repeat the noise draw with each seed: the table reports the mean and its spread across draws')
+    p.add_argument('--baseline', default=None, metavar='NAME',
+                   help='a --models name: every other model gets its paired difference to it on the same images and '
+                        'noise, with a 95%% bootstrap confidence interval and the count of images it improves')
     p.add_argument('--max-images', type=int, default=None, help='only the first N images of each set (quick runs)')
     p.add_argument('--figures-per-set', type=int, default=1, help='crop figures for the first N images (default 1)')
     p.add_argument('--crop', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), default=None,
@@ -116,8 +122,8 @@ def compare(prog='python -m mdrn_models.tools.compare'):
     p.add_argument('--device', default=None, choices=('cpu', 'cuda'), help=DEVICE_HELP)
     p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
                    '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')
-    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv in --out and delete the '
-                   'figures a previous run left in --out/figures')
+    p.add_argument('--force', action='store_true', help='overwrite compare.md / compare.csv / per_image.csv in --out '
+                   'and delete the figures a previous run left in --out/figures')
     return p
 
 

@@ -26,13 +26,18 @@ FLOPs; the ×8 self-ensemble counts 8 forwards) and milliseconds per megapixel m
 ``--amp`` runs every model under autocast (fp16 on CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR
 and gains in speed.
 
-Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model |
-clean, zoomed crop, each label the PSNR over the model's name; characters other than letters, digits, ``.``, ``_``
-and ``-`` in the file name become ``_``). If ``OUT`` already holds any of them the command refuses, unless ``--force``:
-then it replaces compare.md / compare.csv and first deletes the figures a previous run left there (files named
+``--noise-seeds 0 1 2`` repeats the noise draw: the table gives the mean over draws and the spread (standard
+deviation) of each set mean across them. ``--baseline NAME`` adds, for every other model, the paired difference to
+NAME on the same images and noise, with a 95% bootstrap confidence interval over images and the number of images it
+improves (``compare_stats``): a difference whose interval holds 0 is reported as "no difference shown".
+
+Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/per_image.csv`` (set, sigma, noise_seed, image, model, PSNR,
+SSIM: every score the table averages), ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model | clean,
+zoomed crop of the first noise draw, each label the PSNR over the model's name; characters other than letters,
+digits, ``.``, ``_`` and ``-`` in the file name become ``_``). If ``OUT`` already holds any of them the command
+refuses, unless ``--force``: then it replaces the three tables and first deletes the figures a previous run left there (files named
 ``*_sigma<s>_*.png`` in ``OUT/figures``), so none is stale.
 """
-import csv
 import os
 import os.path as osp
 import re
@@ -54,12 +59,16 @@ from mdrn_models.integration.option_files import OptionFileError
 from mdrn_models.models.denoise_model import eval_forward
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.tools.compare_figures import figure_name, pick_crop, save_figure
-from mdrn_models.tools.model_loading import (AMP_DTYPE, RANDOM_INIT, ModelLoadError, amp_dtype_name, amp_note,
+from mdrn_models.tools.compare_stats import draw_spread, paired_difference
+from mdrn_models.tools.compare_tables import (device_name, markdown, paired_markdown, row_weights, write_csv,
+                                              write_per_image_csv)
+from mdrn_models.tools.model_loading import (AMP_DTYPE, ModelLoadError, amp_dtype_name, amp_note,
                                              build_model, count_flops, set_sigma)
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.utils.messages import first_line, first_repeat
 
 OUR_FIGURE = re.compile(r'.+_sigma[0-9.]+_.+\.png')  # the names figure_name() gives: what --force may delete
+OUTPUT_FILES = ('compare.md', 'compare.csv', 'per_image.csv')
 
 
 class CompareError(ValueError):
@@ -125,25 +134,6 @@ def parse_sets(entries):
     return sets
 
 
-# ---------------------------------------------------------------------------------------------------------- figures
-def row_weights(meta, sigma, vals):
-    """CSV ``weights`` of one (model, sigma) row: the weights that produced it ('' where the model did not run)."""
-    if not meta:
-        return 'noisy input'
-    weights = meta['weights']
-    return (weights.get(sigma) or weights.get(None) or '') if vals else ''
-
-
-def random_init_mark(meta):
-    """' (random init)' after a model's name in the table when its scores come from untrained weights."""
-    rand = [s for s, w in (meta or {}).get('weights', {}).items() if w == RANDOM_INIT]
-    if not rand:
-        return ''
-    if len(rand) == len(meta['weights']):
-        return f' ({RANDOM_INIT})'
-    return f" ({RANDOM_INIT} at σ={', '.join(f'{s:g}' for s in rand)})"
-
-
 def check_args(args):
     """Every problem with the command line, as one line, before any model is built or file read or written.
     -> (models, sets, sigmas, figures an earlier run left in --out that --force deletes)."""
@@ -158,8 +148,18 @@ def check_args(args):
     repeated = first_repeat(sigmas)
     if repeated is not None:
         raise CompareError(f'--sigmas lists {repeated:g} twice: give each noise level once.')
-    if args.noise_seed < 0:
-        raise CompareError(f'--noise-seed must be a non-negative integer, got {args.noise_seed}.')
+    if args.noise_seed is not None and args.noise_seeds is not None:
+        raise CompareError('give --noise-seed or --noise-seeds, not both.')
+    seeds = args.noise_seeds or [0 if args.noise_seed is None else args.noise_seed]
+    bad = next((s for s in seeds if s < 0), None)
+    if bad is not None:
+        raise CompareError(f'--noise-seed must be a non-negative integer, got {bad}.')
+    if first_repeat(seeds) is not None:
+        raise CompareError(f'--noise-seeds lists {first_repeat(seeds)} twice: give each seed once.')
+    if args.baseline is not None and args.baseline not in models:
+        raise CompareError(f"--baseline '{args.baseline}' is not a --models name ({', '.join(models)}).")
+    if args.baseline is not None and len(models) < 2:
+        raise CompareError('--baseline needs at least one other model in --models to compare with it.')
     for name, slots in models.items():
         for sigma in slots:
             if sigma is not None and sigma not in sigmas:
@@ -170,7 +170,7 @@ def check_args(args):
     fig_dir = osp.join(args.out, 'figures')
     old_figures = sorted(osp.join(fig_dir, f) for f in (os.listdir(fig_dir) if osp.isdir(fig_dir) else ())
                          if OUR_FIGURE.fullmatch(f) and osp.isfile(osp.join(fig_dir, f)))
-    existing = [p for p in (osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')) if osp.exists(p)]
+    existing = [p for p in (osp.join(args.out, f) for f in OUTPUT_FILES) if osp.exists(p)]
     if existing and not args.force:
         raise CompareError(f"'{existing[0]}' exists: pass --force to overwrite it or choose another --out.")
     if old_figures and not args.force:
@@ -181,14 +181,14 @@ def check_args(args):
         raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
     if args.amp and amp_note(device.type):
         print(amp_note(device.type), file=sys.stderr)
-    return models, sets, sigmas, old_figures
+    return models, sets, sigmas, seeds, old_figures
 
 
 def run(args):
     from tqdm import tqdm
 
-    models, sets, sigmas, old_figures = check_args(args)
-    out_md, out_csv = osp.join(args.out, 'compare.md'), osp.join(args.out, 'compare.csv')
+    models, sets, sigmas, seeds, old_figures = check_args(args)
+    out_md, out_csv, out_images = (osp.join(args.out, f) for f in OUTPUT_FILES)
     fig_dir = osp.join(args.out, 'figures')
     device = torch.device(args.device)
 
@@ -218,22 +218,23 @@ def run(args):
             entry['weights'][sigma] = weights
     channels = channels or 1
 
-    datasets = {}
+    datasets = {}  # (set, sigma, noise seed) -> dataset
     for set_name, folder in sets.items():
         for sigma in sigmas:
-            try:
-                datasets[set_name, sigma] = AWGNDenoisingDataset({
-                    'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': args.noise_seed,
-                    'phase': 'test', 'io_backend': {'type': 'disk'}})
-            except ValueError as err:
-                raise CompareError(f'--sets {set_name}: {err}') from None
+            for seed in seeds:
+                try:
+                    datasets[set_name, sigma, seed] = AWGNDenoisingDataset({
+                        'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': seed,
+                        'phase': 'test', 'io_backend': {'type': 'disk'}})
+                except ValueError as err:
+                    raise CompareError(f'--sets {set_name}: {err}') from None
     n_imgs = {key: len(ds) if args.max_images is None else min(len(ds), args.max_images)
               for key, ds in datasets.items()}
     # read every image once before any output or compute: an undecodable file (or a --crop outside an image) is
     # one line naming it now, not a traceback after minutes of denoising. Decoding is cheap next to the models.
     for set_name in sets:
-        ds = datasets[set_name, sigmas[0]]
-        for k in range(n_imgs[set_name, sigmas[0]]):
+        ds = datasets[set_name, sigmas[0], seeds[0]]
+        for k in range(n_imgs[set_name, sigmas[0], seeds[0]]):
             try:
                 gt = ds[k]['gt']
             except ValueError as err:
@@ -259,14 +260,15 @@ def run(args):
             from None
     for path in old_figures:  # --force: a previous run's figures go, so none is left stale beside the new ones
         os.remove(path)
-    scores = {}  # (model, set, sigma) -> list of (psnr, ssim)
+    scores = {}  # (model, set, sigma) -> {noise seed: [(psnr, ssim) per image]}
+    per_image = []  # the rows of per_image.csv
     figures = []
     with torch.no_grad(), tqdm(total=sum(n_imgs.values()), unit='img', desc='compare', dynamic_ncols=True) as bar:
-        for (set_name, sigma), ds in datasets.items():
+        for (set_name, sigma, seed), ds in datasets.items():
             runnable = [(name, nets[name, sigma] if (name, sigma) in nets else nets.get((name, None)))
                         for name in models]
             runnable = [(name, net) for name, net in runnable if net is not None]
-            for k in range(n_imgs[set_name, sigma]):
+            for k in range(n_imgs[set_name, sigma, seed]):
                 data = ds[k]
                 lq = data['lq'][None].to(device)
                 gt_img = tensor2img(data['gt'][None])
@@ -289,9 +291,11 @@ def run(args):
                 for name, img in outs:
                     psnr = calculate_psnr(img, gt_img, crop_border=0, test_y_channel=False)
                     ssim = calculate_ssim(img, gt_img, crop_border=0, test_y_channel=False)
-                    scores.setdefault((name, set_name, sigma), []).append((psnr, ssim))
+                    scores.setdefault((name, set_name, sigma), {}).setdefault(seed, []).append((psnr, ssim))
+                    per_image.append((set_name, f'{sigma:g}', seed, osp.basename(data['gt_path']), name,
+                                      f'{psnr:.6g}', f'{ssim:.6g}'))
                     row.append((name, psnr, img))
-                if k < args.figures_per_set:
+                if k < args.figures_per_set and seed == seeds[0]:
                     crop = tuple(args.crop) if args.crop else pick_crop(gt_img, args.crop_size)
                     crop = (crop[0], crop[1], min(crop[2], gt_img.shape[0] - crop[0], gt_img.shape[1] - crop[1]))
                     stem = osp.splitext(osp.basename(data['gt_path']))[0]
@@ -306,70 +310,66 @@ def run(args):
                     figures.append(fig)
                 bar.update(1)
 
-    names = ['noisy'] + list(models)
-    rows = []
-    for name in names:
-        for set_name in sets:
-            for sigma in sigmas:
-                vals = scores.get((name, set_name, sigma))
-                meta = info.get(name, {})
-                ms_mp = 1e3 * meta['time'] / meta['mp'] if meta.get('mp') else None
-                rows.append({
-                    'model': name, 'set': set_name, 'sigma': f'{sigma:g}',
-                    'images': len(vals) if vals else 0,
-                    'psnr': float(np.mean([v[0] for v in vals])) if vals else None,
-                    'ssim': float(np.mean([v[1] for v in vals])) if vals else None,
-                    'params_M': meta['params'] / 1e6 if meta else None,
-                    'gflops_%d' % args.flops_size: meta.get('gflops'),
-                    'ms_per_MP': ms_mp,
-                    'weights': row_weights(meta, sigma, vals)})
+    rows = table_rows(['noisy', *models], sets, sigmas, scores, info, args.flops_size, args.baseline)
     write_csv(out_csv, rows)
-    header = (f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, noise_seed {args.noise_seed}, not clipped; '
+    write_per_image_csv(out_images, per_image)
+    draws = f'noise_seed {seeds[0]}' if len(seeds) == 1 else f"noise seeds {', '.join(map(str, seeds))}: mean over " \
+        'draws, ± the standard deviation of the set mean across them'
+    header = (f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, {draws}, not clipped; '
               f'{channels}-channel' + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
               f'GFLOPs: what the row runs on one {args.flops_size}×{args.flops_size} image (torch.utils.flop_counter; '
               f'a ×8 self-ensemble counts 8 forwards). ms/MP: time per megapixel on {device_name(device)}, torch '
               f'{torch.__version__}, measured during this run'
               + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.')
+    text = markdown(header, rows, info, figures, args.flops_size)
+    if args.baseline:
+        text = text.replace('\n\nWeights: ', '\n\n' + paired_markdown(rows, args.baseline) + '\n\nWeights: ', 1)
     with open(out_md, 'w') as fout:
-        fout.write(markdown(header, rows, info, figures, args.flops_size) + '\n')
+        fout.write(text + '\n')
     return rows, out_md, out_csv, figures
 
 
-def write_csv(path, rows):
-    with open(path, 'w', newline='') as fout:
-        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ('' if v is None else (f'{v:.6g}' if isinstance(v, float) else v))
-                             for k, v in r.items()})
-
-
-def markdown(header, rows, info, figures, flops_size):
-    """compare.md from the CSV's ``rows``: one table row per model, one column per (set, sigma); then the weights
-    behind each model and the figures."""
-    names = list(dict.fromkeys(r['model'] for r in rows))
-    cols = list(dict.fromkeys((r['set'], r['sigma']) for r in rows))
-    by_key = {(r['model'], r['set'], r['sigma']): r for r in rows}
-    lines = [header, '', '| model | ' + ' | '.join(f'{s} σ={g}' for s, g in cols)
-             + f' | params (M) | GFLOPs@{flops_size}² | ms/MP |', '|---|' + '---|' * len(cols) + '---:|---:|---:|']
+def table_rows(names, sets, sigmas, scores, info, flops_size, baseline=None):
+    """compare.csv's rows: per model, set and sigma the mean scores over images and noise draws, their spread across
+    draws, and with a ``baseline`` the paired differences to it (``compare_stats``)."""
+    rows = []
     for name in names:
-        cells = [('—' if r['psnr'] is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
-                 for r in (by_key[(name, *col)] for col in cols)]
-        r = by_key[(name, *cols[0])]  # size and speed are per model: the same in each of its rows
-        tail = '— | — | —' if r['params_M'] is None else \
-            f"{r['params_M']:.3f} | {r[f'gflops_{flops_size}']:.2f} | {r['ms_per_MP']:.0f}"
-        lines.append(f'| {name}{random_init_mark(info.get(name))} | ' + ' | '.join(cells) + f' | {tail} |')
-    lines += ['', 'Weights: ' + '; '.join(f"{n}: " + ', '.join(w if s is None else f'@{s:g}: {w}'
-                                                              for s, w in info[n]['weights'].items())
-                                          for n in info), '']
-    lines += [f'![{osp.basename(f)}](figures/{osp.basename(f)})' for f in figures]
-    return '\n'.join(lines)
+        for set_name in sets:
+            for sigma in sigmas:
+                draws = scores.get((name, set_name, sigma))
+                meta = info.get(name, {})
+                ms_mp = 1e3 * meta['time'] / meta['mp'] if meta.get('mp') else None
+                per_image = np.mean([draw for draw in draws.values()], axis=0) if draws else None  # [image, metric]
+                spread = [draw_spread([np.mean(draw, axis=0)[m] for draw in draws.values()]) if draws else None
+                          for m in (0, 1)]
+                row = {'model': name, 'set': set_name, 'sigma': f'{sigma:g}',
+                       'images': len(per_image) if draws else 0, 'noise_draws': len(draws) if draws else 0,
+                       'psnr': float(per_image[:, 0].mean()) if draws else None,
+                       'ssim': float(per_image[:, 1].mean()) if draws else None,
+                       'psnr_draw_std': spread[0], 'ssim_draw_std': spread[1],
+                       'params_M': meta['params'] / 1e6 if meta else None,
+                       'gflops_%d' % flops_size: meta.get('gflops'),
+                       'ms_per_MP': ms_mp,
+                       'weights': row_weights(meta, sigma, draws)}
+                base = scores.get((baseline, set_name, sigma))
+                if baseline is not None:
+                    row.update(paired_columns(base, draws) if base and draws and name not in (baseline, 'noisy')
+                               else dict.fromkeys(PAIRED_COLUMNS))
+                rows.append(row)
+    return rows
 
 
-def device_name(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'CPU ({torch.get_num_threads()} threads)'
+PAIRED_COLUMNS = ('d_psnr', 'd_psnr_low', 'd_psnr_high', 'd_ssim', 'd_ssim_low', 'd_ssim_high', 'improved')
+
+
+def paired_columns(base, other):
+    """The paired differences of ``other`` to ``base`` (``{seed: [(psnr, ssim)]}`` each, the same images), each image's
+    scores averaged over the draws first."""
+    base_img, other_img = (np.mean(list(d.values()), axis=0) for d in (base, other))
+    psnr, ssim = (paired_difference(base_img[:, m], other_img[:, m]) for m in (0, 1))
+    return {'d_psnr': psnr['delta'], 'd_psnr_low': psnr['low'], 'd_psnr_high': psnr['high'],
+            'd_ssim': ssim['delta'], 'd_ssim_low': ssim['low'], 'd_ssim_high': ssim['high'],
+            'improved': f"{psnr['improved']}/{psnr['n']}"}
 
 
 def build_parser(prog='python -m mdrn_models.tools.compare'):

@@ -126,7 +126,7 @@ def test_compare_outputs_and_consistency(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         _run(tiny, out)
     assert err.value.code == 2 and '--force' in capsys.readouterr().err
-    for name in ('compare.md', 'compare.csv'):
+    for name in compare.OUTPUT_FILES:
         (out / name).unlink()
     (out / 'figures' / 'tiny_sigma50_old.png').write_bytes(b'stale')
     (out / 'figures' / 'notes.txt').write_text('mine')
@@ -301,3 +301,73 @@ def test_a_bare_checkpoint_with_other_dilations_needs_an_option_file(tmp_path):
     with pytest.raises(model_loading.ModelLoadError, match='cannot infer the arch from this checkpoint; pass an '
                                                             'option file'):
         model_loading.build_model(str(tmp_path / 'three.pth'))
+
+
+def _many_images(root, n=8):
+    """``n`` small gray images of different content (enough for a bootstrap over images)."""
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:20, :20]
+    for k in range(n):
+        img = 120 + 60 * np.sin(xx / (2 + k % 3)) * np.cos(yy / (3 + k % 4)) + rng.normal(0, 5, xx.shape)
+        cv2.imwrite(str(root / f'im{k}.png'), img.clip(0, 255).astype(np.uint8))
+    return root
+
+
+def test_compare_baseline_self_is_zero_and_an_offset_is_detected(tiny, tmp_path, capsys):
+    """Known answers: a model against itself differs by exactly 0 with a zero-width interval on every draw; one that
+    adds a constant to its output is worse on every image, with an interval below 0; the per-image CSV holds every
+    score the table averages."""
+    imgs = _many_images(tmp_path / 'imgs')
+    offset = DnCNN(num_feat=4, num_conv=3)
+    torch.nn.init.zeros_(offset.body[-1].weight)
+    torch.nn.init.constant_(offset.body[-1].bias, -8 / 255)  # output = input + 8 grey levels
+    torch.save({'params': offset.state_dict()}, tmp_path / 'offset.pth')
+    out = tmp_path / 'cmp'
+    assert compare.main(['--models', f'A={tiny / "identity.pth"}', f'Same={tiny / "identity.pth"}',
+                         f'Offset={tmp_path / "offset.pth"}', '--sets', f'many={imgs}', '--sigmas', '25',
+                         '--noise-seeds', '0', '1', '--baseline', 'A', '--out', str(out), '--crop-size', '8']) == 0
+    rows = {r['model']: r for r in csv.DictReader(open(out / 'compare.csv'))}
+    same, off = rows['Same'], rows['Offset']
+    assert float(same['d_psnr']) == 0 and float(same['d_psnr_low']) == 0 and float(same['d_psnr_high']) == 0
+    assert float(same['d_ssim_low']) == float(same['d_ssim_high']) == 0 and same['improved'] == '0/8'
+    assert float(off['d_psnr_high']) < 0 and float(off['d_psnr_low']) <= float(off['d_psnr']) <= \
+        float(off['d_psnr_high']) and off['improved'] == '0/8'
+    assert rows['A']['d_psnr'] == '' and rows['A']['noise_draws'] == '2' and float(rows['A']['psnr_draw_std']) > 0
+    per_image = list(csv.DictReader(open(out / 'per_image.csv')))
+    assert len(per_image) == 2 * 8 * 4  # draws x images x (noisy, A, Same, Offset)
+    a_scores = [float(r['psnr']) for r in per_image if r['model'] == 'A']
+    assert float(rows['A']['psnr']) == pytest.approx(np.mean(a_scores), abs=1e-4)
+    md = (out / 'compare.md').read_text()
+    assert re.search(r'\| Same \| \+0\.00 \[\+0\.00, \+0\.00\] / \+0\.0000 \[\+0\.0000, \+0\.0000\]; 0/8 better; no '
+                     r'difference shown \|', md), md
+    assert re.search(r'\| Offset \| -\d\.\d\d \[-\d\.\d\d, -\d\.\d\d\] .*; 0/8 better; worse \|', md), md
+    assert re.search(r'\| A \| \d+\.\d\d ± \d\.\d\d / ', md), md
+
+
+def test_paired_difference_matches_known_answers():
+    from mdrn_models.tools.compare_stats import paired_difference, verdict
+    rng = np.random.default_rng(0)
+    base = rng.normal(28, 2, 60)
+    assert paired_difference(base, base + 0.1) == pytest.approx(
+        {'delta': 0.1, 'low': 0.1, 'high': 0.1, 'improved': 60, 'n': 60})
+    noisy = paired_difference(base, base + 0.1 + rng.normal(0, 0.05, 60))
+    assert 0.08 < noisy['low'] < noisy['delta'] < noisy['high'] < 0.12 and verdict(noisy) == 'better'
+    # the interval of a mean of n draws of sd 0.05 is about 2 x 1.96 x 0.05 / sqrt(60) wide
+    assert noisy['high'] - noisy['low'] == pytest.approx(2 * 1.96 * 0.05 / math.sqrt(60), rel=0.35)
+    null = paired_difference(base, base + rng.normal(0, 0.05, 60))
+    assert null['low'] < 0 < null['high'] and verdict(null) == 'no difference shown'
+    one = paired_difference([30.0], [30.2])
+    assert one['delta'] == pytest.approx(0.2) and math.isnan(one['low'])
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize('extra, message', [
+    (['--baseline', 'Nope'], "--baseline 'Nope' is not a --models name"),
+    (['--noise-seeds', '0', '0'], '--noise-seeds lists 0 twice'),
+    (['--noise-seeds', '1', '--noise-seed', '2'], 'give --noise-seed or --noise-seeds, not both'),
+])
+def test_bad_baseline_and_seeds_are_one_line(tiny, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        _run(tiny, tmp_path / 'o', *extra)
+    assert message in capsys.readouterr().err and not (tmp_path / 'o').exists()
