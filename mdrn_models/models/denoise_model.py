@@ -3,12 +3,16 @@
 
 ``eval_forward(net, opt)`` is that test-time forward as a function, so that ``basicsr test``, the compare command and
 ``basicsr denoise`` all run the same thing for one option file."""
+from collections import OrderedDict
+
 import torch
 
 import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
+
+from mdrn_models.models.training_step import TRAIN_KEYS, TrainingStep, check_training_step_options  # noqa: E402
 
 TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned with the whole image
 
@@ -98,19 +102,54 @@ def _partial(fn, net, *args):
 
 
 @MODEL_REGISTRY.register()
-class DenoiseModel(SRModel):
+class DenoiseModel(TrainingStep, SRModel):
     """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),
-    ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result)."""
-    OPTION_KEYS = {'val': ('self_ensemble', 'tile')}  # read besides SRModel's (the preflight refuses unknown keys)
+    ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result); trains with
+    ``train.amp`` / ``grad_clip`` / ``compile`` (``training_step``)."""
+    # read besides SRModel's (the preflight refuses unknown keys)
+    OPTION_KEYS = {'train': TRAIN_KEYS, 'val': ('self_ensemble', 'tile', 'amp')}
 
     @classmethod
     def check_val_options(cls, opt):
         """Called by the ``basicsr`` command's preflight, before any folder is created."""
         tile_options(opt)
 
+    @classmethod
+    def check_train_options(cls, opt, nets):
+        """Called by the preflight when training (``nets``: the freshly built networks)."""
+        check_training_step_options(opt)
+
     def __init__(self, opt):
         tile_options(opt)  # refuses bad val.tile values before any network is built
         super().__init__(opt)
+
+    def init_training_settings(self):
+        super().init_training_settings()
+        self.setup_training_step()
+
+    def pixel_losses(self, output):
+        """SRModel's losses of ``output`` against ``gt``: (total, ``OrderedDict`` of the terms)."""
+        l_total, loss_dict = 0, OrderedDict()
+        if self.cri_pix:
+            loss_dict['l_pix'] = self.cri_pix(output, self.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
+            loss_dict.update((k, v) for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None)
+        for value in loss_dict.values():
+            l_total = l_total + value
+        return l_total, loss_dict
+
+    def optimize_parameters(self, current_iter):
+        """SRModel's step, under ``train.amp`` and through ``train_forward``, with the gradient norm."""
+        self.optimizer_g.zero_grad()
+        with self.autocast():
+            self.output = self.train_forward(self.lq)
+            l_total, loss_dict = self.pixel_losses(self.output.float())
+        norm = self.backward_and_step(l_total, current_iter)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_grad_norm(norm)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
 
     def test(self):
         net = getattr(self, 'net_g_ema', None)
@@ -118,7 +157,7 @@ class DenoiseModel(SRModel):
             net = self.net_g
         was_training = net.training
         net.eval()
-        with torch.no_grad():
-            self.output = eval_forward(net, self.opt)(self.lq)
+        with torch.no_grad(), self.test_autocast():
+            self.output = eval_forward(net, self.opt)(self.lq).float()
         if was_training and net is self.net_g:
             net.train()

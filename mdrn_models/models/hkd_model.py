@@ -196,7 +196,7 @@ class KDLayout:
 @MODEL_REGISTRY.register()
 class HKDModel(DenoiseModel):
     """Student ``net_g`` + frozen teacher ``net_t``; pixel loss + feature distillation through forward hooks."""
-    OPTION_KEYS = {'train': ('kd_opt',), 'val': DenoiseModel.OPTION_KEYS['val']}
+    OPTION_KEYS = {'train': ('kd_opt', *DenoiseModel.OPTION_KEYS['train']), 'val': DenoiseModel.OPTION_KEYS['val']}
     KD_OPTION_KEYS = KD_OPTION_KEYS
 
     # ------------------------------------------------------------------ setup
@@ -220,6 +220,7 @@ class HKDModel(DenoiseModel):
         """What the ``basicsr`` command's preflight checks before any folder is created (``mdrn_models/integration/preflight.py``):
         the options, then the layer pairs on the freshly built ``nets`` (``{'g': student, 't': teacher}``, random
         weights; one dry run, see ``KDLayout``). Training repeats both on the real nets."""
+        super().check_train_options(opt, nets)
         cls.check_kd_options(opt)
         KDLayout(opt, nets['g'], nets['t']).remove()
 
@@ -332,7 +333,7 @@ class HKDModel(DenoiseModel):
         teacher feats). The hook stores are emptied by the read."""
         self.net_t.eval()
         with self.hooks_s.capturing():
-            output = self.net_g(self.lq)
+            output = self.train_forward(self.lq)
         feats_s = self.hooks_s.pop()
         with torch.no_grad(), self.hooks_t.capturing():
             self.net_t(self._teacher_batch())
@@ -356,41 +357,28 @@ class HKDModel(DenoiseModel):
             self.kd_probe_batch = tuple(t[:PROBE_IMAGES].detach().clone() for t in (self.lq, self._teacher_batch(),
                                                                                       self.gt))
         self.optimizer_g.zero_grad()
-        self.output, feats_s, feats_t = self.kd_features()
-
-        l_total = 0
-        loss_dict = OrderedDict()
-        if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            if l_percep is not None:
-                l_total += l_percep
-                loss_dict['l_percep'] = l_percep
-            if l_style is not None:
-                l_total += l_style
-                loss_dict['l_style'] = l_style
-        kd = self.kd_losses(feats_s, feats_t)
+        with self.autocast():  # the student's and the teacher's forward, and the losses
+            self.output, feats_s, feats_t = self.kd_features()
+            l_total, loss_dict = self.pixel_losses(self.output.float())
+            kd = self.kd_losses({k: v.float() for k, v in feats_s.items()}, {k: v.float() for k, v in feats_t.items()})
         del feats_s, feats_t
         for k, v in kd.items():
-            l_total += v
+            l_total = l_total + v
             loss_dict[k] = v
         loss_dict['l_kd'] = sum(kd.values())
+        norm = self.backward_and_step(l_total, current_iter)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.log_grad_norm(norm)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
 
-        l_total.backward()
+    def before_optimizer_step(self):
         if self.opt.get('dist') and len(self.net_adapter):  # adapters are not DDP-wrapped: average their grads
             ws = torch.distributed.get_world_size()
             for p in self.net_adapter.parameters():
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= ws
-        self.optimizer_g.step()
-
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
 
     # ------------------------------------------------------------------ validation
     def validation(self, dataloader, current_iter, tb_logger, save_img):
