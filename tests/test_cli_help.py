@@ -18,7 +18,8 @@ FLAGS = {
     'train': BASICSR_FLAGS,
     'test': BASICSR_FLAGS,
     'denoise': ['-opt', '--input', '--output', '--add_noise', '--sigma', '--seed', '--tile', '--force'],
-    'compare': ['--models', '--sets', '--sigmas', '--out', '--channels', '--noise-seed', '--max-images',
+    'compare': ['--models', '--sets', '--sigmas', '--out', '--channels', '--noise-seed', '--noise-seeds', '--baseline',
+                '--max-images',
                 '--figures-per-set', '--crop', '--crop-size', '--zoom', '--flops-size', '--device', '--amp', '--force'],
     'benchmark': ['--sizes', '--models', '--modes', '--repeats', '--device', '--threads', '--keep-freed-memory',
                   '--breakdown', '--train', '--train-only', '--train-batch', '--train-size', '--out', '--force'],
@@ -26,6 +27,7 @@ FLAGS = {
     'export-weights': ['ckpt', 'out', '--key', '--dtype', '--force'],
     'peers': ['--mat', '--arch', '--out', '--force'],
     'demo': ['--root', '--iters'],
+    'gpu-session': ['--data', '--out', '--minutes', '--tiny', '--device'],
 }
 
 

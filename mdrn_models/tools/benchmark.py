@@ -237,14 +237,16 @@ def bench_breakdown(names, sizes, device, log=print):
 
 
 # ------------------------------------------------------------------------------------------------- training steps
-def bench_train(device, batch, size, repeats, log=print):
+def bench_train(device, batch, size, repeats, log=print, amp=None, student='MDRN-2B', kinds=('plain', 'HADS', 'HMDS')):
+    """Seconds per training step (min, median over ``repeats`` after a warm-up) of ``student`` alone and distilled
+    (HADS: MDRN teacher, HMDS: MDRN-2B teacher), at ``batch`` crops of ``size``, under ``train.amp`` ``amp``."""
     from basicsr.models import build_model
-    student = deepcopy(MODELS['MDRN-2B'])
+    student = deepcopy(MODELS[student])
     teachers = {'HADS': MODELS['MDRN'], 'HMDS': MODELS['MDRN-2B']}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
-        for kind in ('plain', 'HADS', 'HMDS'):
+        for kind in kinds:
             opt = {'name': f'bench_{kind}', 'model_type': 'DenoiseModel' if kind == 'plain' else 'HKDModel',
                    'is_train': True, 'dist': False, 'num_gpu': 1 if device.type == 'cuda' else 0, 'rank': 0,
                    'world_size': 1, 'network_g': deepcopy(student),
@@ -253,7 +255,7 @@ def bench_train(device, batch, size, repeats, log=print):
                                           **({'sigma_teacher': 25} if kind == 'HMDS' else {})}},
                    'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4},
                              'scheduler': {'type': 'MultiStepLR', 'milestones': [10**6], 'gamma': 0.5},
-                             'total_iter': 10, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+                             'total_iter': 10, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'amp': amp},
                    'val': {'val_freq': 10**6, 'save_img': False}}
             if kind != 'plain':
                 ckpt = os.path.join(tmp, f'teacher_{kind}.pth')

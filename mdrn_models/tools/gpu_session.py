@@ -1,0 +1,295 @@
+"""``basicsr gpu-session``: everything a short loan of a GPU should measure and train, as one prepared command.
+
+    basicsr gpu-session --data DATA --out OUT [--minutes 12] [--tiny]
+
+``DATA`` holds ``Train400/``, ``Set12/`` and ``BSD68/`` (clean gray images, e.g. copies of ``../shared/datasets``:
+a GPU machine may not see ``../shared``). Every result lands in ``OUT`` (new, or empty):
+
+1. ``benchmark_inference.md``: ``basicsr benchmark`` on the device (fp32, channels_last, AMP, compile);
+2. ``benchmark_train.md``: training-step time of MDRN-2B plain / HADS / HMDS under AMP at batch 16 and at the
+   largest batch that fits (doubling from 16 until the device runs out of memory);
+3. ``ddp/``: a one-GPU ``torchrun`` (NCCL on CUDA, gloo on the CPU) of a tiny distillation run, then its
+   ``--auto_resume`` to twice the iterations;
+4. ``train/``: MDRN sigma=25 gray on Train400 in the paper's setting (Adam, lr 1e-4 halved at every fifth of the
+   run, batch 16 crops of 64x64) under AMP, for as many iterations as the time left allows (measured step time);
+5. ``test/``: ``basicsr test`` of the newest checkpoint on Set12 and BSD68;
+6. ``weights/mdrn_gray_s25_gpu.pth``: the trained weights (``basicsr export-weights``);
+7. ``summary.md``: the device, each step's status and seconds, the training settings and the PSNR/SSIM.
+
+A step that fails is recorded with the end of its log and the session goes on (GPU minutes are rare); the exit code
+is then 1. ``--tiny`` runs the same steps and writes the same files at toy sizes on the CPU in about a minute: the
+check, before a GPU is lent, that the command works (``tests/tools/test_gpu_session.py``).
+"""
+import json
+import math
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+from copy import deepcopy
+
+import yaml
+
+from mdrn_cli import parsers
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SETS = ('Train400', 'Set12', 'BSD68')
+FULL = {'sizes': [256, 512, 1024], 'modes': ['fp32', 'channels_last', 'amp', 'compile'],
+        'models': ['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'], 'repeats': [], 'batch': 16, 'max_batch': 1024,
+        'crop': 64, 'ddp_iters': 20, 'max_iters': None, 'workers': 4, 'reserve_s': 150}
+TINY = {'sizes': [32], 'modes': ['fp32', 'channels_last'], 'models': ['MDRN-2B'], 'repeats': ['--repeats', '1'],
+        'batch': 2, 'max_batch': 4, 'crop': 32, 'ddp_iters': 2, 'max_iters': 4, 'workers': 0, 'reserve_s': 0}
+
+
+class SessionError(ValueError):
+    """A bad argument, reported in one line before anything is run or written."""
+
+
+def check_args(args):
+    for name in SETS:
+        folder = osp.join(args.data, name)
+        if not osp.isdir(folder) or not any(f.lower().endswith('.png') for f in os.listdir(folder)):
+            raise SessionError(f'--data {args.data}: {folder} is not a folder of PNG images (copy it from '
+                               f'../shared/datasets/{"train" if name == "Train400" else "test"}/{name})')
+    if osp.exists(args.out) and (not osp.isdir(args.out) or os.listdir(args.out)):
+        raise SessionError(f'--out {args.out} exists and is not an empty folder: choose a new one')
+    if not args.minutes > 0:
+        raise SessionError(f'--minutes must be positive, got {args.minutes:g}')
+    import torch
+    device = args.device or ('cuda' if torch.cuda.is_available() and not args.tiny else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise SessionError('--device cuda asked for but CUDA is not available: use --device cpu (with --tiny)')
+    return device
+
+
+def amp_mode(device):
+    """The train.amp the session uses: bf16 where the device runs it natively, fp16 on older GPUs, else none."""
+    import torch
+    from mdrn_models.models.training_step import cpu_has_native_bf16
+    if device == 'cuda':
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    return 'bf16' if cpu_has_native_bf16() else None
+
+
+class Session:
+    def __init__(self, args, device):
+        self.args, self.device, self.cfg = args, device, TINY if args.tiny else FULL
+        self.out, self.data = osp.abspath(args.out), osp.abspath(args.data)
+        self.deadline = time.time() + 60 * args.minutes
+        self.amp = amp_mode(device)
+        self.steps = []  # (name, status, seconds, detail)
+        self.facts = {}
+
+    def left(self):
+        return self.deadline - time.time()
+
+    def basicsr(self, args, log, timeout=None, launcher=()):
+        """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun), its output to ``log``; raise on failure."""
+        env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
+        if self.device == 'cpu':
+            env['CUDA_VISIBLE_DEVICES'] = ''
+        cmd = [sys.executable, *(launcher or ['-m', 'mdrn_models.cli']), *map(str, args)]
+        with open(log, 'w') as f:
+            f.write(' '.join(cmd) + '\n')
+            f.flush()
+            proc = subprocess.run(cmd, cwd=self.out, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                  timeout=max(timeout or self.left(), 30))
+        with open(log) as f:
+            text = f.read()
+        if proc.returncode:
+            raise RuntimeError(f'exit {proc.returncode}: {text.strip().splitlines()[-1]} (see {log})')
+        return text
+
+    def step(self, name, fn):
+        start = time.time()
+        print(f'[{time.strftime("%H:%M:%S")}] {name} ({self.left() / 60:.1f} min left)', flush=True)
+        try:
+            detail, status = fn() or '', 'ok'
+        except Exception as exc:  # noqa: BLE001  (a failed step is recorded; the session goes on)
+            detail, status = f'{type(exc).__name__}: {exc}'.splitlines()[0], 'failed'
+            print(f'  failed: {detail}', flush=True)
+        self.steps.append((name, status, time.time() - start, detail))
+
+    # ------------------------------------------------------------------------------------------------------ steps
+    def inference_benchmark(self):
+        out = osp.join(self.out, 'benchmark_inference.md')
+        self.basicsr(['benchmark', '--device', self.device, '--sizes', *self.cfg['sizes'], '--modes',
+                      *self.cfg['modes'], '--models', *self.cfg['models'], *self.cfg['repeats'], '--out', out],
+                     osp.join(self.out, 'benchmark_inference.log'), timeout=0.2 * self.left())
+        return out
+
+    def train_benchmark(self):
+        import torch
+        from mdrn_models.tools.benchmark import bench_train, device_desc
+        device = torch.device(self.device)
+        rows, largest, batch = {}, None, self.cfg['batch']
+        while batch <= self.cfg['max_batch'] and (largest is None or self.left() > 0.7 * 60 * self.args.minutes):
+            try:
+                rows[batch] = bench_train(device, batch, self.cfg['crop'], 3, log=lambda *_: None, amp=self.amp)
+                largest = batch
+            except torch.cuda.OutOfMemoryError:
+                break
+            finally:
+                if device.type == 'cuda':
+                    torch.cuda.empty_cache()
+            batch *= 2
+        keep = sorted({self.cfg['batch'], largest})
+        lines = [f'Training step of MDRN-2B (plain, HADS with the MDRN teacher, HMDS with an MDRN-2B teacher), '
+                 f'{self.cfg["crop"]}x{self.cfg["crop"]} crops, train.amp {self.amp or "off"}, Adam; '
+                 f'{device_desc(device)}. Seconds per step: min (median) of 3 after a warm-up. Largest batch '
+                 f'tried that fits: {largest} (doubling from {self.cfg["batch"]}, at most {self.cfg["max_batch"]}).',
+                 '', '| batch | plain | HADS | HMDS | plain crops/s |', '|---:|---:|---:|---:|---:|']
+        for b in keep:
+            r = rows[b]
+            lines.append(f'| {b} | ' + ' | '.join(f'{r[k][0]:.4f} ({r[k][1]:.4f})' for k in ('plain', 'HADS', 'HMDS'))
+                         + f' | {b / r["plain"][0]:.0f} |')
+        out = osp.join(self.out, 'benchmark_train.md')
+        with open(out, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        self.facts['largest_batch'] = largest
+        return out
+
+    def ddp(self):
+        import torch
+        from basicsr.archs import build_network
+        folder = osp.join(self.out, 'ddp')
+        os.makedirs(folder)
+        student = {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 16, 'num_block': 1, 'num_level': 2}
+        teacher = {**student, 'num_block': 2}
+        torch.manual_seed(0)
+        torch.save({'params': build_network(deepcopy(teacher)).state_dict()}, osp.join(folder, 'teacher.pth'))
+        iters = self.cfg['ddp_iters']
+        opt = {'name': 'ddp_hkd', 'model_type': 'HKDModel', 'scale': 1, 'num_gpu': 1 if self.device == 'cuda' else 0,
+               'manual_seed': 0, 'datasets': {'train': self._train_set(32, 4, iters * 2)},
+               'network_g': student, 'network_t': teacher,
+               'path': {'pretrain_network_t': osp.join(folder, 'teacher.pth')},
+               'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4},
+                         'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 6], 'gamma': 0.5},
+                         'total_iter': iters, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+                         'kd_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'amp': self.amp},
+               'logger': {'print_freq': 1, 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
+        yml = osp.join(folder, 'hkd_tiny.yml')
+        with open(yml, 'w') as f:
+            yaml.safe_dump(opt, f, sort_keys=False)
+        launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_models.cli']
+        self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder], osp.join(folder, 'train.log'),
+                     launcher=launcher, timeout=0.15 * self.left())
+        log = self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder, '--auto_resume',
+                            '--force_yml', f'train:total_iter={2 * iters}'], osp.join(folder, 'resume.log'),
+                           launcher=launcher, timeout=0.15 * self.left())
+        if f'iter: {iters}.' not in log or not osp.isfile(osp.join(folder, 'experiments', 'ddp_hkd', 'models',
+                                                                      f'net_g_{2 * iters}.pth')):
+            raise RuntimeError(f'the resumed run did not continue from iteration {iters} to {2 * iters} (see '
+                               f'{folder}/resume.log)')
+        return f'{iters} iterations, resumed to {2 * iters}'
+
+    def _train_set(self, crop, batch, iters):
+        return {'name': 'Train400', 'type': 'AWGNDenoisingDataset', 'dataroot_gt': osp.join(self.data, 'Train400'),
+                'io_backend': {'type': 'disk'}, 'channels': 1, 'sigma': 25, 'gt_size': crop, 'use_hflip': True,
+                'use_rot': True, 'use_shuffle': True, 'num_worker_per_gpu': self.cfg['workers'],
+                'batch_size_per_gpu': batch, 'pin_memory': self.device == 'cuda',
+                'dataset_enlarge_ratio': max(1, math.ceil(iters * batch / len(os.listdir(osp.join(self.data,
+                                                                                                   'Train400')))))}
+
+    def train(self):
+        import torch
+        from mdrn_models.tools.benchmark import bench_train
+        batch, crop = self.cfg['batch'], self.cfg['crop']
+        seconds = bench_train(torch.device(self.device), batch, crop, 3, log=lambda *_: None, amp=self.amp,
+                              student='MDRN', kinds=('plain',))['plain'][1]
+        budget = self.left() - self.cfg['reserve_s']
+        iters = max(1, int(0.8 * budget / seconds))  # 0.8: data loading, logging, the final validation and save
+        iters = min(iters, self.cfg['max_iters'] or iters)
+        with open(osp.join(REPO, 'options', 'train_mdrn_gray_s25_train400.yml')) as f:
+            opt = yaml.safe_load(f)
+        opt.update(name='gpu_mdrn_gray_s25_train400', model_type='DenoiseModel',
+                   num_gpu=1 if self.device == 'cuda' else 0)
+        opt['datasets']['train'] = self._train_set(crop, batch, iters)
+        for ds in opt['datasets'].values():
+            if ds is not opt['datasets']['train']:
+                ds['dataroot_gt'] = osp.join(self.data, 'Set12')
+        milestones = sorted({max(1, iters * k // 5) for k in range(1, 5)})
+        opt['train'].update(total_iter=iters, warmup_iter=-1, amp=self.amp, ema_decay=0,
+                            optim_g={'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.999]},
+                            scheduler={'type': 'MultiStepLR', 'milestones': milestones, 'gamma': 0.5})
+        opt['val']['val_freq'] = iters
+        opt['logger'].update(print_freq=max(1, min(100, iters // 20)), save_checkpoint_freq=max(1, iters // 5))
+        folder = osp.join(self.out, 'train')
+        os.makedirs(folder)
+        yml = osp.join(folder, 'train_mdrn_gray_s25_gpu.yml')
+        with open(yml, 'w') as f:
+            yaml.safe_dump(opt, f, sort_keys=False)
+        self.facts['train'] = {'iterations': iters, 'batch': batch, 'crop': crop, 'lr': 1e-4,
+                               'milestones': milestones, 'amp': self.amp, 'measured_s_per_step': seconds}
+        self.basicsr(['train', '-opt', yml, '--root', folder], osp.join(folder, 'train.log'),
+                     timeout=self.left() - self.cfg['reserve_s'] / 2)
+        return f'{iters} iterations of batch {batch} ({seconds:.3f} s per step measured)'
+
+    def latest_checkpoint(self):
+        models = osp.join(self.out, 'train', 'experiments', 'gpu_mdrn_gray_s25_train400', 'models')
+        found = [n for n in os.listdir(models) if re.fullmatch(r'net_g_\d+\.pth', n)] if osp.isdir(models) else []
+        if not found:
+            raise RuntimeError(f'no checkpoint in {models}: training saved none')
+        return osp.join(models, max(found, key=lambda n: int(n[6:-4])))
+
+    def test(self):
+        ckpt = self.latest_checkpoint()
+        with open(osp.join(REPO, 'options', 'test_mdrn_gray_s25_train400.yml')) as f:
+            opt = yaml.safe_load(f)
+        opt.update(name='gpu_mdrn_gray_s25', num_gpu=1 if self.device == 'cuda' else 0)
+        opt['path']['pretrain_network_g'] = ckpt
+        for ds in opt['datasets'].values():
+            ds['dataroot_gt'] = osp.join(self.data, ds['name'])
+        folder = osp.join(self.out, 'test')
+        os.makedirs(folder)
+        yml = osp.join(folder, 'test_mdrn_gray_s25_gpu.yml')
+        with open(yml, 'w') as f:
+            yaml.safe_dump(opt, f, sort_keys=False)
+        log = self.basicsr(['test', '-opt', yml, '--root', folder], osp.join(folder, 'test.log'),
+                           timeout=max(60, self.left()))
+        scores = re.findall(r'Validation (\S+)\n\s+# psnr: ([\d.]+).*\n\s+# ssim: ([\d.]+)', log)
+        self.facts['test'] = {name: {'psnr': float(p), 'ssim': float(s)} for name, p, s in scores}
+        return ', '.join(f'{n}: {p} dB / {s}' for n, p, s in scores)
+
+    def export(self):
+        os.makedirs(osp.join(self.out, 'weights'))
+        out = osp.join(self.out, 'weights', 'mdrn_gray_s25_gpu.pth')
+        self.basicsr(['export-weights', self.latest_checkpoint(), out], osp.join(self.out, 'weights', 'export.log'),
+                     timeout=max(60, self.left()))
+        return out
+
+    def summary(self):
+        from mdrn_models.tools.benchmark import device_desc
+        import torch
+        lines = [f'# GPU session: {device_desc(torch.device(self.device))}', '',
+                 f'`basicsr gpu-session --data {self.args.data} --out {self.args.out} --minutes {self.args.minutes:g}'
+                 f'{" --tiny" if self.args.tiny else ""}`', '', '| step | status | seconds | detail |',
+                 '|---|---|---:|---|']
+        lines += [f'| {n} | {s} | {t:.0f} | {d} |' for n, s, t, d in self.steps]
+        lines += ['', '```json', json.dumps(self.facts, indent=2), '```']
+        with open(osp.join(self.out, 'summary.md'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+def main(argv=None):
+    parser = parsers.gpu_session()
+    args = parser.parse_args(argv)
+    try:
+        device = check_args(args)
+    except SessionError as exc:
+        parser.exit(2, f'error: {exc}\n')
+    os.makedirs(args.out, exist_ok=True)
+    session = Session(args, device)
+    for name, fn in (('inference benchmark', session.inference_benchmark), ('training-step benchmark',
+                     session.train_benchmark), ('DDP distillation + resume', session.ddp), ('training', session.train),
+                     ('test', session.test), ('export', session.export)):
+        session.step(name, fn)
+    session.summary()
+    print(open(osp.join(session.out, 'summary.md')).read())
+    return 1 if any(status != 'ok' for _, status, _, _ in session.steps) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
