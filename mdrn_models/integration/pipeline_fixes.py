@@ -60,7 +60,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, get_root_logger, get_time_str, scandir, set_random_seed
+from basicsr.utils import check_resume, get_root_logger, get_time_str, set_random_seed
 from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 

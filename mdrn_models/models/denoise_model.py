@@ -145,11 +145,7 @@ class DenoiseModel(TrainingStep, SRModel):
         with self.autocast():
             self.output = self.train_forward(self.lq)
             l_total, loss_dict = self.pixel_losses(self.output.float())
-        norm = self.backward_and_step(l_total, current_iter)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        self.log_grad_norm(norm)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.finish_step(l_total, loss_dict, current_iter)
 
     def test(self):
         net = getattr(self, 'net_g_ema', None)

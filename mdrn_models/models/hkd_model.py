@@ -366,11 +366,7 @@ class HKDModel(DenoiseModel):
             l_total = l_total + v
             loss_dict[k] = v
         loss_dict['l_kd'] = sum(kd.values())
-        norm = self.backward_and_step(l_total, current_iter)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        self.log_grad_norm(norm)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.finish_step(l_total, loss_dict, current_iter)
 
     def before_optimizer_step(self):
         if self.opt.get('dist') and len(self.net_adapter):  # adapters are not DDP-wrapped: average their grads

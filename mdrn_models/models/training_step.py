@@ -64,7 +64,7 @@ def check_training_step_options(opt):
 class TrainingStep:
     """Mixed precision, gradient norm (clipping, non-finite skip) and a compiled training forward for a BasicSR
     model with ``net_g`` and ``optimizer_g``. Call :meth:`setup_training_step` in ``init_training_settings``; run the
-    forward and losses under :meth:`autocast` through :attr:`train_forward`, then :meth:`backward_and_step`."""
+    forward and losses under :meth:`autocast` through :attr:`train_forward`, then :meth:`finish_step`."""
 
     def setup_training_step(self):
         check_training_step_options(self.opt)
@@ -111,11 +111,16 @@ class TrainingStep:
         self.scaler.update()
         return norm
 
-    def log_grad_norm(self, norm):
-        """``grad_norm`` in ``log_dict`` (after ``reduce_loss_dict``, which stops the run at a non-finite loss: a
-        skipped step is not one)."""
+    def finish_step(self, loss, loss_dict, current_iter):
+        """:meth:`backward_and_step`, then SRModel's end of a step: the losses reduced across processes into
+        ``log_dict`` (where the ``basicsr`` command stops the run at a non-finite loss), with ``grad_norm`` when
+        finite (a skipped step is no reason to stop), and the EMA update."""
+        norm = self.backward_and_step(loss, current_iter)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
         if torch.isfinite(norm):
             self.log_dict['grad_norm'] = float(norm)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
 
     def test_autocast(self):
         """Autocast for validation and testing, only with ``val.amp``: to ``train.amp``'s dtype, else fp16 on CUDA and

@@ -4,7 +4,9 @@
 2. train two teachers: a bigger MDRN at sigma 70 (for HADS) and the student's own architecture at sigma 50 (HMDS);
 3. train the sigma-70 student three times with the same seed, data and iterations: plain; with HADS (the big
    teacher, same input); with HMDS (the sigma-50 teacher sees the same images with the same noise scaled to 50);
-4. ``basicsr test`` every student on the held-out demo images with identical noise and print a PSNR/SSIM table.
+4. ``basicsr test`` every student on the held-out demo images with identical noise, ``basicsr compare --baseline``
+   the distilled students against the plain one over three noise draws, and print a PSNR/SSIM table with each
+   paired difference and its 95% confidence interval.
 
 Every step is the ``basicsr`` command on an option file in ``options/`` (named in the output), so each can be rerun
 or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists) when they ran the same number of
@@ -12,6 +14,7 @@ iterations, and refused otherwise; nothing is overwritten.
 
     python -m mdrn_models.tools.demo [--root DIR] [--iters N]
 """
+import csv
 import os
 import re
 import subprocess
@@ -22,6 +25,7 @@ from os import path as osp
 import yaml
 
 from mdrn_cli import parsers
+from mdrn_models.tools.compare_stats import verdict
 
 OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options')  # the repository's
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
@@ -106,9 +110,24 @@ def main(argv=None):
         psnr, ssim = (float(re.findall(rf'# {m}: ([-\d.]+)', out)[-1]) for m in ('psnr', 'ssim'))
         rows.append((label, psnr, ssim, osp.join('results', name, 'visualization')))
 
-    print('\n| model | PSNR (dB) | SSIM | denoised images |\n| --- | --- | --- | --- |')
-    for label, psnr, ssim, images in rows:
-        print(f'| {label} | {psnr:.2f} | {ssim:.4f} | {images} |')
+    # the paired differences to the plain student, on the same images and three noise draws (compare --baseline)
+    labels = dict(zip(('plain', 'HADS', 'HMDS'), weights))
+    compare_out = osp.join(root, 'results', 'demo_compare')
+    basicsr(['compare', '--models', *(f'{k}={w}' for k, w in zip(labels, weights.values())), '--baseline', 'plain',
+             '--sets', f"demo_val={osp.join(root, 'datasets', 'demo', 'val')}", '--sigmas', '70', '--noise-seeds',
+             '0', '1', '2', '--out', compare_out, '--force'], root, osp.join(logs, 'demo_compare.log'))
+    with open(osp.join(compare_out, 'compare.csv')) as f:
+        paired = {r['model']: r for r in csv.DictReader(f)}
+    print('\n| model | PSNR (dB) | SSIM | ΔPSNR vs plain [95% CI], 3 noise draws | denoised images |\n'
+          '| --- | --- | --- | --- | --- |')
+    for (label, psnr, ssim, images), key in zip(rows, labels):
+        r = paired[key]
+        delta = '—' if not r['d_psnr'] else (f"{float(r['d_psnr']):+.2f} [{float(r['d_psnr_low']):+.2f}, "
+                                             f"{float(r['d_psnr_high']):+.2f}], {r['improved']} images better: "
+                                             + verdict({'low': float(r['d_psnr_low']),
+                                                        'high': float(r['d_psnr_high'])}))
+        print(f'| {label} | {psnr:.2f} | {ssim:.4f} | {delta} | {images} |')
+    print(f'Paired table, per-image scores and figures: {compare_out}')
     print(f'\nTensorBoard: tensorboard --logdir {osp.join(root, "tb_logger")}   logs: {logs}')
     print(f'demo finished in {time.time() - start:.0f} s')
 
