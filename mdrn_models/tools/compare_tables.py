@@ -80,7 +80,7 @@ def paired_markdown(rows, baseline):
              '|---|' + '---|' * len(cols)]
     by_key = {(r['model'], r['set'], r['sigma']): r for r in rows}
     for name in dict.fromkeys(r['model'] for r in rows):
-        if name == baseline:
+        if name in (baseline, 'noisy'):
             continue
         cells = []
         for col in cols:

@@ -158,3 +158,35 @@ def test_distillation_file_has_a_test_file_for_its_student(kind):
     train_set = train['datasets']['train']
     for ds in test['datasets'].values():
         assert (ds['sigma'], ds['channels']) == (train_set['sigma'], train_set['channels'])
+
+
+# ---- the controlled distillation experiments (docs/distillation.md#controlled-experiments)
+KD_EXPERIMENTS = OPTIONS / 'kd_experiments'
+
+
+@pytest.mark.parametrize('path', sorted(p for p in KD_EXPERIMENTS.glob('kd_*.yml') if '_plain_' not in p.name),
+                         ids=lambda p: p.name)
+def test_controlled_kd_run_differs_from_its_baseline_only_by_distillation(path):
+    seed = int(re.search(r'_s(\d+)\.yml$', path.name).group(1))
+    plain, kd = load(KD_EXPERIMENTS / f'kd_plain_s{seed}.yml'), load(path)
+    assert plain['model_type'] == 'DenoiseModel' and kd['model_type'] == 'HKDModel'
+    assert plain['manual_seed'] == kd['manual_seed'] == seed
+    compared_below = {'name', 'model_type', 'network_t', 'path', 'train'}
+    assert {k: v for k, v in plain.items() if k not in compared_below} == \
+        {k: v for k, v in kd.items() if k not in compared_below}
+    assert {k: v for k, v in kd['train'].items() if k != 'kd_opt'} == plain['train']
+    assert {k: v for k, v in kd['path'].items() if not k.endswith('_t')} == plain['path']
+    for p in (path, KD_EXPERIMENTS / f'kd_plain_s{seed}.yml'):
+        assert f'basicsr train -opt options/kd_experiments/{p.name}' in p.read_text().split('\n\n')[0]
+
+
+def test_controlled_kd_runs_choose_on_training_images_only():
+    """The loss weights were chosen on a split of Train400 (never on Set12/BSD68): fit and held-out images are
+    disjoint, together all 400, and every run trains on the first and validates on the second."""
+    fit, held_out = ((KD_EXPERIMENTS / f'train400_{part}.txt').read_text().split() for part in ('fit', 'holdout'))
+    assert len(fit) == 360 and len(held_out) == 40 and not set(fit) & set(held_out)
+    for path in KD_EXPERIMENTS.glob('kd_*.yml'):
+        opt = load(path)
+        assert opt['datasets']['train']['meta_info'] == 'options/kd_experiments/train400_fit.txt'
+        assert [d['meta_info'] for k, d in opt['datasets'].items() if k != 'train'] == \
+            ['options/kd_experiments/train400_holdout.txt']
