@@ -5,7 +5,7 @@ the difference of the two scores (averaged over the noise draws first, when ``--
 of one image are not independent samples of the test set), then the mean difference over images with its 95%
 confidence interval from ``scipy.stats.bootstrap`` (BCa, 9,999 resamples, a fixed seed so the table is
 reproducible). The interval says how much the mean could move had other images of the same kind been tested; a
-difference whose interval holds 0 is not shown to be real.
+difference whose interval holds 0 is not shown to be real. Below ``MIN_IMAGES`` images there is no interval.
 """
 import math
 
@@ -14,18 +14,21 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
+# fewer images give no interval: a bootstrap of 2-9 values resamples too few distinct means to cover 95% (BCa's
+# coverage falls well short at such sizes), so the difference is reported as a hint
+MIN_IMAGES = 10
 
 
 def paired_difference(baseline, other, seed=0):
     """Per-image scores of the baseline and of another model (same images, in the same order) ->
     ``{'delta', 'low', 'high', 'improved', 'n'}``: the mean of ``other - baseline``, its CI bounds (NaN for fewer than
-    two images), and on how many images ``other`` scores higher."""
+    ``MIN_IMAGES`` images), and on how many images ``other`` scores higher."""
     diffs = np.asarray(other, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if diffs.ndim != 1 or len(diffs) == 0:
         raise ValueError('paired_difference needs one score per image for both models')
     mean = float(diffs.mean())
-    if len(diffs) < 2:
-        low = high = math.nan  # one image: no spread to resample
+    if len(diffs) < MIN_IMAGES:
+        low = high = math.nan
     elif np.ptp(diffs) == 0:
         low = high = mean  # every resample has this mean (scipy's BCa is undefined on constant data)
     else:
@@ -36,7 +39,10 @@ def paired_difference(baseline, other, seed=0):
 
 
 def verdict(diff):
-    """'better' / 'worse' when the interval excludes 0, else 'no difference shown'."""
+    """'better' / 'worse' when the interval excludes 0, 'no difference shown' when it holds 0, and 'too few images
+    for an interval' without one."""
+    if math.isnan(diff['low']):
+        return f'too few images for an interval (fewer than {MIN_IMAGES}): a hint'
     if diff['low'] > 0:
         return 'better'
     if diff['high'] < 0:

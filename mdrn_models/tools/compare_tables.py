@@ -100,7 +100,7 @@ def _spread(std, digits):
 
 def _interval(row, key, digits):
     low, high = row[f'{key}_low'], row[f'{key}_high']
-    ci = 'no CI (one image)' if math.isnan(low) else f'[{low:+.{digits}f}, {high:+.{digits}f}]'
+    ci = '(no CI)' if math.isnan(low) else f'[{low:+.{digits}f}, {high:+.{digits}f}]'
     return f'{row[key]:+.{digits}f} {ci}'
 
 

@@ -15,6 +15,7 @@ iterations, and refused otherwise; nothing is overwritten.
     python -m mdrn_models.tools.demo [--root DIR] [--iters N]
 """
 import csv
+import math
 import os
 import re
 import subprocess
@@ -123,10 +124,10 @@ def main(argv=None):
           '| --- | --- | --- | --- | --- |')
     for (label, psnr, ssim, images), key in zip(rows, labels):
         r = paired[key]
-        delta = '—' if not r['d_psnr'] else (f"{float(r['d_psnr']):+.2f} [{float(r['d_psnr_low']):+.2f}, "
-                                             f"{float(r['d_psnr_high']):+.2f}], {r['improved']} images better: "
-                                             + verdict({'low': float(r['d_psnr_low']),
-                                                        'high': float(r['d_psnr_high'])}))
+        low, high = (float(r[k]) if r[k] else math.nan for k in ('d_psnr_low', 'd_psnr_high'))
+        ci = '' if math.isnan(low) else f' [{low:+.2f}, {high:+.2f}]'
+        delta = '—' if not r['d_psnr'] else (f"{float(r['d_psnr']):+.2f}{ci}, {r['improved']} images better: "
+                                             + verdict({'low': low, 'high': high}))
         print(f'| {label} | {psnr:.2f} | {ssim:.4f} | {delta} | {images} |')
     print(f'Paired table, per-image scores and figures: {compare_out}')
     print(f'\nTensorBoard: tensorboard --logdir {osp.join(root, "tb_logger")}   logs: {logs}')

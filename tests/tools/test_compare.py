@@ -303,7 +303,7 @@ def test_a_bare_checkpoint_with_other_dilations_needs_an_option_file(tmp_path):
         model_loading.build_model(str(tmp_path / 'three.pth'))
 
 
-def _many_images(root, n=8):
+def _many_images(root, n=12):
     """``n`` small gray images of different content (enough for a bootstrap over images)."""
     root.mkdir()
     rng = np.random.default_rng(3)
@@ -330,18 +330,18 @@ def test_compare_baseline_self_is_zero_and_an_offset_is_detected(tiny, tmp_path,
     rows = {r['model']: r for r in csv.DictReader(open(out / 'compare.csv'))}
     same, off = rows['Same'], rows['Offset']
     assert float(same['d_psnr']) == 0 and float(same['d_psnr_low']) == 0 and float(same['d_psnr_high']) == 0
-    assert float(same['d_ssim_low']) == float(same['d_ssim_high']) == 0 and same['improved'] == '0/8'
+    assert float(same['d_ssim_low']) == float(same['d_ssim_high']) == 0 and same['improved'] == '0/12'
     assert float(off['d_psnr_high']) < 0 and float(off['d_psnr_low']) <= float(off['d_psnr']) <= \
-        float(off['d_psnr_high']) and off['improved'] == '0/8'
+        float(off['d_psnr_high']) and off['improved'] == '0/12'
     assert rows['A']['d_psnr'] == '' and rows['A']['noise_draws'] == '2' and float(rows['A']['psnr_draw_std']) > 0
     per_image = list(csv.DictReader(open(out / 'per_image.csv')))
-    assert len(per_image) == 2 * 8 * 4  # draws x images x (noisy, A, Same, Offset)
+    assert len(per_image) == 2 * 12 * 4  # draws x images x (noisy, A, Same, Offset)
     a_scores = [float(r['psnr']) for r in per_image if r['model'] == 'A']
     assert float(rows['A']['psnr']) == pytest.approx(np.mean(a_scores), abs=1e-4)
     md = (out / 'compare.md').read_text()
-    assert re.search(r'\| Same \| \+0\.00 \[\+0\.00, \+0\.00\] / \+0\.0000 \[\+0\.0000, \+0\.0000\]; 0/8 better; no '
+    assert re.search(r'\| Same \| \+0\.00 \[\+0\.00, \+0\.00\] / \+0\.0000 \[\+0\.0000, \+0\.0000\]; 0/12 better; no '
                      r'difference shown \|', md), md
-    assert re.search(r'\| Offset \| -\d\.\d\d \[-\d\.\d\d, -\d\.\d\d\] .*; 0/8 better; worse \|', md), md
+    assert re.search(r'\| Offset \| -\d\.\d\d \[-\d\.\d\d, -\d\.\d\d\] .*; 0/12 better; worse \|', md), md
     assert re.search(r'\| A \| \d+\.\d\d ± \d\.\d\d / ', md), md
 
 
@@ -359,6 +359,8 @@ def test_paired_difference_matches_known_answers():
     assert null['low'] < 0 < null['high'] and verdict(null) == 'no difference shown'
     one = paired_difference([30.0], [30.2])
     assert one['delta'] == pytest.approx(0.2) and math.isnan(one['low'])
+    few = paired_difference(base[:9], base[:9] + 0.1)  # too few images for a bootstrap to cover 95%
+    assert math.isnan(few['low']) and math.isnan(few['high']) and verdict(few).startswith('too few images')
 
 
 @pytest.mark.bad_input

@@ -23,9 +23,10 @@ def test_demo_runs_the_whole_story(tmp_path):
     assert [r[0].strip() for r in rows] == ['student σ=70, plain', 'student σ=70 + HADS (big teacher σ=70)',
                                             'student σ=70 + HMDS (teacher σ=50)']
     assert all(5 < float(psnr) < 60 and 0 < float(ssim) <= 1 for _, psnr, ssim in rows)
-    paired = re.findall(r'^\| student σ=70 \+ H[AM]DS [^|]+ \| [\d.]+ \| [\d.]+ \| ([-+][\d.]+) \[([-+][\d.]+), '
-                        r'([-+][\d.]+)\], \d+/\d+ images better: (better|worse|no difference shown) \|', proc.stdout, re.M)
-    assert len(paired) == 2 and all(float(lo) <= float(d) <= float(hi) for d, lo, hi, _ in paired), proc.stdout[-3000:]
+    # the demo's two validation images are too few for an interval: the difference is called a hint
+    paired = re.findall(r'^\| student σ=70 \+ H[AM]DS [^|]+ \| [\d.]+ \| [\d.]+ \| [-+][\d.]+, \d/2 images better: '
+                        r'too few images for an interval \(fewer than 10\): a hint \|', proc.stdout, re.M)
+    assert len(paired) == 2, proc.stdout[-3000:]
     assert (tmp_path / 'results' / 'demo_compare' / 'per_image.csv').is_file()
     for name in ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50', 'demo_student_gray_s70', 'demo_hads_gray_s70',
                  'demo_hmds_gray_s50to70'):
