@@ -425,7 +425,11 @@ class SkipCountingLoader:
         return getattr(self.loader, name)
 
     def __iter__(self):
-        batches = iter(self.loader)
+        # the DataLoader iterator is made now, not at the first batch: making it draws the workers' base seed from
+        # torch's RNG, and BasicSR's prefetchers make one on creation, so the draws stay where BasicSR has them
+        return self._batches(iter(self.loader))
+
+    def _batches(self, batches):
         while True:
             try:
                 batch = next(batches)

@@ -502,3 +502,17 @@ def test_damaged_training_data_mid_run(tmp_path, damaged, request):
     assert message.startswith('error: datasets.train: 3 images in a row are unreadable') and '\n' not in message, \
         message
     assert 'still there?' in message and not (tmp_path / 'experiments').exists()
+
+
+def test_the_counting_loader_draws_the_worker_seed_where_basicsr_does():
+    """Making a DataLoader iterator draws its workers' base seed from torch's RNG; BasicSR's prefetchers make one on
+    creation. The counting wrapper must make it at iter() too, or every run's noise draws would change."""
+    from torch.utils.data import DataLoader
+    from mdrn_models.integration.pipeline_fixes import SkipCountingLoader
+    loader = DataLoader(list(range(4)), batch_size=2)
+    torch.manual_seed(0)
+    iter(loader)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    iter(SkipCountingLoader(loader))
+    assert torch.equal(torch.rand(1), expected)
