@@ -21,6 +21,10 @@ import torch
 
 import basicsr.models.base_model as base_model
 from basicsr.utils import get_root_logger
+from mdrn_arch.arch_util import in_channels
+
+from mdrn_models.models.feature_hooks import unwrap
+from mdrn_models.utils.messages import first_line
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 TRAIN_KEYS = ('amp', 'grad_clip', 'compile')
@@ -75,13 +79,36 @@ class TrainingStep:
         self.skipped_steps = 0
         # a compiled view of the same module: the parameters and their names (checkpoints) stay net_g's own
         # (static shapes: training crops have one size, and inductor fails on MDRN's padding with symbolic sizes)
-        self.train_forward = torch.compile(self.net_g, dynamic=False) if train_opt.get('compile', False) \
-            else self.net_g
+        self.train_forward = self.net_g
+        if train_opt.get('compile', False):
+            self.train_forward = self._checked_compile(torch.compile(self.net_g, dynamic=False))
         if self.amp_dtype is not None or self.train_forward is not self.net_g:
             get_root_logger().info(f"Training step: autocast {train_opt.get('amp') or 'off'}"
                                    f"{' with a GradScaler' if self.scaler.is_enabled() else ''}, torch.compile "
                                    f"{'on' if self.train_forward is not self.net_g else 'off'}, grad_clip "
                                    f'{self.grad_clip}.')
+
+    def _checked_compile(self, compiled):
+        """``compiled`` if it gives the eager network's output on a random batch of the training shape, else the eager
+        network with one logged line: inductor's generated code is this machine's (CPU instruction set, compiler,
+        GPU), and a wrong kernel would train on garbage. Checked under ``no_grad`` (the training graph is compiled at
+        the first step)."""
+        ds = (self.opt.get('datasets') or {}).get('train') or {}
+        size, batch = ds.get('gt_size') or 64, ds.get('batch_size_per_gpu') or 1
+        channels = in_channels(unwrap(self.net_g)) or 1
+        x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+        try:
+            with torch.no_grad():
+                got, ref = compiled(x), self.net_g(x)
+            problem = None if torch.isfinite(got).all() and torch.allclose(got, ref, rtol=1e-3, atol=1e-4) else \
+                f'its output differs from the eager network\'s by up to {float((got - ref).abs().max())}'
+        except Exception as exc:  # noqa: BLE001  (whatever inductor raises on this machine: train uncompiled)
+            problem = f'it failed: {type(exc).__name__}: {first_line(exc)}'
+        if problem is None:
+            return compiled
+        get_root_logger().warning(f'train.compile: torch.compile of {type(unwrap(self.net_g)).__name__} steps aside '
+                                  f'on this machine ({problem}); training runs uncompiled.')
+        return self.net_g
 
     def autocast(self, enabled=True):
         """Autocast to ``train.amp``'s dtype (a no-op without it)."""

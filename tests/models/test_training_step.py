@@ -121,7 +121,6 @@ def test_compiled_training_saves_plain_names(tmp_path, teacher_ckpt_path):
     del opt['network_t'], opt['train']['kd_opt'], opt['path']['pretrain_network_t']
     opt['train']['compile'] = True
     model = build_model(opt)
-    assert model.train_forward is not model.net_g
     for it in range(2):
         model.feed_data(batch(it))
         model.optimize_parameters(it + 1)
@@ -129,3 +128,20 @@ def test_compiled_training_saves_plain_names(tmp_path, teacher_ckpt_path):
     saved = torch.load(tmp_path / 'models' / 'net_g_2.pth', weights_only=True)['params']
     assert saved.keys() == model.net_g.state_dict().keys() and not any('_orig_mod' in k for k in saved)
     assert all(torch.equal(saved[k], v) for k, v in model.net_g.state_dict().items())  # the trained weights
+
+
+def test_a_compiled_forward_that_disagrees_steps_aside(tmp_path, teacher_ckpt_path, monkeypatch, basicsr_log):
+    """Inductor's code is the machine's: a compiled forward whose output is not the eager network's (here: made so)
+    is not trained with; one line says so and the run trains uncompiled. One that agrees is kept."""
+    opt = make_opt(tmp_path, teacher_ckpt_path, network_g=STUDENT)
+    opt['model_type'] = 'DenoiseModel'
+    del opt['network_t'], opt['train']['kd_opt'], opt['path']['pretrain_network_t']
+    opt['train']['compile'] = True
+    monkeypatch.setattr(torch, 'compile', lambda net, **kw: (lambda x: net(x) * float('inf')))
+    model = build_model(opt)
+    assert model.train_forward is model.net_g
+    assert any(re.match(r'train.compile: torch.compile of MDRN steps aside on this machine \(its output differs from '
+                        r"the eager network's by up to inf\); training runs uncompiled.", m) for m in basicsr_log.messages)
+    monkeypatch.setattr(torch, 'compile', lambda net, **kw: (lambda x: net(x)))
+    agreeing = build_model(opt)
+    assert agreeing.train_forward is not agreeing.net_g
