@@ -38,7 +38,7 @@ from torch.utils import data as data
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
 from basicsr.data.data_util import paths_from_lmdb
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
+from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from mdrn_models.utils.messages import did_you_mean
@@ -289,7 +289,6 @@ class AWGNDenoisingDataset(data.Dataset):
                 return (*self._read_gt((index + skipped) % len(self.paths)), skipped)
             except UnreadableImage as err:
                 skipped += 1
-                from basicsr.utils import get_root_logger  # the run's log (and this worker's copy of it)
                 get_root_logger().warning(f'skipped unreadable training image: {err}')
                 if skipped > min(MAX_UNREADABLE_IN_A_ROW, len(self.paths) - 1):
                     raise TrainingDataUnreadable(

@@ -205,11 +205,12 @@ def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
         optimizer = optimizer_cls([param], **cfg)
     except Exception as exc:  # torch's own checks: ValueError for ranges, TypeError for kinds
         raise PreflightError(f"train.optim_g ({train['optim_g']['type']}): {first_line(exc)}") from None
+    args = {k: v for k, v in train['scheduler'].items() if k != 'type'}
     try:
-        scheduler_cls(optimizer, **{k: v for k, v in train['scheduler'].items() if k != 'type'})
+        scheduler_cls(optimizer, **args)
     except Exception as exc:
-        raise PreflightError(f"train.scheduler ({train['scheduler']['type']}): {first_line(exc)} (got "
-                             f"{ {k: v for k, v in train['scheduler'].items() if k != 'type'} })") from None
+        raise PreflightError(f"train.scheduler ({train['scheduler']['type']}): {first_line(exc)} (got {args})") \
+            from None
 
 
 def check_path_keys(opt):

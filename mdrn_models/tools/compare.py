@@ -332,16 +332,18 @@ def run(args):
 def table_rows(names, sets, sigmas, scores, info, flops_size, baseline=None):
     """compare.csv's rows: per model, set and sigma the mean scores over images and noise draws, their spread across
     draws, and with a ``baseline`` the paired differences to it (``compare_stats``)."""
+    # each image's scores averaged over the noise draws ([image, metric]), once per model, set and sigma
+    image_means = {key: np.mean(list(draws.values()), axis=0) for key, draws in scores.items()}
     rows = []
     for name in names:
         for set_name in sets:
             for sigma in sigmas:
                 draws = scores.get((name, set_name, sigma))
+                per_image = image_means.get((name, set_name, sigma))  # None where the model did not run
                 meta = info.get(name, {})
                 ms_mp = 1e3 * meta['time'] / meta['mp'] if meta.get('mp') else None
-                per_image = np.mean([draw for draw in draws.values()], axis=0) if draws else None  # [image, metric]
-                spread = [draw_spread([np.mean(draw, axis=0)[m] for draw in draws.values()]) if draws else None
-                          for m in (0, 1)]
+                draw_means = [np.mean(draw, axis=0) for draw in draws.values()] if draws else None  # [draw][metric]
+                spread = [draw_spread([d[m] for d in draw_means]) if draws else None for m in (0, 1)]
                 row = {'model': name, 'set': set_name, 'sigma': f'{sigma:g}',
                        'images': len(per_image) if draws else 0, 'noise_draws': len(draws) if draws else 0,
                        'psnr': float(per_image[:, 0].mean()) if draws else None,
@@ -351,10 +353,10 @@ def table_rows(names, sets, sigmas, scores, info, flops_size, baseline=None):
                        'gflops_%d' % flops_size: meta.get('gflops'),
                        'ms_per_MP': ms_mp,
                        'weights': row_weights(meta, sigma, draws)}
-                base = scores.get((baseline, set_name, sigma))
+                base = image_means.get((baseline, set_name, sigma))
                 if baseline is not None:
-                    row.update(paired_columns(base, draws) if base and draws and name not in (baseline, 'noisy')
-                               else dict.fromkeys(PAIRED_COLUMNS))
+                    paired = base is not None and draws and name not in (baseline, 'noisy')
+                    row.update(paired_columns(base, per_image) if paired else dict.fromkeys(PAIRED_COLUMNS))
                 rows.append(row)
     return rows
 
@@ -363,10 +365,9 @@ PAIRED_COLUMNS = ('d_psnr', 'd_psnr_low', 'd_psnr_high', 'd_ssim', 'd_ssim_low',
 
 
 def paired_columns(base, other):
-    """The paired differences of ``other`` to ``base`` (``{seed: [(psnr, ssim)]}`` each, the same images), each image's
-    scores averaged over the draws first."""
-    base_img, other_img = (np.mean(list(d.values()), axis=0) for d in (base, other))
-    psnr, ssim = (paired_difference(base_img[:, m], other_img[:, m]) for m in (0, 1))
+    """The paired differences of ``other`` to ``base``: per-image scores ``[image, (psnr, ssim)]`` of the same images,
+    each already averaged over the noise draws."""
+    psnr, ssim = (paired_difference(base[:, m], other[:, m]) for m in (0, 1))
     return {'d_psnr': psnr['delta'], 'd_psnr_low': psnr['low'], 'd_psnr_high': psnr['high'],
             'd_ssim': ssim['delta'], 'd_ssim_low': ssim['low'], 'd_ssim_high': ssim['high'],
             'improved': f"{psnr['improved']}/{psnr['n']}"}

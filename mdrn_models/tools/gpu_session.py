@@ -269,8 +269,10 @@ class Session:
                  '|---|---|---:|---|']
         lines += [f'| {n} | {s} | {t:.0f} | {d} |' for n, s, t, d in self.steps]
         lines += ['', '```json', json.dumps(self.facts, indent=2), '```']
+        text = '\n'.join(lines) + '\n'
         with open(osp.join(self.out, 'summary.md'), 'w') as f:
-            f.write('\n'.join(lines) + '\n')
+            f.write(text)
+        return text
 
 
 def main(argv=None):
@@ -286,8 +288,7 @@ def main(argv=None):
                      session.train_benchmark), ('DDP distillation + resume', session.ddp), ('training', session.train),
                      ('test', session.test), ('export', session.export)):
         session.step(name, fn)
-    session.summary()
-    print(open(osp.join(session.out, 'summary.md')).read())
+    print(session.summary())
     return 1 if any(status != 'ok' for _, status, _, _ in session.steps) else 0
 
 
