@@ -42,10 +42,12 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 """
 import argparse
 import collections
+import datetime
 import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 from os import path as osp
 
@@ -61,14 +63,15 @@ import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import check_resume, get_root_logger, get_time_str, set_random_seed
-from basicsr.utils import dist_util
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
 
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
+from mdrn_models.models.training_step import stop_if_non_finite
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
+from mdrn_models.utils.distributed import mean_across_ranks, rank, read_on_rank0
 from mdrn_models.utils.messages import first_line
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
@@ -89,8 +92,19 @@ def load_resume_state(opt):
     With ``--auto_resume`` the newest *complete* state is used: one that loads and whose network checkpoints all
     load, so a run killed while writing its newest files resumes from the pair before; each state skipped is named
     with its reason. Finding none while the option file's own project holds states of this run is an error (the
-    command was run from elsewhere without ``--root``).
+    command was run from elsewhere without ``--root``). In a distributed run rank 0 chooses and reads the state (only
+    it writes them) and every rank resumes from it.
     """
+    found = read_on_rank0(lambda: _find_resume_state(opt))
+    if found is None:
+        return None
+    opt['path']['resume_state'], state = found
+    _check_resume(opt, state['iter'])
+    return state
+
+
+def _find_resume_state(opt):
+    """(path, state) of the state to resume from, or None to start afresh."""
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
         names = [n for n in os.listdir(state_dir) if STATE_NAME.fullmatch(n)] if osp.isdir(state_dir) else []
@@ -102,25 +116,21 @@ def load_resume_state(opt):
             except Exception as exc:  # truncated/corrupt file, or a network file of its pair: the one before
                 print(f'Skipping training state {path}: {first_line(exc)}', flush=True)
                 continue
-            opt['path']['resume_state'] = path
-            break
-        else:
-            _refuse_states_elsewhere(opt)
-            return None
-    else:
-        path = opt['path'].get('resume_state')
-        if not path:
-            return None
-        if not osp.isfile(path):
-            raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
-        try:
-            state = _load_state(path)
-            _check_resume_networks(opt, state['iter'])
-        except Exception as exc:
-            raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
-                             'earlier state, or use --auto_resume (it takes the newest complete one)') from None
-    _check_resume(opt, state['iter'])
-    return state
+            return path, state
+        _refuse_states_elsewhere(opt)
+        return None
+    path = opt['path'].get('resume_state')
+    if not path:
+        return None
+    if not osp.isfile(path):
+        raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
+    try:
+        state = _load_state(path)
+        _check_resume_networks(opt, state['iter'])
+    except Exception as exc:
+        raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
+                         'earlier state, or use --auto_resume (it takes the newest complete one)') from None
+    return path, state
 
 
 def _check_resume_networks(opt, resume_iter):
@@ -235,11 +245,36 @@ def _check_file_before_parse(opt_path, entries):
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
     if problem:
         raise SystemExit(f'error: {opt_path}: manual_seed: {problem}')
+    _dist_params.clear()
+    _dist_params.update(_read_dist_params(opt_path, tree.get('dist_params'), entries))
     forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
     name = force_yml_value(forced[-1]) if forced else tree.get('name')
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..'):
         raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
                          "'.', '+', '@'; not empty, '.' or '..'), the run's folder under experiments/ and results/")
+
+
+def _read_dist_params(opt_path, params, entries):
+    """``dist_params`` of the option file with its ``--force_yml dist_params:KEY=VALUE`` entries applied, checked:
+    BasicSR initialises the process group before it applies ``--force_yml`` (and reads ``dist_params`` for slurm
+    only), so the ``basicsr`` command reads them here, before that."""
+    if params is not None and not isinstance(params, dict):
+        raise SystemExit(f'error: {opt_path}: dist_params must be a mapping such as {{timeout: 3600}}, got {params!r}')
+    params = dict(params or {})
+    for entry in entries:
+        key, value = (part.strip() for part in entry.split('=', 1))
+        if key.startswith('dist_params:'):
+            params[key.split(':', 1)[1]] = force_yml_value(value)
+    unknown = sorted(set(params) - {'backend', 'port', 'timeout'})
+    if unknown:
+        raise SystemExit(f"error: {opt_path}: dist_params has no option '{unknown[0]}': its options are backend, "
+                         'port (slurm) and timeout (seconds)')
+    for key, low in (('timeout', 1), ('port', 1)):
+        problem = key in params and number_problem(params[key], low, 65535 if key == 'port' else None, key == 'port')
+        if problem:
+            raise SystemExit(f'error: {opt_path}: dist_params.{key}: {problem}' +
+                             (' (seconds a rank waits in a collective)' if key == 'timeout' else ''))
+    return params
 
 
 def force_yml_value(value):
@@ -306,16 +341,41 @@ def _force_yml_problem(argv, exc):
     return f'--force_yml sets a key under a missing section {exc}: check the key path against the option file'
 
 
+DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; NCCL's own default (600 s) is shorter than a long validation
+_dist_params = {}  # the run's dist_params (option file + --force_yml), read before BasicSR initialises the group
+
+
+def dist_backend(backend=None):
+    """The process-group backend: one group that serves CPU tensors (gloo) and, where CUDA is present, CUDA tensors
+    (NCCL), so that a ``num_gpu: 0`` run on a GPU machine, and object broadcasts, work. ``dist_params.backend: nccl``
+    (BasicSR's option files) gets the same pair: NCCL alone cannot hold a CPU tensor. Any other value is used as
+    given."""
+    if backend in (None, 'nccl'):
+        return 'cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo'
+    return backend
+
+
 def init_dist(launcher, backend=None, **kwargs):
-    """``torchrun``/slurm process-group init that also works without CUDA (gloo) and uses ``LOCAL_RANK``."""
-    cuda = torch.cuda.is_available()
-    backend = backend or ('nccl' if cuda else 'gloo')
-    if launcher == 'pytorch':
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        dist.init_process_group(backend=backend, **kwargs)
-    else:
-        dist_util.init_dist(launcher, backend=backend, **kwargs)
+    """``torchrun``/slurm process-group init: the backend of :func:`dist_backend`, the collective timeout
+    ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
+    validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
+    runs only; here every launcher reads them."""
+    params = {**_dist_params, **kwargs}
+    backend = dist_backend(params.get('backend', backend))
+    timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
+    if launcher == 'slurm':  # BasicSR's slurm init, without its unconditional torch.cuda.set_device
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ['MASTER_PORT'] = str(params.get('port') or os.environ.get('MASTER_PORT', 29500))
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', str(int(os.environ['SLURM_PROCID']) %
+                                                                       max(1, torch.cuda.device_count())))
+    elif launcher != 'pytorch':
+        raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist.init_process_group(backend=backend, timeout=timeout)
 
 
 def model_to_device(self, net):
@@ -327,6 +387,10 @@ def model_to_device(self, net):
         enable_fused_inference(net)  # MDRN's CPU inference fast path (validation, basicsr test); no-op for others
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        # DDP syncs only the parameters at wrap time when broadcast_buffers is off, and BasicSR seeds each rank
+        # with seed + rank: a buffer initialised at random (spectral norm's power-iteration vectors) would differ
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
         net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False,
                                       find_unused_parameters=self.opt.get('find_unused_parameters', False))
     elif self.opt['num_gpu'] > 1:
@@ -339,13 +403,21 @@ def model_to_device(self, net):
     return net
 
 
-_original_load_network = BaseModel.load_network
-
-
 def load_network(self, net, load_path, strict=True, param_key='params'):
-    """``BaseModel.load_network`` behind :func:`check_checkpoint`."""
-    check_checkpoint(load_path)
-    return _original_load_network(self, net, load_path, strict, param_key)
+    """``BaseModel.load_network`` that reads the file once, with ``weights_only=True``, and in a distributed run on
+    rank 0 only, which sends it to the others (:func:`check_checkpoint`): the run's own checkpoints (resuming) are on
+    rank 0's disk alone when the nodes share no filesystem."""
+    logger = get_root_logger()
+    net = self.get_bare_model(net)
+    ckpt = check_checkpoint(load_path)
+    if param_key is not None and param_key not in ckpt and 'params' in ckpt:
+        param_key = 'params'
+        logger.info('Loading: params_ema does not exist, use params.')
+    state = ckpt if param_key is None else ckpt[param_key]
+    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    state = collections.OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
+    self._print_different_keys_loading(net, state, strict)
+    net.load_state_dict(state, strict=strict)
 
 
 class TorchWithAtomicSave:
@@ -360,6 +432,8 @@ class TorchWithAtomicSave:
 
     @staticmethod
     def save(obj, path, *args, **kwargs):
+        if rank() != 0:  # a missing @master_only: on nodes without a shared filesystem the folder is not there
+            raise RuntimeError(f'rank {rank()} tried to write {path}: only rank 0 writes to the run folder')
         tmp = f'{path}.tmp-{os.getpid()}'
         try:
             with open(tmp, 'wb') as f:
@@ -375,19 +449,13 @@ class TorchWithAtomicSave:
                              'folder, then resume with --auto_resume') from None
 
 
-_original_reduce_loss_dict = BaseModel.reduce_loss_dict
-
-
 def reduce_loss_dict(self, loss_dict):
-    """``BaseModel.reduce_loss_dict`` (every model logs its losses through it each iteration) that stops the run in
-    one line at the first non-finite loss, instead of training on NaN for hours. Checked after the reduction, so in a
-    distributed run every rank sees the same value and stops; the iteration is not saved, the last checkpoint stays."""
-    log = _original_reduce_loss_dict(self, loss_dict)
-    bad = next(((k, v) for k, v in log.items() if not math.isfinite(v)), None)
-    if bad is not None:
-        raise SystemExit(f'error: training stopped: loss {bad[0]} is {bad[1]} (non-finite); nothing of this iteration '
-                         'was saved and the last checkpoint is kept: lower train.optim_g.lr, or check the data and the '
-                         'initial weights')
+    """``BaseModel.reduce_loss_dict`` (every model logs its losses through it each iteration), averaged over the
+    ranks with an ``all_reduce`` (BasicSR reduces to rank 0 only), so that every rank sees the same values and stops
+    together, in one line, at the first non-finite loss, instead of training on NaN for hours."""
+    values = mean_across_ranks(list(loss_dict.values())).tolist()
+    log = collections.OrderedDict(zip(loss_dict, values))
+    stop_if_non_finite(log)
     return log
 
 

@@ -40,6 +40,7 @@ from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGIST
 
 from mdrn_models.integration.option_checks import number_problem  # noqa: E402
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
+from mdrn_models.utils.distributed import read_on_rank0  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, role,  # noqa: E402
                                            select_state)
 
@@ -356,16 +357,22 @@ def build_networks(opt):
     return nets
 
 
+def _read_checkpoint(load_path, net_key):
+    if not os.path.isfile(load_path):
+        raise PreflightError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
+                             f"option file's header says, or set path.pretrain_network_{net_key})")
+    return check_checkpoint(load_path)
+
+
 def check_checkpoints(opt, nets):
+    """Each network checkpoint loads and fits its network; in a distributed run rank 0 reads them (as training
+    does), so every rank finds the same problems."""
     for net_key, net in nets.items():
         load_path = checkpoint_path(opt, net_key)
         if not load_path:
             continue
-        if not os.path.isfile(load_path):
-            raise PreflightError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
-                                 f"option file's header says, or set path.pretrain_network_{net_key})")
         path_opt = opt['path']
-        state, _ = select_state(check_checkpoint(load_path), load_path,
+        state, _ = select_state(read_on_rank0(lambda: _read_checkpoint(load_path, net_key)), load_path,
                                 path_opt.get(f'param_key_{net_key}', 'params'), net_key)
         problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
                               opt[f'network_{net_key}'])

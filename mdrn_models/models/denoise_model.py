@@ -143,7 +143,7 @@ class DenoiseModel(TrainingStep, SRModel):
         """SRModel's step, under ``train.amp`` and through ``train_forward``, with the gradient norm."""
         self.optimizer_g.zero_grad()
         with self.autocast():
-            self.output = self.train_forward(self.lq)
+            self.output, _ = self.training_outputs(self.train_forward, self.lq)
             l_total, loss_dict = self.pixel_losses(self.output.float())
         self.finish_step(l_total, loss_dict, current_iter)
 

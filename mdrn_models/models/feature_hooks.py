@@ -66,7 +66,10 @@ class FeatureHooks:
             if name in self._store:  # a module called more than once per forward: which call is "its" output?
                 raise RuntimeError(f'layer {name!r} ({type(module).__name__}) runs more than once in one forward pass '
                                    '(a shared module); hook a module that runs once')
-            self._store[name] = output, None if output.is_inference() else output._version
+            # under torch.compile the version counter is not traceable (a graph break in every hooked block): the
+            # eager dry run before training has checked the same layers for in-place changes
+            compiling = torch.compiler.is_compiling()
+            self._store[name] = output, None if compiling or output.is_inference() else output._version
 
         return hook
 

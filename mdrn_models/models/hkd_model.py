@@ -54,6 +54,7 @@ from mdrn_arch.arch_util import in_channels  # noqa: E402
 from mdrn_models.models import kd_similarity  # noqa: E402
 from mdrn_models.models.denoise_model import DenoiseModel  # noqa: E402
 from mdrn_models.models.feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
+from mdrn_models.utils.distributed import broadcast_module_state, read_on_rank0  # noqa: E402
 from mdrn_models.utils.messages import first_line  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem,  # noqa: E402
                                            select_state, shape_mismatches)
@@ -70,19 +71,23 @@ def load_teacher_weights(net, load_path, strict=True, param_key='params', net_op
     non-strict load only lets the checkpoint hold extra keys: every tensor of a frozen teacher must be loaded (see
     ``fit_problem``). A checkpoint that is a bare state dict is accepted too.
     """
-    if not load_path or not os.path.isfile(load_path):
-        hint = ''
-        if load_path and re.fullmatch(r'net_t_(\d+|latest)\.pth', os.path.basename(str(load_path))):
-            hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
-                    'project\'s basicsr command')
-        raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
-    state, used = select_state(check_checkpoint(load_path), load_path, param_key, 't')
+    state, used = select_state(read_on_rank0(lambda: _read_teacher(load_path)), load_path, param_key, 't')
     if used not in (None, param_key):
         get_root_logger().info(f'Teacher checkpoint has no [{param_key}]; using [{used}].')
     problem = fit_problem(net, state, strict, load_path, 't', net_opt)
     if problem:
         raise ValueError(problem)
     net.load_state_dict(state, strict=strict)
+
+
+def _read_teacher(load_path):
+    if not load_path or not os.path.isfile(load_path):
+        hint = ''
+        if load_path and re.fullmatch(r'net_t_(\d+|latest)\.pth', os.path.basename(str(load_path))):
+            hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
+                    'project\'s basicsr command')
+        raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
+    return check_checkpoint(load_path)
 
 
 def _in_channels(net, net_opt):
@@ -275,9 +280,8 @@ class HKDModel(DenoiseModel):
         self.kd_pairs, self.hooks_s, self.hooks_t = layout.pairs, layout.hooks_s, layout.hooks_t
         self.net_adapter = nn.ModuleDict({key: nn.Conv2d(c_s, c_t, 1)
                                           for key, (c_s, c_t) in layout.adapters.items()}).to(self.device)
-        if self.opt.get('dist'):  # not DDP-wrapped, and BasicSR seeds each rank differently: start from rank 0's
-            for tensor in self.net_adapter.state_dict().values():
-                torch.distributed.broadcast(tensor, src=0)
+        # not DDP-wrapped, and BasicSR seeds each rank differently: start from rank 0's
+        broadcast_module_state(self.net_adapter)
         if len(self.net_adapter):
             get_root_logger().info('KD adapters (student -> teacher width): ' + ', '.join(
                 f'{k}: {m.in_channels}->{m.out_channels}' for k, m in self.net_adapter.items()))
@@ -332,13 +336,17 @@ class HKDModel(DenoiseModel):
         """Run the student (with grad) and the frozen teacher (no grad) once; return (output, student feats,
         teacher feats). The hook stores are emptied by the read."""
         self.net_t.eval()
-        with self.hooks_s.capturing():
-            output = self.train_forward(self.lq)
-        feats_s = self.hooks_s.pop()
+        output, feats_s = self.training_outputs(self.train_forward, self.lq)
         with torch.no_grad(), self.hooks_t.capturing():
             self.net_t(self._teacher_batch())
         feats_t = self.hooks_t.pop()
         return output, feats_s, feats_t
+
+    def training_outputs(self, net, x):
+        """The student's output and its hooked features ``{layer: tensor}``, as training reads them."""
+        with self.hooks_s.capturing():
+            output = net(x)
+        return output, self.hooks_s.pop()
 
     def kd_losses(self, feats_s, feats_t):
         """``OrderedDict(l_kd_<student layer>: loss)`` over the layer pairs."""

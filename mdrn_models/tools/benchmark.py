@@ -54,6 +54,7 @@ from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, Referen
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools.model_loading import AMP_DTYPE, amp_dtype_name, amp_note, build_model, count_flops
 from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.utils.compiling import compile_static
 from mdrn_models.utils.messages import first_repeat
 
 MODELS = {
@@ -120,8 +121,8 @@ def prepare(net, mode, device):
     net = net.to(device)
     if mode == 'channels_last' or mode == 'amp':
         net = net.to(memory_format=torch.channels_last)
-    if mode == 'compile':
-        net = torch.compile(net)
+    if mode == 'compile':  # static: each size compiles its own graph (the row times that size's graph)
+        net = compile_static(net)
     fmt = torch.channels_last if mode in ('channels_last', 'amp') else torch.contiguous_format
 
     def run(x):

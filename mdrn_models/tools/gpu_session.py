@@ -66,10 +66,9 @@ def check_args(args):
 
 def amp_mode(device):
     """The train.amp the session uses: bf16 where the device runs it natively, fp16 on older GPUs, else none."""
-    import torch
-    from mdrn_models.models.training_step import cpu_has_native_bf16
+    from mdrn_arch.capabilities import cpu_has_native_bf16, cuda_has_native_bf16
     if device == 'cuda':
-        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        return 'bf16' if cuda_has_native_bf16() else 'fp16'
     return 'bf16' if cpu_has_native_bf16() else None
 
 

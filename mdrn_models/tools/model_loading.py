@@ -8,6 +8,7 @@ import torch
 
 from basicsr.archs import build_network
 from mdrn_arch import enable_fused_inference
+from mdrn_arch.capabilities import cpu_has_native_bf16
 from mdrn_models.integration import pipeline_fixes
 from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.integration.preflight import PreflightError, build_networks, check_network_args
@@ -25,8 +26,8 @@ class ModelLoadError(ValueError):
 def amp_note(device_type):
     """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
     bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""
-    if device_type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return ('note: this CPU has no native bf16 (oneDNN needs AVX512-BF16 or AVX-NE-CONVERT): autocast to '
+    if device_type == 'cpu' and not cpu_has_native_bf16():
+        return ('note: this CPU has no native bf16 (AVX512-BF16, AMX or AVX-NE-CONVERT): autocast to '
                 'bfloat16 runs through torch\'s reference kernels, slower than fp32')
     return None
 

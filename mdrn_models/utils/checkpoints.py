@@ -8,6 +8,7 @@ from os import path as osp
 
 import torch
 
+from mdrn_models.utils.distributed import read_on_rank0
 from mdrn_models.utils.messages import example
 
 
@@ -17,7 +18,12 @@ class CheckpointError(ValueError):
 
 def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
     """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
-    in ``fix`` where the path is wrong."""
+    in ``fix`` where the path is wrong. In a distributed run rank 0 reads it and sends it to every rank (a collective:
+    every rank calls it at the same point), so a checkpoint the run wrote on rank 0's disk loads on every node."""
+    return read_on_rank0(lambda: _load_checked(path, fix))
+
+
+def _load_checked(path, fix):
     if not osp.isfile(path):
         raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
     with open(path, 'rb') as f:

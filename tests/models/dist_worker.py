@@ -1,9 +1,15 @@
-"""Run by ``torchrun`` in test_distributed.py: the real ``basicsr train`` pipeline, then every rank dumps its nets.
+"""Run by ``torchrun`` in the distributed tests: the real ``basicsr train`` pipeline, then every rank dumps its nets.
 
 ``train_pipeline`` does not return its model, so the model BasicSR builds is recorded by wrapping ``build_model``
-in ``basicsr.train``'s namespace (test-only; the command itself is unchanged).
+in ``basicsr.train``'s namespace (test-only; the command itself is unchanged). Each rank appends the iterations it
+started to ``OUT_DIR/iters_rank<r>.txt``. Faults fed in-process, by environment variable:
+
+* ``DIST_TEST_NAN=R:K``: on rank R the pixel loss of iteration K is NaN (the other ranks' losses stay finite);
+* ``DIST_TEST_ROOT_PER_RANK=1``: rank r runs under ``<--root>/rank<r>`` (nodes that share no filesystem).
+
 Usage: torchrun ... dist_worker.py OUT_DIR train -opt X.yml --launcher pytorch --root DIR
 """
+import os
 import sys
 
 import mdrn_arch.basicsr_compat  # noqa: F401
@@ -13,13 +19,42 @@ import torch  # noqa: E402
 
 from mdrn_models import cli  # noqa: E402
 
+RANK = int(os.environ['RANK'])
+out_dir, argv = sys.argv[1], sys.argv[2:]  # cli.main rewrites sys.argv for BasicSR's parser
+if os.environ.get('DIST_TEST_ROOT_PER_RANK'):
+    i = argv.index('--root') + 1
+    argv[i] = os.path.join(argv[i], f'rank{RANK}')
+    os.makedirs(argv[i], exist_ok=True)
+nan_rank, nan_iter = map(int, os.environ.get('DIST_TEST_NAN', '-1:-1').split(':'))
+
 built = []
 _build_model = basicsr.train.build_model
-basicsr.train.build_model = lambda opt: built.append(_build_model(opt)) or built[-1]
 
-out_dir, argv = sys.argv[1], sys.argv[2:]  # cli.main rewrites sys.argv for BasicSR's parser
+
+def build_model(opt):
+    model = _build_model(opt)
+    update_learning_rate, pixel_loss = model.update_learning_rate, model.cri_pix
+    current = [0]
+
+    def record_iteration(current_iter, **kwargs):  # BasicSR calls it at the start of every iteration
+        current[0] = current_iter
+        with open(f'{out_dir}/iters_rank{RANK}.txt', 'a') as f:
+            f.write(f'{current_iter}\n')
+        update_learning_rate(current_iter, **kwargs)
+
+    def cri_pix(*args, **kwargs):
+        loss = pixel_loss(*args, **kwargs)
+        return loss * float('nan') if (RANK, current[0]) == (nan_rank, nan_iter) else loss
+
+    model.update_learning_rate, model.cri_pix = record_iteration, cri_pix
+    built.append(model)
+    return model
+
+
+basicsr.train.build_model = build_model
 cli.main(argv)
 model = built[0]
-nets = {'g': model.get_bare_model(model.net_g), 't': model.net_t, 'adapter': model.net_adapter}
-torch.save({k: {n: t.detach().clone() for n, t in net.state_dict().items()} for k, net in nets.items()},
+nets = {'g': model.get_bare_model(model.net_g), 't': getattr(model, 'net_t', None),
+        'adapter': getattr(model, 'net_adapter', None)}
+torch.save({k: {n: t.detach().clone() for n, t in net.state_dict().items()} for k, net in nets.items() if net},
            f'{out_dir}/rank{torch.distributed.get_rank()}.pth')
