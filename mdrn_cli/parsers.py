@@ -19,8 +19,9 @@ COMMANDS = {
     'export-weights': ('mdrn_models.tools.export_weights', 'turn a training checkpoint into a small weight file to ship'),
     'peers': ('mdrn_models.tools.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights'),
     'demo': ('mdrn_models.tools.demo', "the paper's story at toy scale on the CPU: teachers, students, a PSNR table"),
-    'gpu-session': ('mdrn_models.tools.gpu_session', 'one timed GPU session: CUDA benchmarks, a DDP distillation run '
-                    'with resume, training, test and export, all in one folder'),
+    'gpu-session': ('mdrn_models.tools.gpu_session', 'a timed session on a GPU you have for a short while (rented or '
+                    'shared): CUDA benchmarks, a DDP distillation run with resume, training, test and export, all in '
+                    'one folder'),
 }
 ROOT_COMMANDS = ('train', 'test', 'demo')  # the commands with a --root, which may also come before the command
 
@@ -204,7 +205,8 @@ def gpu_session(prog='basicsr gpu-session'):
     p = _parser(prog, 'gpu-session')
     p.add_argument('--data', required=True, help='folder holding Train400/, Set12/ and BSD68/ (clean gray PNGs)')
     p.add_argument('--out', required=True, help='new (or empty) folder for every result of the session')
-    p.add_argument('--minutes', type=float, default=12, help='wall-time budget of the whole session (default 12)')
+    p.add_argument('--minutes', type=float, default=12, help='wall-time budget of the whole session (default 12): '
+                   'each step gets its share and keeps what it finished when that runs out')
     p.add_argument('--tiny', action='store_true', help='CPU check of the whole session in about a minute: tiny '
                    'sizes, batches and iterations, the same steps and files')
     p.add_argument('--device', default=None, choices=('cpu', 'cuda'), help=DEVICE_HELP)

@@ -162,16 +162,18 @@ class OnnxRuntimeModels:
             self.folder.cleanup()
 
 
-def bench_inference(names, modes, sizes, repeats, device, log=print):
+def bench_inference(names, modes, sizes, repeats, device, log=print, on_rows=None):
+    """The inference rows; ``on_rows(rows so far)`` is called after each size (``--out`` is rewritten then, so a
+    benchmark stopped part-way keeps the sizes it finished)."""
     ort_models = OnnxRuntimeModels() if 'onnxruntime' in modes else None
     try:
-        return _bench_inference(names, modes, sizes, repeats, device, log, ort_models)
+        return _bench_inference(names, modes, sizes, repeats, device, log, ort_models, on_rows or (lambda rows: None))
     finally:
         if ort_models is not None:
             ort_models.close()
 
 
-def _bench_inference(names, modes, sizes, repeats, device, log, ort_models):
+def _bench_inference(names, modes, sizes, repeats, device, log, ort_models, on_rows):
     rows = []
     for size in sizes:
         n_rep = repeats.get(size, 1)
@@ -217,6 +219,7 @@ def _bench_inference(names, modes, sizes, repeats, device, log, ort_models):
             rows.append({k: run[k] for k in ('model', 'mode', 'size', 'macs', 'peak', 'params')} |
                         {'lat': t, 'median': statistics.median(run['times']), 'n': len(run['times'])})
             del run['fn'], run['x']
+        on_rows(rows)
     return rows
 
 
@@ -433,16 +436,21 @@ def main(argv=None):
     else:
         repeats = {s: 3 if s <= 256 else 2 if s <= 512 else 1 for s in args.sizes}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    rows = [] if args.train_only else bench_inference(args.models, args.modes, args.sizes, repeats, device, log)
+
+    def write(text):
+        if args.out:
+            with open(args.out, 'w') as fout:
+                fout.write(text)
+
+    rows = [] if args.train_only else bench_inference(args.models, args.modes, args.sizes, repeats, device, log,
+                                                      on_rows=lambda rows: write(report(rows, None, device, args)))
     breakdown = bench_breakdown(args.models, args.sizes, device, log) if args.breakdown and not args.train_only \
         else None
     train = bench_train(device, args.train_batch, args.train_size, args.repeats or 3, log) \
         if (args.train or args.train_only) else None
     text = report(rows, train, device, args, breakdown)
     print(text)
-    if args.out:
-        with open(args.out, 'w') as fout:
-            fout.write(text)
+    write(text)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``basicsr gpu-session``: everything a short loan of a GPU should measure and train, as one prepared command.
+"""``basicsr gpu-session``: everything to measure and train on a GPU you have for a short while (a rented or shared
+machine), as one prepared command.
 
     basicsr gpu-session --data DATA --out OUT [--minutes 12] [--tiny]
 
@@ -16,9 +17,11 @@ a GPU machine may not see ``../shared``). Every result lands in ``OUT`` (new, or
 6. ``weights/mdrn_gray_s25_gpu.pth``: the trained weights (``basicsr export-weights``);
 7. ``summary.md``: the device, each step's status and seconds, the training settings and the PSNR/SSIM.
 
-A step that fails is recorded with the end of its log and the session goes on (GPU minutes are rare); the exit code
-is then 1. ``--tiny`` runs the same steps and writes the same files at toy sizes on the CPU in about a minute: the
-check, before a GPU is lent, that the command works (``tests/tools/test_gpu_session.py``).
+Each step has its own share of ``--minutes`` (``SHARES``; training gets what the others leave) and writes its rows
+as it goes, so a step that runs out of time keeps what it finished; a step that fails or times out is recorded with
+the end of its log and the session goes on; the exit code is then 1. ``--tiny`` runs the same steps and writes the
+same files at toy sizes on the CPU in about a minute: the check, before paying for GPU time, that the command works
+on this machine (``tests/tools/test_gpu_session.py``).
 """
 import json
 import math
@@ -41,6 +44,26 @@ FULL = {'sizes': [256, 512, 1024], 'modes': ['fp32', 'channels_last', 'amp', 'co
         'crop': 64, 'ddp_iters': 20, 'max_iters': None, 'workers': 4, 'reserve_s': 150}
 TINY = {'sizes': [32], 'modes': ['fp32', 'channels_last'], 'models': ['MDRN-2B'], 'repeats': ['--repeats', '1'],
         'batch': 2, 'max_batch': 4, 'crop': 32, 'ddp_iters': 2, 'max_iters': 4, 'workers': 0, 'reserve_s': 0}
+
+
+# each step's share of --minutes; training gets the time the others leave, less what test and export need after it
+SHARES = {'inference benchmark': 0.15, 'training-step benchmark': 0.12, 'DDP distillation + resume': 0.13,
+          'test': 0.08, 'export': 0.02}
+# what CUDA, cuDNN and cuBLAS say when a batch does not fit (only torch's own error is an OutOfMemoryError)
+OUT_OF_MEMORY = ('out of memory', 'CUDNN_STATUS_ALLOC_FAILED', 'CUBLAS_STATUS_ALLOC_FAILED',
+                 'CUDNN_STATUS_NOT_SUPPORTED', 'CUDNN_STATUS_MAPPING_ERROR')
+
+
+def is_out_of_memory(exc):
+    """Whether ``exc`` means "this batch is too big" on a CUDA device (cuDNN gives up on batches too large for its
+    workspace with NOT_SUPPORTED)."""
+    import torch
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY))
+
+
+class StepTimedOut(RuntimeError):
+    """A step that used up its share of the session; what it wrote so far is kept."""
 
 
 class SessionError(ValueError):
@@ -77,15 +100,18 @@ class Session:
         self.args, self.device, self.cfg = args, device, TINY if args.tiny else FULL
         self.out, self.data = osp.abspath(args.out), osp.abspath(args.data)
         self.deadline = time.time() + 60 * args.minutes
+        self.step_deadline = self.deadline
         self.amp = amp_mode(device)
         self.steps = []  # (name, status, seconds, detail)
         self.facts = {}
 
     def left(self):
-        return self.deadline - time.time()
+        """Seconds left to the current step."""
+        return self.step_deadline - time.time()
 
     def basicsr(self, args, log, timeout=None, launcher=()):
-        """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun), its output to ``log``; raise on failure."""
+        """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun), its output to ``log``, within ``timeout`` (default:
+        the step's time left); raise on failure or timeout."""
         env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
         if self.device == 'cpu':
             env['CUDA_VISIBLE_DEVICES'] = ''
@@ -93,8 +119,11 @@ class Session:
         with open(log, 'w') as f:
             f.write(' '.join(cmd) + '\n')
             f.flush()
-            proc = subprocess.run(cmd, cwd=self.out, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=max(timeout or self.left(), 30))
+            limit = max(timeout or self.left(), 1)
+            try:
+                proc = subprocess.run(cmd, cwd=self.out, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=limit)
+            except subprocess.TimeoutExpired:
+                raise StepTimedOut(f'stopped after its {limit:.0f} s (see {log})') from None
         with open(log) as f:
             text = f.read()
         if proc.returncode:
@@ -102,10 +131,18 @@ class Session:
         return text
 
     def step(self, name, fn):
+        """Run step ``fn`` within its share of the session (:data:`SHARES`; training: what is left before the time
+        test and export need) and record its status."""
         start = time.time()
-        print(f'[{time.strftime("%H:%M:%S")}] {name} ({self.left() / 60:.1f} min left)', flush=True)
+        share = SHARES.get(name)
+        reserve = 0 if share else 60 * self.args.minutes * sum(SHARES[k] for k in ('test', 'export'))
+        self.step_deadline = min(self.deadline - reserve, start + 60 * self.args.minutes * (share or 1))
+        print(f'[{time.strftime("%H:%M:%S")}] {name} ({self.left() / 60:.1f} min for it)', flush=True)
         try:
             detail, status = fn() or '', 'ok'
+        except StepTimedOut as exc:
+            detail, status = f'{exc}; what it wrote so far is kept', 'timed out'
+            print(f'  timed out: {detail}', flush=True)
         except Exception as exc:  # noqa: BLE001  (a failed step is recorded; the session goes on)
             detail, status = f'{type(exc).__name__}: {exc}'.splitlines()[0], 'failed'
             print(f'  failed: {detail}', flush=True)
@@ -116,39 +153,53 @@ class Session:
         out = osp.join(self.out, 'benchmark_inference.md')
         self.basicsr(['benchmark', '--device', self.device, '--sizes', *self.cfg['sizes'], '--modes',
                       *self.cfg['modes'], '--models', *self.cfg['models'], *self.cfg['repeats'], '--out', out],
-                     osp.join(self.out, 'benchmark_inference.log'), timeout=0.2 * self.left())
+                     osp.join(self.out, 'benchmark_inference.log'))  # it rewrites --out after each size
         return out
 
     def train_benchmark(self):
+        """Training-step times at batch 16, then doubling while a batch fits and the step has time; the table is
+        rewritten after each batch. Any out-of-memory error of CUDA, cuDNN or cuBLAS means "too big" (at batch 16
+        too: the table then says that none fits), and memory is freed before the next try."""
+        import gc
         import torch
         from mdrn_models.tools.benchmark import bench_train, device_desc
         device = torch.device(self.device)
-        rows, largest, batch = {}, None, self.cfg['batch']
-        while batch <= self.cfg['max_batch'] and (largest is None or self.left() > 0.7 * 60 * self.args.minutes):
+        out = osp.join(self.out, 'benchmark_train.md')
+        rows, batch, too_big = {}, self.cfg['batch'], None
+        while batch <= self.cfg['max_batch'] and self.left() > 0:
             try:
                 rows[batch] = bench_train(device, batch, self.cfg['crop'], 3, log=lambda *_: None, amp=self.amp)
-                largest = batch
-            except torch.cuda.OutOfMemoryError:
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                too_big = batch
+            gc.collect()  # the failed try's tensors, held by its traceback until now
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+            self._write_train_table(out, rows, too_big, device_desc(device))
+            if too_big:
                 break
-            finally:
-                if device.type == 'cuda':
-                    torch.cuda.empty_cache()
             batch *= 2
-        keep = sorted({self.cfg['batch'], largest})
+        if not rows:
+            raise RuntimeError(f'no training batch fits this device: batch {too_big} ran out of memory'
+                               if too_big else 'no time was left for one training batch')
+        self.facts['largest_batch'] = max(rows)
+        if self.left() <= 0 and not too_big and batch <= self.cfg['max_batch']:
+            raise StepTimedOut(f'its time ran out after batch {max(rows)} ({out})')
+        return out
+
+    def _write_train_table(self, out, rows, too_big, device):
         lines = [f'Training step of MDRN-2B (plain, HADS with the MDRN teacher, HMDS with an MDRN-2B teacher), '
-                 f'{self.cfg["crop"]}x{self.cfg["crop"]} crops, train.amp {self.amp or "off"}, Adam; '
-                 f'{device_desc(device)}. Seconds per step: min (median) of 3 after a warm-up. Largest batch '
-                 f'tried that fits: {largest} (doubling from {self.cfg["batch"]}, at most {self.cfg["max_batch"]}).',
+                 f'{self.cfg["crop"]}x{self.cfg["crop"]} crops, train.amp {self.amp or "off"}, Adam; {device}. '
+                 f'Seconds per step: min (median) of 3 after a warm-up; batches doubling from {self.cfg["batch"]} '
+                 f'(at most {self.cfg["max_batch"]}) while they fit and the step has time.'
+                 + (f' Batch {too_big} ran out of memory.' if too_big else ''),
                  '', '| batch | plain | HADS | HMDS | plain crops/s |', '|---:|---:|---:|---:|---:|']
-        for b in keep:
-            r = rows[b]
+        for b, r in sorted(rows.items()):
             lines.append(f'| {b} | ' + ' | '.join(f'{r[k][0]:.4f} ({r[k][1]:.4f})' for k in ('plain', 'HADS', 'HMDS'))
                          + f' | {b / r["plain"][0]:.0f} |')
-        out = osp.join(self.out, 'benchmark_train.md')
         with open(out, 'w') as f:
             f.write('\n'.join(lines) + '\n')
-        self.facts['largest_batch'] = largest
-        return out
 
     def ddp(self):
         import torch
@@ -174,10 +225,10 @@ class Session:
             yaml.safe_dump(opt, f, sort_keys=False)
         launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_models.cli']
         self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder], osp.join(folder, 'train.log'),
-                     launcher=launcher, timeout=0.15 * self.left())
+                     launcher=launcher, timeout=0.5 * self.left())
         log = self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder, '--auto_resume',
                             '--force_yml', f'train:total_iter={2 * iters}'], osp.join(folder, 'resume.log'),
-                           launcher=launcher, timeout=0.15 * self.left())
+                           launcher=launcher)
         if f'iter: {iters}.' not in log or not osp.isfile(osp.join(folder, 'experiments', 'ddp_hkd', 'models',
                                                                       f'net_g_{2 * iters}.pth')):
             raise RuntimeError(f'the resumed run did not continue from iteration {iters} to {2 * iters} (see '
@@ -246,8 +297,7 @@ class Session:
         yml = osp.join(folder, 'test_mdrn_gray_s25_gpu.yml')
         with open(yml, 'w') as f:
             yaml.safe_dump(opt, f, sort_keys=False)
-        log = self.basicsr(['test', '-opt', yml, '--root', folder], osp.join(folder, 'test.log'),
-                           timeout=max(60, self.left()))
+        log = self.basicsr(['test', '-opt', yml, '--root', folder], osp.join(folder, 'test.log'))
         scores = re.findall(r'Validation (\S+)\n\s+# psnr: ([\d.]+).*\n\s+# ssim: ([\d.]+)', log)
         self.facts['test'] = {name: {'psnr': float(p), 'ssim': float(s)} for name, p, s in scores}
         return ', '.join(f'{n}: {p} dB / {s}' for n, p, s in scores)
@@ -255,8 +305,7 @@ class Session:
     def export(self):
         os.makedirs(osp.join(self.out, 'weights'))
         out = osp.join(self.out, 'weights', 'mdrn_gray_s25_gpu.pth')
-        self.basicsr(['export-weights', self.latest_checkpoint(), out], osp.join(self.out, 'weights', 'export.log'),
-                     timeout=max(60, self.left()))
+        self.basicsr(['export-weights', self.latest_checkpoint(), out], osp.join(self.out, 'weights', 'export.log'))
         return out
 
     def summary(self):
@@ -287,7 +336,8 @@ def main(argv=None):
                      session.train_benchmark), ('DDP distillation + resume', session.ddp), ('training', session.train),
                      ('test', session.test), ('export', session.export)):
         session.step(name, fn)
-    print(session.summary())
+        text = session.summary()  # after every step: a session cut short keeps the steps it finished
+    print(text)
     return 1 if any(status != 'ok' for _, status, _, _ in session.steps) else 0
 
 

@@ -1,7 +1,9 @@
 """train.amp / grad_clip / compile (mdrn_models/models/training_step.py): through ``basicsr train`` and resume on a
 tiny MDRN and a tiny HKDModel, the refusals, the skip of a non-finite step, clipping, and the fp16 GradScaler state."""
 import math
+import os
 import re
+import sys
 
 import pytest
 import torch
@@ -145,3 +147,30 @@ def test_a_compiled_forward_that_disagrees_steps_aside(tmp_path, teacher_ckpt_pa
     monkeypatch.setattr(torch, 'compile', lambda net, **kw: (lambda x: net(x)))
     agreeing = build_model(opt)
     assert agreeing.train_forward is not agreeing.net_g
+
+
+def test_a_training_step_reads_one_value_back_from_the_device(tmp_path, teacher_ckpt_path, monkeypatch):
+    """On a GPU every Python read of a tensor (``.item()``, ``float()``, ``if tensor``) waits for the device. A
+    distillation step with clipping and EMA reads back once: whether to stop (a non-finite loss) or skip (a
+    non-finite gradient); the logged values are read at print_freq (``get_current_log``). Counted here on the CPU:
+    the reads made by the project's and BasicSR's code (torch's own CPU-side bookkeeping is not a device read)."""
+    opt = make_opt(tmp_path, teacher_ckpt_path)
+    opt['train'].update(grad_clip=0.5, ema_decay=0.9)
+    model = build_model(opt)
+    model.feed_data(batch(0))
+    model.optimize_parameters(1)  # the first step also keeps the KD probe batch
+    reads = []
+    for name in ('item', 'tolist', '__float__', '__int__', '__bool__', '__index__'):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if f'{os.sep}torch{os.sep}' not in caller:
+                reads.append(f'{_name} at {caller}:{sys._getframe(1).f_lineno}')
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model.feed_data(batch(1))
+    model.optimize_parameters(2)
+    assert len(reads) == 1 and reads[0].startswith('tolist at ') and 'training_step.py' in reads[0], reads
+    log = model.get_current_log()
+    assert all(isinstance(v, float) for v in log.values()) and set(log) >= {'l_pix', 'l_kd', 'grad_norm'}

@@ -7,9 +7,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO
-from mdrn_models.tools import gpu_session
+from mdrn_models.tools import benchmark, gpu_session
 
 
 @pytest.fixture
@@ -58,3 +59,79 @@ def test_bad_arguments_are_one_line_before_anything(tmp_path, data, capsys):
         gpu_session.main(['--data', str(data), '--tiny', '--out', str(tmp_path / 'busy')])
     assert 'exists and is not an empty folder' in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / 'busy').iterdir()) == ['mine.txt']
+
+
+def _session(tmp_path, data, minutes=10):
+    args = gpu_session.parsers.gpu_session().parse_args(['--data', str(data), '--out', str(tmp_path / 'out'), '--tiny',
+                                                         '--minutes', str(minutes)])
+    (tmp_path / 'out').mkdir()
+    return gpu_session.Session(args, 'cpu')
+
+
+def _fake_bench(fits, memory_error, steps=None):
+    """``bench_train`` on a device where batches up to ``fits`` fit; a larger one raises ``memory_error``."""
+    def bench_train(device, batch, *args, **kwargs):
+        if steps is not None:
+            steps.append(batch)
+        if batch > fits:
+            raise memory_error
+        return {k: (0.01 * batch, 0.011 * batch) for k in ('plain', 'HADS', 'HMDS')}
+    return bench_train
+
+
+@pytest.mark.parametrize('error', [
+    torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB'),
+    RuntimeError('cuDNN error: CUDNN_STATUS_ALLOC_FAILED'),
+    RuntimeError('CUDA error: out of memory'),
+    RuntimeError('cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a non-contiguous '
+                 'input.'),
+])
+def test_the_largest_batch_search_takes_every_memory_error_as_too_big(tmp_path, data, monkeypatch, error):
+    monkeypatch.setattr(benchmark, 'bench_train', _fake_bench(2, error))
+    session = _session(tmp_path, data)
+    session.cfg = {**session.cfg, 'max_batch': 16}
+    session.step('training-step benchmark', session.train_benchmark)
+    assert session.steps[-1][1] == 'ok' and session.facts['largest_batch'] == 2
+    table = (tmp_path / 'out' / 'benchmark_train.md').read_text()
+    assert '| 2 | ' in table and 'Batch 4 ran out of memory.' in table
+
+
+@pytest.mark.bad_input
+def test_no_batch_fitting_is_a_failed_step_with_its_reason_and_the_session_goes_on(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(benchmark, 'bench_train', _fake_bench(0, RuntimeError('CUDA error: out of memory')))
+    session = _session(tmp_path, data)
+    session.step('training-step benchmark', session.train_benchmark)
+    assert session.steps[-1][1:2] == ('failed',)
+    assert 'no training batch fits this device: batch 2 ran out of memory' in session.steps[-1][3]
+    assert 'Batch 2 ran out of memory.' in (tmp_path / 'out' / 'benchmark_train.md').read_text()
+
+
+def test_another_error_is_not_taken_for_too_big(tmp_path, data, monkeypatch):
+    monkeypatch.setattr(benchmark, 'bench_train', _fake_bench(0, RuntimeError('CUDA error: an illegal memory access')))
+    session = _session(tmp_path, data)
+    session.step('training-step benchmark', session.train_benchmark)
+    assert session.steps[-1][1] == 'failed' and 'illegal memory access' in session.steps[-1][3]
+
+
+def test_a_step_out_of_time_keeps_the_rows_it_finished(tmp_path, data, monkeypatch):
+    """Each step has its own share of --minutes; the batch search stops there and keeps its table."""
+    steps = []
+    fake = _fake_bench(10 ** 6, None, steps)
+
+    def slow(*args, **kwargs):
+        session.step_deadline = 0  # the share runs out during this batch
+        return fake(*args, **kwargs)
+    monkeypatch.setattr(benchmark, 'bench_train', slow)
+    session = _session(tmp_path, data)
+    session.step('training-step benchmark', session.train_benchmark)
+    assert steps == [2] and session.steps[-1][1] == 'timed out'
+    assert '| 2 | ' in (tmp_path / 'out' / 'benchmark_train.md').read_text()
+    assert 'what it wrote so far is kept' in session.steps[-1][3]
+
+
+def test_a_subprocess_step_out_of_time_is_stopped_and_recorded(tmp_path, data):
+    session = _session(tmp_path, data)
+    session.step_deadline = 0
+    log = tmp_path / 'out' / 'sleep.log'
+    with pytest.raises(gpu_session.StepTimedOut, match='stopped after its 1 s'):
+        session.basicsr(['train', '--help'], log, timeout=0.01)
