@@ -57,7 +57,8 @@ def test_benchmark_takes_any_option_file_or_checkpoint(tmp_path, capsys, monkeyp
     torch.save({'params': DnCNN(3, 3, num_feat=4, num_conv=3).state_dict()}, tmp_path / 'color.pth')
     # the measured rows, unrounded: the table prints MAC/px in thousands and GMAC/s to 0.1, both 0 for these nets
     measured, bench_inference = [], benchmark.bench_inference
-    monkeypatch.setattr(benchmark, 'bench_inference', lambda *a: measured.extend(bench_inference(*a)) or measured)
+    monkeypatch.setattr(benchmark, 'bench_inference',
+                        lambda *a, **kw: measured.extend(bench_inference(*a, **kw)) or measured)
     assert benchmark.main(['--sizes', '32', '--models', 'DnCNN', f'Swin={tmp_path / "swinir.yml"}',
                            f'Color={tmp_path / "color.pth"}', '--modes', 'fp32', 'channels_last', '--repeats', '1',
                            '--breakdown']) == 0

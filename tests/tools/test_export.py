@@ -188,7 +188,8 @@ def test_benchmark_onnxruntime_mode(models, capsys, monkeypatch):
     pytest.importorskip('onnxruntime')
     from mdrn_models.tools import benchmark
     measured, bench_inference = [], benchmark.bench_inference
-    monkeypatch.setattr(benchmark, 'bench_inference', lambda *a: measured.extend(bench_inference(*a)) or measured)
+    monkeypatch.setattr(benchmark, 'bench_inference',
+                        lambda *a, **kw: measured.extend(bench_inference(*a, **kw)) or measured)
     assert benchmark.main(['--sizes', '24', '32', '--models', 'FFDNet', f'Tiny={models["MDRN-2B"]}', '--modes',
                            'fp32', 'onnxruntime', '--repeats', '1']) == 0
     text = capsys.readouterr().out
