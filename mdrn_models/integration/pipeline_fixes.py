@@ -71,7 +71,8 @@ from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
-from mdrn_models.utils.distributed import mean_across_ranks, rank, read_on_rank0
+from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
+                                           request_stop, stop_if_asked, world_size)
 from mdrn_models.utils.messages import first_line
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
@@ -452,8 +453,10 @@ class TorchWithAtomicSave:
 def reduce_loss_dict(self, loss_dict):
     """``BaseModel.reduce_loss_dict`` (every model logs its losses through it each iteration), averaged over the
     ranks with an ``all_reduce`` (BasicSR reduces to rank 0 only), so that every rank sees the same values and stops
-    together, in one line, at the first non-finite loss, instead of training on NaN for hours."""
-    values = mean_across_ranks(list(loss_dict.values())).tolist()
+    together, in one line, at the first non-finite loss (instead of training on NaN for hours) or when a rank asked
+    to stop (``request_stop``)."""
+    values = reduce_step(list(loss_dict.values())).tolist()
+    stop_if_asked(values.pop())
     log = collections.OrderedDict(zip(loss_dict, values))
     stop_if_non_finite(log)
     return log
@@ -485,6 +488,7 @@ class SkipCountingLoader:
 
     def __init__(self, loader):
         self.loader = loader
+        self.last_batch = None  # stands in for a batch a distributed process could not read (_batches)
 
     def __len__(self):
         return len(self.loader)
@@ -504,10 +508,17 @@ class SkipCountingLoader:
             except StopIteration:
                 return
             except TrainingDataUnreadable as exc:  # the dataset's own message is the last line of the worker's text
-                last = re.sub(r'^[\w.]*TrainingDataUnreadable: ', '', str(exc).strip().splitlines()[-1])
-                raise SystemExit(f'error: {last}') from None
+                message = 'error: ' + re.sub(r'^[\w.]*TrainingDataUnreadable: ', '', str(exc).strip().splitlines()[-1])
+                if world_size() == 1 or self.last_batch is None:
+                    raise SystemExit(message) from None
+                # the other processes would wait for this one in the step's collectives: this step runs on the
+                # previous batch again and every process stops at its end, before anything is saved
+                request_stop(message)
+                yield self.last_batch
+                return
             if isinstance(batch, dict) and 'unreadable' in batch:
                 self.skipped_reads[0] += int(batch.pop('unreadable').sum())
+            self.last_batch = batch
             yield batch
 
 
@@ -539,9 +550,23 @@ def mkdir_and_rename(path):
 
 
 def build_model(opt):
-    """BasicSR's ``build_model`` whose model notes when its first training iteration has run."""
+    """BasicSR's ``build_model`` whose model notes when its first training iteration has run, and whose saves end
+    every process together when one fails."""
     model = _original_build_model(opt)
-    optimize = model.optimize_parameters
+    optimize, save = model.optimize_parameters, model.save
+
+    def save_together(epoch, current_iter):
+        """``model.save`` (rank 0 writes), then every rank learns whether it worked, so that a save that failed on
+        rank 0 (a full disk) stops every process, not rank 0 alone."""
+        try:
+            save(epoch, current_iter)
+            failed = None
+        except SystemExit as exc:
+            failed = exc
+        if not all_ranks_agree(failed is None, model.device):
+            raise failed or SystemExit('error: training stopped: rank 0 could not save the checkpoint; its message '
+                                       'above says why')
+    model.save = save_together
 
     def first_iteration(current_iter):
         optimize(current_iter)
@@ -571,6 +596,7 @@ def install():
     _run_folders.clear()
     _started.clear()
     SkipCountingLoader.skipped_reads[0] = 0
+    forget_stop_requests()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader

@@ -28,7 +28,7 @@ from mdrn_arch.capabilities import cpu_has_native_bf16, cuda_has_native_bf16
 
 from mdrn_models.models.feature_hooks import unwrap
 from mdrn_models.utils.compiling import compile_static
-from mdrn_models.utils.distributed import all_ranks_agree, mean_across_ranks
+from mdrn_models.utils.distributed import all_ranks_agree, reduce_step, stop_if_asked
 from mdrn_models.utils.messages import first_line
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -162,16 +162,20 @@ class TrainingStep:
     def finish_step(self, loss, loss_dict, current_iter):
         """The end of a training step. Backward (scaled under fp16); the global gradient norm of every parameter the
         optimizer holds (clipped to ``train.grad_clip``); the losses averaged over the ranks. Then one read-back from
-        the device, of values every rank holds alike: a non-finite loss stops the run, a non-finite gradient norm
-        skips the step (no parameter changes), else the optimizer steps; then the EMA. ``log_dict`` keeps tensors
+        the device, of values every rank holds alike: a rank's stop request (its data is gone) or a non-finite loss
+        stops the run, a non-finite gradient norm skips the step (no parameter changes), else the optimizer steps;
+        then the EMA. ``log_dict`` keeps tensors
         until BasicSR logs them (:meth:`get_current_log`), so a step reads nothing else back."""
         self.scaler.scale(loss).backward()
         self.before_optimizer_step()
         self.scaler.unscale_(self.optimizer_g)
         params = [p for group in self.optimizer_g.param_groups for p in group['params'] if p.grad is not None]
         norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or math.inf).to(self.device)
-        losses = mean_across_ranks(list(loss_dict.values()))
-        losses_finite, norm_finite = torch.stack([torch.isfinite(losses).all(), torch.isfinite(norm)]).tolist()
+        values = reduce_step(list(loss_dict.values()))
+        losses = values[:-1]
+        losses_finite, norm_finite, asked = torch.stack([torch.isfinite(losses).all(), torch.isfinite(norm),
+                                                         values[-1]]).tolist()
+        stop_if_asked(asked)
         if not losses_finite:
             stop_if_non_finite(dict(zip(loss_dict, losses.tolist())))
         if norm_finite:  # finite gradients: what scaler.step would check (found_inf) without another read-back

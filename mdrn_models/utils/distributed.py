@@ -19,15 +19,42 @@ def rank():
     return dist.get_rank() if world_size() > 1 else 0
 
 
-def mean_across_ranks(tensors):
-    """``tensors`` (0-d, one device) stacked and averaged over the ranks with one ``all_reduce``: every rank gets the
-    same values (BasicSR's ``reduce_loss_dict`` reduces to rank 0 only). A NaN or Inf on any rank is in the result on
-    every rank. No host synchronisation."""
-    values = torch.stack([t.detach().float().mean() for t in tensors])
+_stop_requests = []  # why this process must stop the run (e.g. its training data is gone), for reduce_step
+
+
+def request_stop(message):
+    """Ask every rank to stop at the end of this step (read by :func:`reduce_step`), with ``message`` as the one line
+    this rank prints; a rank that stops alone leaves the others waiting in their next collective."""
+    _stop_requests.append(message)
+
+
+def forget_stop_requests():
+    """For a new run in the same process."""
+    _stop_requests.clear()
+
+
+def reduce_step(tensors):
+    """The one collective of a training step's values: ``tensors`` (0-d, one device) averaged over the ranks, and,
+    as a last value, how many ranks asked to stop (:func:`request_stop`), with one ``all_reduce``. Every rank gets the
+    same values, a NaN or Inf on any rank included (BasicSR's ``reduce_loss_dict`` reduces to rank 0 only). No host
+    synchronisation: the caller reads the values back once, with :func:`stop_if_asked` on the last one."""
+    losses = [t.detach().float().mean() for t in tensors]
+    asked = torch.ones((), device=losses[0].device) if _stop_requests else torch.zeros((), device=losses[0].device)
+    values = torch.stack(losses + [asked])
     if world_size() > 1:
         dist.all_reduce(values)
-        values /= world_size()
+        values[:-1] /= world_size()
     return values
+
+
+def stop_if_asked(asked):
+    """Stop the run when ``asked`` (the count :func:`reduce_step` returned, read back) is not zero: with this rank's
+    own message, or one that names the others."""
+    if _stop_requests:
+        raise SystemExit(_stop_requests[0])
+    if asked:
+        raise SystemExit(f'error: training stopped: {int(asked)} other process(es) could not go on; their message '
+                         'above says why')
 
 
 def all_ranks_agree(ok, device):

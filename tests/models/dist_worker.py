@@ -5,7 +5,9 @@ in ``basicsr.train``'s namespace (test-only; the command itself is unchanged). E
 started to ``OUT_DIR/iters_rank<r>.txt``. Faults fed in-process, by environment variable:
 
 * ``DIST_TEST_NAN=R:K``: on rank R the pixel loss of iteration K is NaN (the other ranks' losses stay finite);
-* ``DIST_TEST_ROOT_PER_RANK=1``: rank r runs under ``<--root>/rank<r>`` (nodes that share no filesystem).
+* ``DIST_TEST_ROOT_PER_RANK=1``: rank r runs under ``<--root>/rank<r>`` (nodes that share no filesystem);
+* ``DIST_TEST_DATA_GONE=R:K``: on rank R the training data is gone once K batches were read;
+* ``DIST_TEST_DISK_FULL=K``: rank 0 cannot write the files of iteration K (no space left).
 
 Usage: torchrun ... dist_worker.py OUT_DIR train -opt X.yml --launcher pytorch --root DIR
 """
@@ -26,6 +28,29 @@ if os.environ.get('DIST_TEST_ROOT_PER_RANK'):
     argv[i] = os.path.join(argv[i], f'rank{RANK}')
     os.makedirs(argv[i], exist_ok=True)
 nan_rank, nan_iter = map(int, os.environ.get('DIST_TEST_NAN', '-1:-1').split(':'))
+gone_rank, gone_after = map(int, os.environ.get('DIST_TEST_DATA_GONE', '-1:-1').split(':'))
+full_iter = os.environ.get('DIST_TEST_DISK_FULL')
+
+if RANK == gone_rank:
+    from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset, TrainingDataUnreadable
+    _getitem, reads = AWGNDenoisingDataset.__getitem__, []
+
+    def getitem(self, index):
+        if self.opt.get('phase') == 'train':
+            reads.append(index)
+            if len(reads) > gone_after * self.opt['batch_size_per_gpu']:
+                raise TrainingDataUnreadable(f'datasets.train: the data of rank {RANK} is gone')
+        return _getitem(self, index)
+    AWGNDenoisingDataset.__getitem__ = getitem
+if full_iter:
+    _open = open
+
+    def open(path, *args, **kwargs):  # noqa: A001  (BasicSR's save opens through builtins.open)
+        if f'_{full_iter}.pth.tmp' in str(path) or f'{full_iter}.state.tmp' in str(path):
+            raise OSError(28, 'No space left on device')
+        return _open(path, *args, **kwargs)
+    import builtins
+    builtins.open = open
 
 built = []
 _build_model = basicsr.train.build_model

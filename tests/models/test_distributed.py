@@ -94,3 +94,31 @@ def test_ranks_without_a_shared_filesystem_save_on_rank0_and_resume_from_it(tmp_
     for part in ('g', 'adapter'):  # rank 1 loaded rank 0's checkpoint and adapters
         assert all(torch.equal(r0[part][k], r1[part][k]) for k in r0[part]), part
     assert (run0 / 'models' / 'net_g_6.pth').is_file() and list((tmp_path / 'rank1').iterdir()) == []
+
+
+@pytest.mark.bad_input
+def test_training_data_gone_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    """Rank 1's data disappears after two batches: its third step reruns its second batch and every rank stops at
+    the end of that step, rank 1 with the dataset's message, the others naming it."""
+    opt = hkd_opt(tmp_path, 'data_gone', total_iter=6)
+    opt['logger']['save_checkpoint_freq'] = 100
+    proc, out = torchrun(tmp_path, opt, 2, env={'DIST_TEST_DATA_GONE': '1:2'})
+    assert proc.returncode != 0
+    assert [iterations(out, r)[-1] for r in range(2)] == [3, 3], proc.stdout[-5000:]
+    assert proc.stdout.count('error: datasets.train: the data of rank 1 is gone') == 1, proc.stdout[-5000:]
+    assert proc.stdout.count('error: training stopped: 1 other process(es) could not go on') == 1, proc.stdout[-5000:]
+    assert f'File "{REPO}' not in proc.stdout, proc.stdout[-5000:]
+
+
+@pytest.mark.bad_input
+def test_a_save_that_fails_on_rank0_stops_every_rank(tmp_path):
+    opt = hkd_opt(tmp_path, 'disk_full', total_iter=6)
+    opt['val']['val_freq'] = 100
+    proc, out = torchrun(tmp_path, opt, 2, env={'DIST_TEST_DISK_FULL': '4'})
+    assert proc.returncode != 0
+    assert [iterations(out, r)[-1] for r in range(2)] == [4, 4], proc.stdout[-5000:]
+    assert 'net_g_4.pth: No space left on device' in proc.stdout, proc.stdout[-5000:]
+    assert 'error: training stopped: rank 0 could not save the checkpoint' in proc.stdout, proc.stdout[-5000:]
+    assert f'File "{REPO}' not in proc.stdout, proc.stdout[-5000:]
+    models = tmp_path / 'experiments' / 'disk_full' / 'models'
+    assert sorted(p.name for p in models.iterdir()) == ['net_g_2.pth']  # the last complete checkpoint stays
