@@ -365,17 +365,17 @@ def init_dist(launcher, backend=None, **kwargs):
     backend = dist_backend(params.get('backend', backend))
     timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
     if launcher == 'slurm':  # BasicSR's slurm init, without its unconditional torch.cuda.set_device
-        node_list = os.environ['SLURM_NODELIST']
-        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        if 'MASTER_ADDR' not in os.environ:  # the first node of the job
+            node_list = os.environ['SLURM_NODELIST']
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
         os.environ['MASTER_PORT'] = str(params.get('port') or os.environ.get('MASTER_PORT', 29500))
         os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
         os.environ['RANK'] = os.environ['SLURM_PROCID']
-        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', str(int(os.environ['SLURM_PROCID']) %
-                                                                       max(1, torch.cuda.device_count())))
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
     elif launcher != 'pytorch':
         raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    if torch.cuda.is_available():  # modulo: a process that sees only its own GPU (SLURM's binding) uses device 0
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
     dist.init_process_group(backend=backend, timeout=timeout)
 
 

@@ -2,6 +2,7 @@
 the collective timeout, buffers synchronised at wrap time, and only rank 0 writing. Ranks are gloo processes on the
 CPU; what differs on CUDA (NCCL) is the backend string, checked as such."""
 import datetime
+import os
 import types
 
 import pytest
@@ -20,6 +21,7 @@ def init_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(dist, 'init_process_group', lambda **kw: calls.append(kw))
     monkeypatch.setattr(torch.cuda, 'set_device', lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setattr(pipeline_fixes, '_dist_params', {})
     return calls
@@ -98,3 +100,22 @@ def test_ddp_wrap_starts_every_rank_from_rank0s_buffers_and_only_rank0_saves(tmp
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     assert (tmp_path / 'written_by_rank0.pth').is_file() and not (tmp_path / 'written_by_rank1.pth').exists()
     assert 'rank 1 tried to write' in torch.load(tmp_path / 'refused_rank1.pth')
+
+
+def test_slurm_processes_take_rank_world_and_gpu_from_slurm(init_calls, monkeypatch):
+    """BasicSR's slurm init calls torch.cuda.set_device unconditionally (a CPU job crashes) and ignores the timeout."""
+    devices = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)  # each task sees its own GPU
+    monkeypatch.setattr(torch.cuda, 'set_device', devices.append)
+    for key, value in {'SLURM_NODELIST': 'node[0-1]', 'SLURM_NTASKS': '16', 'SLURM_PROCID': '11',
+                       'SLURM_LOCALID': '3', 'MASTER_ADDR': 'node0'}.items():
+        monkeypatch.setenv(key, value)
+    for key in ('MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(key, raising=False)
+    pipeline_fixes._dist_params.update(timeout=3600, port=29600)
+    pipeline_fixes.init_dist('slurm')
+    env = {k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
+    assert env == {'MASTER_ADDR': 'node0', 'MASTER_PORT': '29600', 'RANK': '11', 'WORLD_SIZE': '16', 'LOCAL_RANK': '3'}
+    assert devices == [0] and init_calls == [{'backend': 'cpu:gloo,cuda:nccl',
+                                              'timeout': datetime.timedelta(seconds=3600)}]
