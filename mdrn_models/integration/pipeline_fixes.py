@@ -10,13 +10,19 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   path; we search ``opt['path']['training_states']``, which is under the root the command was given.
 * #4 ``weights_only``: a resume state holds a ``collections.Counter`` (the LR milestones), which torch's safe loader
   refuses; we allow exactly that class and keep ``weights_only=True``.
-* #5 distributed init: gloo when there is no CUDA, the device from ``LOCAL_RANK`` (multi-node safe) when there is.
+* #5 distributed init: a group serving CPU tensors (gloo) and, with CUDA, CUDA ones (NCCL), the device from
+  ``LOCAL_RANK`` (multi-node safe), ``dist_params`` (``timeout``) read for every launcher before the group starts.
 * #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
   checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
   saved by the run, so it is excluded from both rewrites.
 * #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU. And
   ``broadcast_buffers=False``: only rank 0 validates, and a DDP forward with buffers (MDRN's ``unshuffle`` index, BN
-  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang).
+  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang); the
+  buffers are broadcast from rank 0 once, at wrap time, instead.
+* Distributed decisions (``mdrn_models/utils/distributed.py``): losses all-reduced (BasicSR reduces to rank 0 only)
+  so that every rank stops at a non-finite loss; a rank's stop request (its data is gone) and a failed save stop
+  every rank; checkpoints and resume states are read on rank 0 and sent to all (nodes without a shared filesystem);
+  only rank 0 writes (``TorchWithAtomicSave`` refuses other ranks).
 * #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
 * #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
   or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
