@@ -14,11 +14,13 @@
 A step whose gradients are not finite is skipped (no parameter changes) and counted in a warning; with fp16 the
 GradScaler lowers its scale after such a step, so a few at the start of a run are normal.
 """
+import contextlib
 import math
 import os.path as osp
 from collections import OrderedDict
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 import basicsr.models.base_model as base_model
 from basicsr.utils import get_root_logger
@@ -134,10 +136,13 @@ class TrainingStep:
         bare = unwrap(self.net_g)
         x = torch.rand(batch, in_channels(bare) or 1, size, size,
                        generator=torch.Generator().manual_seed(0)).to(self.device)
+        # no_sync: no gradient all-reduce in the check, so a process where it fails meets the others in the vote below
+        no_sync = self.net_g.no_sync() if isinstance(self.net_g, DistributedDataParallel) else contextlib.nullcontext()
         try:
-            with self.autocast():
-                got = self._compile_check_outputs(compiled, x)
-            sum(t.float().mean() for t in got.values()).mul(0).backward()  # compiles the backward (zero gradients)
+            with no_sync:
+                with self.autocast():
+                    got = self._compile_check_outputs(compiled, x)
+                sum(t.float().mean() for t in got.values()).mul(0).backward()  # compiles the backward (zero grads)
             with torch.no_grad(), self.autocast():
                 ref = self._compile_check_outputs(bare, x)
             problem = compile_mismatch(got, ref, self.amp_dtype)

@@ -7,7 +7,8 @@ started to ``OUT_DIR/iters_rank<r>.txt``. Faults fed in-process, by environment 
 * ``DIST_TEST_NAN=R:K``: on rank R the pixel loss of iteration K is NaN (the other ranks' losses stay finite);
 * ``DIST_TEST_ROOT_PER_RANK=1``: rank r runs under ``<--root>/rank<r>`` (nodes that share no filesystem);
 * ``DIST_TEST_DATA_GONE=R:K``: on rank R the training data is gone once K batches were read;
-* ``DIST_TEST_DISK_FULL=K``: rank 0 cannot write the files of iteration K (no space left).
+* ``DIST_TEST_DISK_FULL=K``: rank 0 cannot write the files of iteration K (no space left);
+* ``DIST_TEST_COMPILE_FAILS=R``: ``train.compile`` traces with aot_eager, and on rank R the compiled forward raises.
 
 Usage: torchrun ... dist_worker.py OUT_DIR train -opt X.yml --launcher pytorch --root DIR
 """
@@ -42,6 +43,14 @@ if RANK == gone_rank:
                 raise TrainingDataUnreadable(f'datasets.train: the data of rank {RANK} is gone')
         return _getitem(self, index)
     AWGNDenoisingDataset.__getitem__ = getitem
+if os.environ.get('DIST_TEST_COMPILE_FAILS'):
+    from mdrn_models.models import training_step
+    from mdrn_models.utils import compiling
+    compiling.BACKEND = 'aot_eager'
+    if RANK == int(os.environ['DIST_TEST_COMPILE_FAILS']):
+        def fails(x):
+            raise RuntimeError('inductor: no kernel for this device')
+        training_step.compile_static = lambda net: fails
 if full_iter:
     _open = open
 

@@ -122,3 +122,19 @@ def test_a_save_that_fails_on_rank0_stops_every_rank(tmp_path):
     assert f'File "{REPO}' not in proc.stdout, proc.stdout[-5000:]
     models = tmp_path / 'experiments' / 'disk_full' / 'models'
     assert sorted(p.name for p in models.iterdir()) == ['net_g_2.pth']  # the last complete checkpoint stays
+
+
+@pytest.mark.parametrize('fails_on', [None, 1])
+def test_compiled_ddp_distillation_trains_and_steps_aside_on_every_rank_when_one_fails(tmp_path, fails_on):
+    """The compiled, hooked student under DDP (traced with aot_eager) trains with the ranks identical; where the
+    compiled graph fails on one process only (inductor's code is each machine's), every process trains uncompiled:
+    the check's outcome is voted."""
+    opt = hkd_opt(tmp_path, 'compile_vote', total_iter=2)
+    opt['train']['compile'] = True
+    proc, out = torchrun(tmp_path, opt, 2, env={'DIST_TEST_COMPILE_FAILS': str(-1 if fails_on is None else fails_on)})
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    aside = 'train.compile: torch.compile of MDRN steps aside on this machine (on another rank)'
+    assert (aside in proc.stdout) == (fails_on is not None), proc.stdout[-5000:]
+    assert ('torch.compile on' in proc.stdout) == (fails_on is None), proc.stdout[-5000:]
+    r0, r1 = (torch.load(out / f'rank{r}.pth') for r in (0, 1))
+    assert all(torch.equal(r0['g'][k], r1['g'][k]) for k in r0['g'])
