@@ -74,7 +74,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 from mdrn_arch import enable_fused_inference
 
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
-from mdrn_models.models.training_step import stop_if_non_finite
+from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
@@ -475,8 +475,11 @@ def get_optimizer(self, optim_type, params, lr, **kwargs):
 
 def create_train_val_dataloader(opt, logger):
     """BasicSR's loaders, with enough epochs for ``total_iter`` at the batches per epoch the loader really yields
-    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), and the training loader
+    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), pinned training batches on
+    CUDA (``pin_memory`` unless set), and the training loader
     counting the images its dataset skipped as unreadable (:class:`SkipCountingLoader`)."""
+    if uses_cuda(opt):  # pinned batches: the models copy them to the GPU without waiting (DenoiseModel.feed_data)
+        opt['datasets']['train'].setdefault('pin_memory', True)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _original_create_loaders(opt, logger)
     needed = math.ceil(total_iters / len(train_loader))  # the preflight made sure there is at least one batch
     if needed > total_epochs:

@@ -320,7 +320,7 @@ class HKDModel(DenoiseModel):
     def feed_data(self, data):
         super().feed_data(data)
         if 'lq_teacher' in data:
-            self.lq_teacher = data['lq_teacher'].to(self.device)
+            self.lq_teacher = data['lq_teacher'].to(self.device, non_blocking=True)
         elif hasattr(self, 'lq_teacher'):
             del self.lq_teacher
 

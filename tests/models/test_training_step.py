@@ -153,7 +153,8 @@ def test_a_training_step_reads_one_value_back_from_the_device(tmp_path, teacher_
     """On a GPU every Python read of a tensor (``.item()``, ``float()``, ``if tensor``) waits for the device. A
     distillation step with clipping and EMA reads back once: whether to stop (a non-finite loss) or skip (a
     non-finite gradient); the logged values are read at print_freq (``get_current_log``). Counted here on the CPU:
-    the reads made by the project's and BasicSR's code (torch's own CPU-side bookkeeping is not a device read)."""
+    the reads made by the project's and BasicSR's code (torch's own CPU-side bookkeeping is not a device read), and
+    the batch's copies to the device, which do not wait (``non_blocking``, from pinned memory on CUDA)."""
     opt = make_opt(tmp_path, teacher_ckpt_path)
     opt['train'].update(grad_clip=0.5, ema_decay=0.9)
     model = build_model(opt)
@@ -169,8 +170,16 @@ def test_a_training_step_reads_one_value_back_from_the_device(tmp_path, teacher_
                 reads.append(f'{_name} at {caller}:{sys._getframe(1).f_lineno}')
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)
-    model.feed_data(batch(1))
+    copies, to = [], torch.Tensor.to
+
+    def copy(self, *args, **kwargs):  # copies to the device: a plain one waits for the GPU's queue first
+        if sys._getframe(1).f_code.co_name == 'feed_data':
+            copies.append(kwargs.get('non_blocking', False))
+        return to(self, *args, **kwargs)
+    monkeypatch.setattr(torch.Tensor, 'to', copy)
+    model.feed_data(batch(1, sigma_t=25))
     model.optimize_parameters(2)
     assert len(reads) == 1 and reads[0].startswith('tolist at ') and 'training_step.py' in reads[0], reads
+    assert copies == [True, True, True]  # lq, gt, lq_teacher
     log = model.get_current_log()
     assert all(isinstance(v, float) for v in log.values()) and set(log) >= {'l_pix', 'l_kd', 'grad_norm'}
