@@ -19,11 +19,18 @@ def _cpu_flags():
         return set()
 
 
+def _onednn_runs_bf16():
+    """oneDNN's own check: bf16 at the instruction set it may use (``ONEDNN_MAX_CPU_ISA`` lowers it); yes also where
+    it would emulate bf16 with AVX512."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cpu_has_native_bf16():
-    """Whether this CPU has bf16 instructions: AVX512-BF16 or AMX (torch's own checks), AVX-NE-CONVERT (x86), or
-    the BF16 extension (Arm)."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-                or _cpu_flags() & {'avx_ne_convert', 'bf16'})
+    """Whether bf16 runs natively here: the CPU has bf16 instructions (AVX512-BF16 or AMX, torch's own checks;
+    AVX-NE-CONVERT on x86; the BF16 extension on Arm) and oneDNN may use them."""
+    hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() or \
+        bool(_cpu_flags() & {'avx_ne_convert', 'bf16'})
+    return bool(hardware) and _onednn_runs_bf16()
 
 
 def cuda_has_native_bf16():

@@ -10,10 +10,11 @@ from mdrn_models.models import training_step
 @pytest.fixture
 def cpu(monkeypatch):
     """Set what this CPU has: ``cpu(avx512_bf16=..., amx=..., flags=...)``."""
-    def set_cpu(avx512_bf16=False, amx=False, flags=()):
+    def set_cpu(avx512_bf16=False, amx=False, flags=(), onednn=True):
         monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
         monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
         monkeypatch.setattr(capabilities, '_cpu_flags', lambda: set(flags))
+        monkeypatch.setattr(capabilities, '_onednn_runs_bf16', lambda: onednn)
     return set_cpu
 
 
@@ -23,6 +24,7 @@ def cpu(monkeypatch):
     ({'amx': True}, True),
     ({'flags': ['avx2', 'avx_ne_convert']}, True),
     ({'flags': ['fp', 'asimd', 'bf16']}, True),  # Arm
+    ({'avx512_bf16': True, 'onednn': False}, False),  # oneDNN limited below it (ONEDNN_MAX_CPU_ISA=AVX2)
 ])
 def test_cpu_native_bf16_counts_bf16_instructions_only(cpu, kw, native):
     cpu(**kw)
@@ -30,7 +32,7 @@ def test_cpu_native_bf16_counts_bf16_instructions_only(cpu, kw, native):
 
 
 def test_cpu_native_bf16_is_false_on_an_avx512_cpu_that_onednn_would_emulate_bf16_on(cpu):
-    cpu()  # oneDNN's _is_mkldnn_bf16_supported() answers yes on any AVX512 CPU (this one, whatever it has)
+    cpu(onednn=True)  # oneDNN's _is_mkldnn_bf16_supported() answers yes on any AVX512 CPU
     assert not capabilities.cpu_has_native_bf16()
 
 
