@@ -144,3 +144,18 @@ def test_benchmark_relative_table_needs_dncnn():
     args.models = ['DnCNN', 'MDRN-2B']
     text = benchmark.report([row | {'model': 'DnCNN', 'macs': 2e6}, row], None, torch.device('cpu'), args)
     assert '| MDRN-2B | fp32 | 0.50× |' in text
+
+
+def test_benchmark_out_holds_each_finished_size_before_the_next_starts(tmp_path, monkeypatch):
+    """A benchmark stopped part-way (a GPU session's step out of time) keeps the sizes it finished in --out."""
+    from mdrn_models.tools import benchmark
+    out, seen = tmp_path / 'bench.md', []
+    prepare = benchmark.prepare
+
+    def watching(net, mode, device):  # called as each size starts: what --out holds by then
+        seen.append(out.read_text() if out.exists() else '')
+        return prepare(net, mode, device)
+    monkeypatch.setattr(benchmark, 'prepare', watching)
+    benchmark.main(['--sizes', '16', '24', '--models', 'DnCNN', '--modes', 'fp32', '--repeats', '1', '--out', str(out)])
+    assert seen[0] == '' and '16²' in seen[1]  # the 16² rows were written before the 24² ones were measured
+    assert out.read_text() != seen[1] and '24²' in out.read_text()
