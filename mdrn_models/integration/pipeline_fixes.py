@@ -367,7 +367,7 @@ def init_dist(launcher, backend=None, **kwargs):
     ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
     validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
     runs only; here every launcher reads them."""
-    params = {**_dist_params, **kwargs}
+    params = {**kwargs, **_dist_params}  # BasicSR passes a slurm run the file's dist_params, without --force_yml
     backend = dist_backend(params.get('backend', backend))
     timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
     if launcher == 'slurm':  # BasicSR's slurm init, without its unconditional torch.cuda.set_device

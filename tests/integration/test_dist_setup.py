@@ -113,8 +113,8 @@ def test_slurm_processes_take_rank_world_and_gpu_from_slurm(init_calls, monkeypa
         monkeypatch.setenv(key, value)
     for key in ('MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)
-    pipeline_fixes._dist_params.update(timeout=3600, port=29600)
-    pipeline_fixes.init_dist('slurm')
+    pipeline_fixes._dist_params.update(backend='nccl', timeout=3600, port=29600)  # the file's, with --force_yml
+    pipeline_fixes.init_dist('slurm', backend='nccl', timeout=1800, port=29500)  # BasicSR: the file's, without
     env = {k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
     assert env == {'MASTER_ADDR': 'node0', 'MASTER_PORT': '29600', 'RANK': '11', 'WORLD_SIZE': '16', 'LOCAL_RANK': '3'}
     assert devices == [0] and init_calls == [{'backend': 'cpu:gloo,cuda:nccl',
