@@ -40,7 +40,7 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
   are read by YAML's safe loader. The run ``name`` must be one plain folder name (BasicSR joins it to experiments/
   and archives what is there).
 * Archiving: a fresh start renames the previous run folder before anything can fail; a run that fails before its
-  first iteration (a test run: at all) moves it back (``restore_run_folders``).
+  first iteration (a test run: at all) moves it back, and one run name runs once at a time (``run_folders``).
 * Damaged training data: the training loader sums the images a dataset skipped as unreadable and reports them at the
   end; a dataset that finds its data gone stops the run in one line (``SkipCountingLoader``).
 * Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
@@ -52,7 +52,6 @@ import datetime
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from os import path as osp
@@ -68,13 +67,14 @@ import torch
 import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, get_root_logger, get_time_str, set_random_seed
+from basicsr.utils import check_resume, get_root_logger, set_random_seed
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
 
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
+from mdrn_models.integration import run_folders
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
@@ -238,6 +238,7 @@ def parse_options(root_path, is_train=True):
         opt['val'].setdefault('save_img', False)
         if not is_train:  # basicsr test: SRModel's per-image progress bar (stderr) on a terminal, not in logs
             opt['val'].setdefault('pbar', sys.stderr.isatty())
+    read_on_rank0(lambda: run_folders.lock_run(opt))  # last: a refused launch takes no lock, and folders follow it
     return opt, args
 
 
@@ -540,22 +541,6 @@ def report_skipped_reads():
 
 
 _original_build_model = basicsr.train.build_model
-_run_folders = []  # (topmost folder made, the run folder, the name its earlier content was archived to or None)
-_started = []  # one entry once the first training iteration has run
-
-
-def mkdir_and_rename(path):
-    """BasicSR's ``mkdir_and_rename`` (archive an existing run folder, make a new one) that remembers what it did,
-    so that :func:`restore_run_folders` can undo it."""
-    archived, made = None, osp.abspath(path)
-    if osp.exists(path):
-        archived = f'{path}_archived_{get_time_str()}'
-        print(f'Path already exists. Rename it to {archived}', flush=True)
-        os.rename(path, archived)
-    while not osp.exists(osp.dirname(made)):  # the topmost folder this call creates (experiments/ on a first run)
-        made = osp.dirname(made)
-    os.makedirs(path, exist_ok=True)
-    _run_folders.append((made, path, archived))
 
 
 def build_model(opt):
@@ -579,38 +564,22 @@ def build_model(opt):
 
     def first_iteration(current_iter):
         optimize(current_iter)
-        _started.append(current_iter)
+        run_folders.mark_training_started()
         del model.optimize_parameters  # the class's method again from now on
     model.optimize_parameters = first_iteration
     return model
 
 
-def restore_run_folders():
-    """After a run failed before its first iteration (or a test run failed): remove the folders it made and move the
-    archived ones back, so that the folders are as the user left them and ``--auto_resume`` finds their states. The
-    removed folders hold only what this run wrote moments ago (its log and option copy)."""
-    if _started:
-        return
-    for made, path, archived in reversed(_run_folders):
-        shutil.rmtree(made, ignore_errors=True)
-        if archived:
-            os.rename(archived, path)
-        print(f'The run stopped before training: removed {made}' + (f' and moved {archived} back' if archived else ''),
-              flush=True)
-    _run_folders.clear()
-
-
 def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
-    _run_folders.clear()
-    _started.clear()
+    run_folders.forget_launch()
     SkipCountingLoader.skipped_reads[0] = 0
     forget_stop_requests()
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.train.build_model = basicsr.test.build_model = build_model
-    basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = mkdir_and_rename  # make_exp_dirs's too
+    basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = run_folders.mkdir_and_rename  # make_exp_dirs's too
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
     basicsr.utils.options._postprocess_yml_value = force_yml_value

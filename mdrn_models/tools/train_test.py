@@ -6,11 +6,14 @@
 """
 import argparse
 import os
+import shlex
+import signal
 import sys
 
-from mdrn_models.integration import pipeline_fixes
+from mdrn_models.integration import pipeline_fixes, run_folders
 from mdrn_models.integration.option_files import OptionFileError, check_option_file
 from mdrn_models.tools import malloc_tuning
+from mdrn_models.utils.distributed import rank
 
 
 def _option_path(args):
@@ -41,8 +44,11 @@ def run(command, argv, root):
 
     root = os.path.abspath(root)
     existing = root
-    while not os.path.isdir(existing):  # BasicSR creates the missing part
+    while not os.path.exists(existing):  # BasicSR creates the missing part
         existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        sys.exit(f'basicsr {command}: error: --root {root}: {existing} is a file, not a folder: choose a folder for '
+                 '--root (BasicSR writes experiments/, results/ and tb_logger/ there)')
     if not os.access(existing, os.W_OK | os.X_OK):
         sys.exit(f'basicsr {command}: error: --root {root}: cannot write to {existing} (BasicSR writes experiments/, '
                  'results/ and tb_logger/ there): choose a writable --root')
@@ -52,10 +58,51 @@ def run(command, argv, root):
         from basicsr.train import train_pipeline as pipeline
     else:
         from basicsr.test import test_pipeline as pipeline
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # SIGINT raises KeyboardInterrupt already
     try:
         pipeline(root)
+    except (KeyboardInterrupt, Stopped) as exc:
+        run_folders.restore_run_folders()
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        if rank() == 0:
+            print(f'basicsr {command}: {_stopped(command, signal.Signals(signum).name, argv)}', file=sys.stderr,
+                  flush=True)
+        raise SystemExit(128 + signum) from None
     except BaseException:
-        pipeline_fixes.restore_run_folders()
+        run_folders.restore_run_folders()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        run_folders.unlock_run()
     if command == 'train':
         pipeline_fixes.report_skipped_reads()
+
+
+class Stopped(BaseException):
+    """A SIGTERM (a scheduler's preemption, ``kill``): unwinds the run like Ctrl-C's KeyboardInterrupt."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def _stopped(command, signame, argv):
+    """What a run stopped by ``signame`` leaves, and how to go on from it."""
+    opt = run_folders.launch_options()
+    if command == 'test' or opt is None or not run_folders.training_started():
+        return (f'stopped by {signame} before {"training started" if command == "train" else "it finished"}: '
+                'the run folders are as they were before this launch; run the command again')
+    state_dir = opt['path']['training_states']
+    states = sorted((int(m.group(1)), n) for n in (os.listdir(state_dir) if os.path.isdir(state_dir) else ())
+                    if (m := pipeline_fixes.STATE_NAME.fullmatch(n)))
+    if not states:
+        return (f'stopped by {signame} before the first checkpoint (logger.save_checkpoint_freq): nothing was saved; '
+                'run the command again to start over')
+    resume = ' '.join(shlex.quote(a) for a in ['basicsr', command, *argv] if a != '--auto_resume')
+    it, name = states[-1]
+    return (f'stopped by {signame}: the newest training state is {os.path.join(state_dir, name)} (iteration {it}); '
+            f'resume with: {resume} --auto_resume')

@@ -243,8 +243,9 @@ def test_training_without_a_training_set_is_one_line(tmp_path, pairs):
     assert not (tmp_path / 'experiments').exists()
 
 
-@pytest.mark.parametrize('fault', [RuntimeError('a fault the checks cannot see'), KeyboardInterrupt()])
-def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_path, pairs, monkeypatch, fault):
+@pytest.mark.parametrize('fault, raised', [(RuntimeError('a fault the checks cannot see'), RuntimeError),
+                                           (KeyboardInterrupt(), SystemExit)])  # Ctrl-C: one line, exit 130
+def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_path, pairs, monkeypatch, fault, raised):
     """Whatever fails between BasicSR's archiving of the previous run folder and the first iteration (here: the data
     loaders), the new folders go and the archived one is moved back, byte for byte: ``--auto_resume`` still finds it."""
     from mdrn_models.tools import train_test
@@ -258,7 +259,7 @@ def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_pat
     (tmp_path / 'tb_logger' / 'moved_back' / 'events').write_text('old curves')
     before = tree(tmp_path)
     monkeypatch.setattr(pipeline_fixes, '_original_create_loaders', broken_loaders)
-    with pytest.raises(type(fault)):
+    with pytest.raises(raised):
         train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert tree(tmp_path) == before
 
