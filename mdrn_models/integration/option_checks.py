@@ -10,6 +10,7 @@ a constructor (optimizer, scheduler, losses, metrics) are checked by the preflig
 """
 import itertools
 import math
+import os
 from numbers import Real
 
 from mdrn_models.utils.messages import did_you_mean
@@ -111,8 +112,49 @@ def check_numbers(opt, source='option file'):
         raise OptionError(f'{source}: datasets.train.prefetch_mode cuda needs pin_memory: true in datasets.train')
 
 
+# option values that BasicSR joins into a path as one folder or file name: experiments/NAME, tb_logger/NAME,
+# results/NAME/visualization/<dataset name>/<image>_<suffix>.png
+PATH_PARTS = (('name',), ('datasets', '*', 'name'), ('val', 'suffix'))
+# path.* keys BasicSR's make_exp_dirs does not create (it makes a folder of every other one)
+NOT_MADE = ('strict_load', 'pretrain_network', 'resume', 'param_key', 'experiments_root', 'results_root')
+
+
+def path_part_problem(value):
+    """Why ``value`` is not one plain file or folder name, or None."""
+    text = str(value)
+    if text in ('', '.', '..') or any(c in text for c in '/\\\0'):
+        return f"{value!r} must be one plain folder or file name (not empty, '.' or '..', no '/' or '\\')"
+    return None
+
+
+def check_paths(opt, source='option file'):
+    """Every option value that becomes a path stays inside the run's folder (``experiments/NAME`` or
+    ``results/NAME`` under ``--root``): the values of ``PATH_PARTS`` are one name each, and every ``path`` folder
+    BasicSR creates at the start of a run lies inside the run's folder. A dataset named ``/data/Set12`` would
+    otherwise have ``val.save_img`` write its results into the user's dataset."""
+    for path in PATH_PARTS:
+        for where, value in _values(opt, path):
+            problem = value is not None and path_part_problem(value)
+            if problem:
+                raise OptionError(f'{source}: {".".join(where)}: {problem}: it becomes part of a path under the '
+                                  "run's folder")
+    paths = opt.get('path') or {}
+    run = paths.get('experiments_root' if opt.get('is_train') else 'results_root')
+    if run is None:
+        return
+    run = os.path.realpath(run)
+    for key, folder in paths.items():
+        if any(part in key for part in NOT_MADE) or not isinstance(folder, str):
+            continue
+        if os.path.commonpath([run, os.path.realpath(folder)]) != run:
+            raise OptionError(f"{source}: path.{key}: {folder} lies outside the run's folder {run}, and BasicSR "
+                              f'creates every path folder at the start of a run: remove path.{key}, or set it '
+                              'under the run folder')
+
+
 def check_options(opt, source='option file'):
     check_numbers(opt, source)
+    check_paths(opt, source)
     for key in opt:
         if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
             continue

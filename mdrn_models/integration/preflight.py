@@ -38,7 +38,7 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
-from mdrn_models.integration.option_checks import number_problem  # noqa: E402
+from mdrn_models.integration.option_checks import KNOWN_TOP_LEVEL, number_problem  # noqa: E402
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
 from mdrn_models.utils.distributed import read_on_rank0  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, role,  # noqa: E402
@@ -330,6 +330,18 @@ def check_batches(ds, num_images, world_size):
                              'batch_size_per_gpu')
 
 
+def unread_top_level_keys(opt):
+    """Top-level keys that nothing reads, for a model type whose reads are known (another plugin's model type may
+    read keys of its own: never refused, and only warned about when it cannot be that). Close typos of known keys
+    are refused earlier (``check_options``)."""
+    if known_section_keys(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))) is None:
+        return []
+    unread = [key for key in opt if key not in KNOWN_TOP_LEVEL and not key.startswith('network_')]
+    return [f"top-level key{'s' if len(unread) > 1 else ''} {', '.join(map(repr, unread))} "
+            f"{'are' if len(unread) > 1 else 'is'} read by nothing (BasicSR, model_type {opt.get('model_type')}, "
+            'this plugin): ignored; remove or fix'] if unread else []
+
+
 def noise_level_mismatches(opt):
     """Datasets adding a fixed sigma other than ``network_g.sigma``, the level a network with a noise-level input
     (FFDNet) is told. Warned about, not refused: telling it another level can be the experiment."""
@@ -401,7 +413,7 @@ def preflight(opt):
     try:
         with torch.random.fork_rng(devices=[]):
             _checks(opt)
-        for msg in noise_level_mismatches(opt):
+        for msg in unread_top_level_keys(opt) + noise_level_mismatches(opt):
             print(f'warning: {msg}', file=sys.stderr)
     finally:
         # BasicSR sets its root logger up once, and only the first call adds the log file and the INFO level; if a

@@ -283,3 +283,45 @@ def test_a_run_that_has_started_keeps_its_folders(tmp_path, pairs, monkeypatch):
     runs = sorted(p.name for p in (tmp_path / 'experiments').iterdir())
     assert runs[0] == 'started' and runs[1].startswith('started_archived_') and len(runs) == 2
     assert (tmp_path / 'experiments' / 'started' / 'training_states' / '2.state').stat().st_size > 1000
+
+
+@pytest.mark.parametrize('entry, message', [
+    ('datasets:val:name={data}', "datasets.val.name: '{data}' must be one plain folder or file name"),
+    ('datasets:val:name=../../x', "datasets.val.name: '../../x' must be one plain folder or file name"),
+    ('val:suffix=../../x', "val.suffix: '../../x' must be one plain folder or file name"),
+    ('path:extra={data}/made', 'path.extra: {data}/made lies outside the run\'s folder'),
+], ids=['dataset-name-absolute', 'dataset-name-relative', 'suffix', 'path-key'])
+def test_an_option_that_becomes_a_path_stays_inside_the_run(tmp_path, pairs, entry, message):
+    """``basicsr test`` with ``save_img`` joins the dataset's name and ``val.suffix`` into the result paths, and
+    BasicSR creates every ``path`` folder: a value leading outside the run folder (here: into the user's dataset) is
+    one line, and the dataset stays byte for byte."""
+    from mdrn_arch import MDRN
+    from mdrn_models.tools import train_test
+    data = tmp_path / 'data'
+    (data / 'gt').mkdir(parents=True)
+    for k in range(2):
+        (data / 'gt' / f'im{k}.png').write_bytes((pairs / 'gt' / f'im{k}.png').read_bytes())
+    torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()},
+               tmp_path / 'w.pth')
+    yml = train_yml(tmp_path / 'test.yml', pairs, 'confined', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "w.pth"}')
+                   .replace('save_img: false', 'save_img: true'))
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml',
+                                entry.format(data=data)], str(tmp_path))
+    assert message.format(data=data) in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
+    assert tree(tmp_path) == before
+
+
+def test_a_top_level_key_nothing_reads_is_a_warning_not_an_error(tmp_path, pairs, capsys):
+    """Another plugin's keys must keep working through ``basicsr``: an unknown key that is no close typo trains, with
+    one warning line when the model type's reads are known."""
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'extra_key', total_iter=1)
+    yml.write_text(yml.read_text() + 'x_a: 1\n')
+    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:') and 'x_a' in line]
+    assert warnings == ["warning: top-level key 'x_a' is read by nothing (BasicSR, model_type SRModel, this plugin): "
+                        'ignored; remove or fix'], warnings
+    assert (tmp_path / 'experiments' / 'extra_key' / 'models' / 'net_g_latest.pth').is_file()
