@@ -68,6 +68,7 @@ import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import check_resume, get_root_logger, set_random_seed
+from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_arch import enable_fused_inference
@@ -76,7 +77,7 @@ from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration import run_folders
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
-from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, select_state
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
 from mdrn_models.utils.messages import first_line
@@ -142,14 +143,27 @@ def _find_resume_state(opt):
 
 def _check_resume_networks(opt, resume_iter):
     """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
-    of each network not frozen or ignored) exists and loads."""
+    of each network not frozen or ignored) exists and loads (else CheckpointError: the state before is tried), and
+    fits the network the option file describes (else the run stops: every state of the run was saved by the same
+    network, so the options changed since)."""
     ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
     for key in opt:
         if key.startswith('network_') and key not in ignore:
-            path = osp.join(opt['path']['models'], f"net_{key[len('network_'):]}_{resume_iter}.pth")
+            net_key = key[len('network_'):]
+            path = osp.join(opt['path']['models'], f'net_{net_key}_{resume_iter}.pth')
             if not osp.isfile(path):
                 raise CheckpointError(f'its network checkpoint {path} is missing')
-            check_checkpoint(path, fix='damaged or cut short')
+            ckpt = check_checkpoint(path, fix='damaged or cut short')
+            net_opt = dict(opt[key])
+            with torch.random.fork_rng(devices=[]):  # as BasicSR's build_network, without its log line
+                net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+            state, _ = select_state(ckpt, path, 'params', net_key)
+            misfit = fit_mismatches(net, state, opt['path'].get(f'strict_load_{net_key}', True), net_key)
+            if misfit:
+                raise SystemExit(f"error: cannot resume run '{opt['name']}': {path} does not fit {key} of "
+                                 f'{_force_yml_args(sys.argv[1:]).opt}: {misfit}; resume with the network options '
+                                 f"the run was trained with (its copy of the option file is in "
+                                 f"{opt['path']['experiments_root']}), or start a new run under another name")
 
 
 def _refuse_states_elsewhere(opt):

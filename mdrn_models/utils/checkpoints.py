@@ -96,11 +96,9 @@ def shape_mismatches(own, state):
     return [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
 
 
-def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
-    """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
-    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way. A teacher (``'t'``)
-    must load whole: frozen tensors left at their random init would be distilled into the student, so non-strict only
-    lets its checkpoint hold extra keys."""
+def fit_mismatches(net, state, strict, net_key='g'):
+    """What keeps ``state`` from loading into ``net`` (missing/unexpected keys, shape mismatches; one phrase), or
+    None when it loads (see :func:`fit_problem`)."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -118,7 +116,18 @@ def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
         k = shape[0]
         parts.append(f'{len(shape)} shape mismatches ({k}: checkpoint {list(state[k].shape)} vs network '
                      f'{list(own[k].shape)})')
-    return (f'{role(net_key)} checkpoint {load_path} does not fit network_{net_key}: {"; ".join(parts)}; set '
+    return '; '.join(parts)
+
+
+def fit_problem(net, state, strict, load_path, net_key='g', net_opt=None):
+    """Why ``state`` cannot be loaded into ``net`` (one line), or None. Non-strict loads skip keys of another shape,
+    as BasicSR does, but a checkpoint sharing no key of the right shape is refused either way. A teacher (``'t'``)
+    must load whole: frozen tensors left at their random init would be distilled into the student, so non-strict only
+    lets its checkpoint hold extra keys."""
+    misfit = fit_mismatches(net, state, strict, net_key)
+    if misfit is None:
+        return None
+    return (f'{role(net_key)} checkpoint {load_path} does not fit network_{net_key}: {misfit}; set '
             f'network_{net_key} ({arch_desc(net_opt)}) to the architecture and options the checkpoint was trained '
             f'with, or point path.pretrain_network_{net_key} at a checkpoint of this network')
 

@@ -121,3 +121,24 @@ def test_auto_resume_from_elsewhere_names_the_projects_states(tmp_path, pairs):
                                          rf'--root {re.escape(str(project))} to resume'):
         train_test.run('train', ['-opt', str(yml), '--auto_resume'], str(elsewhere))
     assert _tree(tmp_path) == before
+
+
+@pytest.mark.bad_input
+def test_auto_resume_after_the_network_options_changed_is_one_line(tmp_path, pairs):
+    """``num_feat`` 8 -> 16 between the run and ``--auto_resume``: one line naming the checkpoint, the mismatch and
+    the option file, before anything is written into the run folder (no new option copy, no log)."""
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'changed', total_iter=2)
+    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    yml.write_text(yml.read_text().replace('num_feat: 8', 'num_feat: 16'))
+    before = _tree(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--auto_resume'], str(tmp_path))
+    run = tmp_path / 'experiments' / 'changed'
+    assert re.fullmatch(
+        rf"error: cannot resume run 'changed': {re.escape(str(run / 'models' / 'net_g_2.pth'))} does not fit "
+        rf'network_g of {re.escape(str(yml))}: .*; resume with the network options the run was trained with \(its '
+        rf'copy of the option file is in {re.escape(str(run))}\), or start a new run under another name',
+        str(exc.value)), str(exc.value)
+    assert 'shape mismatches (head.weight: checkpoint [8, 1, 3, 3] vs network [16, 1, 3, 3])' in str(exc.value)
+    assert _tree(tmp_path) == before
