@@ -219,7 +219,10 @@ def parse_options(root_path, is_train=True):
     try:
         opt, args = _original_parse_options(root_path, is_train)
     except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
-        raise SystemExit(f'error: {_force_yml_problem(argv[1:], exc)}') from None
+        problem = _force_yml_problem(argv[1:])
+        if problem is None:  # not a --force_yml key path: a fault of its own
+            raise
+        raise SystemExit(f'error: {problem}') from None
     finally:
         sys.argv = argv
     for entry, name in drops.items():
@@ -347,8 +350,9 @@ def _without_force_yml_entries(argv, entries, drops):
     return kept if any(e not in drops for e in entries) else [a for a in kept if a != '--force_yml']
 
 
-def _force_yml_problem(argv, exc):
-    """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are."""
+def _force_yml_problem(argv):
+    """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are; or None
+    when every key path exists."""
     args = _force_yml_args(argv)
     with open(args.opt) as f:
         tree = yaml.safe_load(f)
@@ -360,7 +364,7 @@ def _force_yml_problem(argv, exc):
                 return (f"--force_yml {entry}: {where} has no section '{key}' (sections there: {have}); fix the key "
                         'path')
             node, where = node[key], key
-    return f'--force_yml sets a key under a missing section {exc}: check the key path against the option file'
+    return None
 
 
 DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; NCCL's own default (600 s) is shorter than a long validation
@@ -377,11 +381,25 @@ def dist_backend(backend=None):
     return backend
 
 
+# launcher -> (the variables it sets that init_dist reads, who sets them, how to start the command with them)
+LAUNCHER_ENV = {'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'), 'torchrun',
+                            'torchrun --nproc_per_node=N $(which basicsr) train ... --launcher pytorch'),
+                'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'SLURM',
+                          'srun (e.g. srun --ntasks=N basicsr train ... --launcher slurm)')}
+
+
 def init_dist(launcher, backend=None, **kwargs):
     """``torchrun``/slurm process-group init: the backend of :func:`dist_backend`, the collective timeout
     ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
     validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
     runs only; here every launcher reads them."""
+    needs = LAUNCHER_ENV.get(launcher)
+    if needs is None:
+        raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
+    missing = [name for name in needs[0] if name not in os.environ]
+    if missing:
+        raise SystemExit(f'error: --launcher {launcher} needs the environment {needs[1]} sets ({", ".join(missing)} '
+                         f'missing): start the command with {needs[2]}, or drop --launcher to train in one process')
     params = {**kwargs, **_dist_params}  # BasicSR passes a slurm run the file's dist_params, without --force_yml
     backend = dist_backend(params.get('backend', backend))
     timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
@@ -393,8 +411,6 @@ def init_dist(launcher, backend=None, **kwargs):
         os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
         os.environ['RANK'] = os.environ['SLURM_PROCID']
         os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
-    elif launcher != 'pytorch':
-        raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
     if torch.cuda.is_available():  # modulo: a process that sees only its own GPU (SLURM's binding) uses device 0
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
     dist.init_process_group(backend=backend, timeout=timeout)

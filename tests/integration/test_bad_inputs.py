@@ -325,3 +325,34 @@ def test_a_top_level_key_nothing_reads_is_a_warning_not_an_error(tmp_path, pairs
     assert warnings == ["warning: top-level key 'x_a' is read by nothing (BasicSR, model_type SRModel, this plugin): "
                         'ignored; remove or fix'], warnings
     assert (tmp_path / 'experiments' / 'extra_key' / 'models' / 'net_g_latest.pth').is_file()
+
+
+@pytest.mark.parametrize('launcher, message', [
+    ('pytorch', 'error: --launcher pytorch needs the environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, '
+                'MASTER_PORT missing): start the command with torchrun --nproc_per_node=N'),
+    ('slurm', 'error: --launcher slurm needs the environment SLURM sets (SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST '
+              'missing): start the command with srun'),
+])
+def test_a_launcher_without_its_environment_is_one_line(tmp_path, pairs, monkeypatch, launcher, message):
+    from mdrn_models.tools import train_test
+    for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        monkeypatch.delenv(name, raising=False)
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'launcher', total_iter=2)
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--launcher', launcher], str(tmp_path))
+    assert str(exc.value).startswith(message) and '\n' not in str(exc.value), str(exc.value)
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('below', ['', 'sub'])
+def test_a_root_that_is_a_file_is_one_line(tmp_path, pairs, below):
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'file_root', total_iter=2)
+    (tmp_path / 'notes.txt').write_text('mine')
+    root = str(tmp_path / 'notes.txt' / below) if below else str(tmp_path / 'notes.txt')
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit, match=rf'^basicsr train: error: --root .*: {tmp_path}/notes.txt is a file, not a '
+                                         'folder: choose a folder for --root'):
+        train_test.run('train', ['-opt', str(yml), '--root', root], root)
+    assert tree(tmp_path) == before

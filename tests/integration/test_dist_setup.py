@@ -22,7 +22,9 @@ def init_calls(monkeypatch):
     monkeypatch.setattr(dist, 'init_process_group', lambda **kw: calls.append(kw))
     monkeypatch.setattr(torch.cuda, 'set_device', lambda device: None)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
-    monkeypatch.setenv('LOCAL_RANK', '0')
+    for name, value in (('LOCAL_RANK', '0'), ('RANK', '0'), ('WORLD_SIZE', '1'), ('MASTER_ADDR', 'localhost'),
+                        ('MASTER_PORT', '29500')):
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(pipeline_fixes, '_dist_params', {})
     return calls
 
