@@ -302,9 +302,16 @@ def _read_dist_params(opt_path, params, entries):
     return params
 
 
+NUMBER = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
+
+
 def force_yml_value(value):
     """BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's safe loader
-    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run)."""
+    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run), and every number read as one: BasicSR
+    leaves ``-1``, ``-0.5`` and ``2e-4`` text, so ``train:warmup_iter=-1`` (its own default) would be refused as text
+    and ``batch_size_per_gpu=-2`` blamed on its notation instead of its range."""
+    if NUMBER.fullmatch(value):
+        return int(value) if re.fullmatch(r'[-+]?\d+', value) else float(value)
     if not value.startswith('['):
         return _original_yml_value(value)
     try:

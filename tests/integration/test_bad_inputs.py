@@ -62,6 +62,12 @@ def test_force_yml_values_keep_basicsrs_meaning():
     assert pipeline_fixes.force_yml_value('[100, 200]') == [100, 200]
     assert pipeline_fixes.force_yml_value('[a, 1.5]') == ['a', 1.5]
     assert pipeline_fixes.force_yml_value('~') is None and pipeline_fixes.force_yml_value('3') == 3
+    assert pipeline_fixes.force_yml_value('3.5') == 3.5 and pipeline_fixes.force_yml_value('true') is True
+    assert pipeline_fixes.force_yml_value('v1.2') == 'v1.2' and pipeline_fixes.force_yml_value('1.2.3') == '1.2.3'
+    # numbers BasicSR leaves as text: negative, signed, e-notation
+    assert [pipeline_fixes.force_yml_value(v) for v in ('-1', '-0.5', '2e-4', '+3', '-1E3')] == [-1, -0.5, 2e-4, 3,
+                                                                                                -1000.0]
+    assert isinstance(pipeline_fixes.force_yml_value('-1'), int)
     with pytest.raises(SystemExit, match='not a YAML list'):
         pipeline_fixes.force_yml_value('[1, 2')
 
@@ -325,6 +331,28 @@ def test_a_top_level_key_nothing_reads_is_a_warning_not_an_error(tmp_path, pairs
     assert warnings == ["warning: top-level key 'x_a' is read by nothing (BasicSR, model_type SRModel, this plugin): "
                         'ignored; remove or fix'], warnings
     assert (tmp_path / 'experiments' / 'extra_key' / 'models' / 'net_g_latest.pth').is_file()
+
+
+@pytest.mark.parametrize('entry, message', [
+    ('datasets:train:batch_size_per_gpu=-2', 'datasets.train.batch_size_per_gpu: -2 is out of range: it must be at '
+                                             'least 1'),
+    ('train:total_iter=-5', 'train.total_iter: -5 is out of range'),
+])
+def test_a_negative_number_through_force_yml_is_range_checked(tmp_path, pairs, entry, message):
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'negative', total_iter=2)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', entry], str(tmp_path))
+    assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
+    assert not (tmp_path / 'experiments').exists()
+
+
+def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp_path, pairs):
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'warmup', total_iter=1)
+    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
+                             'train:optim_g:lr=2e-4'], str(tmp_path))
+    assert (tmp_path / 'experiments' / 'warmup' / 'models' / 'net_g_latest.pth').is_file()
 
 
 @pytest.mark.parametrize('launcher, message', [
