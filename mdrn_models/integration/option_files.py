@@ -7,24 +7,43 @@ class OptionFileError(ValueError):
     """An option file that does not exist or is not plain YAML."""
 
 
+MAX_BYTES = 1 << 20  # an option file is a few kB of settings
+MAX_VALUES = 100_000  # values after YAML's aliases are expanded; the project's largest file holds a few hundred
+
+
 def check_option_file(path):
     """Refuse a missing option file, and any YAML that BasicSR's unsafe loader would turn into code (python tags).
 
     BasicSR 1.4.2 parses option files with PyYAML's full ``Loader``, so ``!!python/object/apply:os.system [...]``
     in an option file runs a command. YAML's safe loader accepts everything a real option file contains and raises
     on such tags, so parsing with it first is the whole check. A key given twice in one mapping (``sigma: 50`` then
-    ``sigma: 15``), which YAML loaders silently resolve to the last, is refused with both lines.
+    ``sigma: 15``), which YAML loaders silently resolve to the last, is refused with both lines. And the file is
+    bounded before anything is built from it: at most ``MAX_BYTES``, at most ``MAX_VALUES`` values with its aliases
+    expanded (nine aliases of nine aliases of ... make a few hundred bytes mean billions of values, which BasicSR
+    prints and copies), and no alias inside itself.
     """
     import yaml
     if not os.path.isfile(path):
         raise OptionFileError(f'option file not found: {path} (pass an existing YAML file to -opt)')
     try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.load(f, Loader=_unique_key_loader(path))
+        with open(path, 'rb') as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise OptionFileError(f'{path} is larger than {MAX_BYTES >> 20} MiB; an option file holds settings (a few '
+                                  'kB): pass the option file, not a data file')
+        loader = _unique_key_loader(path)(raw.decode('utf-8'))
+        try:
+            node = loader.get_single_node()
+            _check_expanded_size(node, path)
+            opt = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except UnicodeDecodeError as exc:
         raise OptionFileError(f'{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8') from None
     except OSError as exc:
         raise OptionFileError(f'cannot read {path}: {exc.strerror}') from None
+    except RecursionError:
+        raise OptionFileError(f'{path} nests its sections too deeply to be an option file: flatten it') from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         raise OptionFileError(f'{path}:{mark.line + 1}: refused YAML tag ({exc.problem}); option files may only '
@@ -34,6 +53,32 @@ def check_option_file(path):
     if not isinstance(opt, dict):
         raise OptionFileError(f'{path} must hold a YAML mapping of options, got {type(opt).__name__}')
     return opt
+
+
+def _check_expanded_size(root, path):
+    """Count the values under ``root`` as if every alias were written out (each node counted once per use, from a
+    memo: linear in the file), refusing more than ``MAX_VALUES`` and an alias used inside itself."""
+    import yaml
+    sizes, open_nodes = {}, set()
+
+    def size(node):
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise OptionFileError(f'{path}:{node.start_mark.line + 1}: a YAML alias refers to a section that holds '
+                                  'it (it never ends): write the values out')
+        open_nodes.add(id(node))
+        children = ([part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else
+                    node.value if isinstance(node, yaml.SequenceNode) else [])
+        total = 1 + sum(size(child) for child in children)
+        if total > MAX_VALUES:
+            raise OptionFileError(f'{path} expands to more than {MAX_VALUES} values (YAML aliases *name repeat what '
+                                  'an anchor &name holds): an option file holds a few hundred; write the values out')
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+    if root is not None:
+        size(root)
 
 
 def _unique_key_loader(path):

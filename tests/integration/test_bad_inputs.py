@@ -384,3 +384,28 @@ def test_a_root_that_is_a_file_is_one_line(tmp_path, pairs, below):
                                          'folder: choose a folder for --root'):
         train_test.run('train', ['-opt', str(yml), '--root', root], root)
     assert tree(tmp_path) == before
+
+
+BILLION_LAUGHS = 'a: &a [x, x, x, x, x, x, x, x, x]\n' + ''.join(
+    f'{b}: &{b} [{", ".join(["*" + a] * 9)}]\n' for a, b in zip('abcdefgh', 'bcdefghi'))
+
+
+@pytest.mark.parametrize('extra, message', [
+    ('x_bomb:\n' + ''.join('  ' + line + '\n' for line in BILLION_LAUGHS.splitlines()),
+     'expands to more than 100000 values'),
+    ('x_loop: &l [1, *l]\n', 'a YAML alias refers to a section that holds it'),
+    ('x_deep: ' + '[' * 5000 + ']' * 5000 + '\n', 'nests its sections too deeply'),
+    ('x_big: "' + 'x' * (1 << 20) + '"\n', 'is larger than 1 MiB'),
+], ids=['alias-bomb', 'alias-loop', 'deep', 'big'])
+def test_an_option_file_that_expands_without_bound_is_one_line_before_anything(tmp_path, pairs, extra, message):
+    """Valid YAML built to hurt, under an extra key of a valid option file: refused in one line before any parse by
+    BasicSR (which would print the expanded options), and the previous run stays where it was."""
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'bomb', total_iter=2)
+    yml.write_text(yml.read_text() + extra)
+    _previous_run(tmp_path, 'bomb')
+    before = tree(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)[:300]
+    assert tree(tmp_path) == before
