@@ -1,8 +1,10 @@
 """Helpers shared by the ``datasets_prep`` commands (one copy, not one per command)."""
+import json
 import os
 import os.path as osp
 import shutil
 import sys
+import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
 from mdrn_models.data.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
@@ -58,15 +60,61 @@ def check_apart(input_folder, outputs):
                             'it): choose an output path outside the input')
 
 
-def prepare_output(path, force):
-    """Refuse an existing output unless ``force`` (then it is removed). Never touches anything else."""
-    if osp.lexists(path):
-        if not force:
-            raise PrepError(f"output '{path}' already exists: pass --force to replace it, or choose another path")
-        if osp.isdir(path) and not osp.islink(path):
-            shutil.rmtree(path)
+MARKER = '.datasets_prep'  # in every output folder: made by these tools, and whether complete (BasicSR skips dot files)
+
+
+def _marker(path):
+    try:
+        with open(osp.join(path, MARKER)) as f:
+            mark = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def claim_outputs(paths, force):
+    """Make room for the outputs ``paths``, checking all of them before removing any. An existing output is
+    replaced only with ``force``, and only if these tools made it (its marker) or it is an empty folder: a folder the
+    user made is never removed, and one an earlier run left half-written is named as such."""
+    problems = []  # (rank, message): a folder the user made first, then a half-written one, then one that exists
+    for path in paths:
+        if not osp.lexists(path):
+            continue
+        folder = osp.isdir(path) and not osp.islink(path)
+        mark = _marker(path) if folder else None
+        if mark is None and not (folder and not os.listdir(path)):
+            problems.append((0, f"output '{path}' exists and was not made by datasets_prep (it holds no {MARKER} "
+                                f"file): {'--force only replaces outputs these tools made; ' if force else ''}move it "
+                                'away or choose another path'))
+        elif force:
+            continue
+        elif mark is not None and not mark.get('complete'):
+            problems.append((1, f"output '{path}' is incomplete: an earlier run (started {mark.get('started', '?')}) "
+                                'stopped before finishing it; pass --force to rebuild it'))
         else:
-            os.remove(path)
+            problems.append((2, f"output '{path}' already exists: pass --force to replace it, or choose another path"))
+    if problems:
+        raise PrepError(min(problems)[1])
+    for path in paths:
+        if osp.lexists(path):
+            shutil.rmtree(path)
+
+
+def begin_output(path):
+    """Create the output folder ``path`` (which :func:`claim_outputs` cleared), marked incomplete."""
+    os.makedirs(path)
+    _mark(path, complete=False)
+
+
+def finish_output(path):
+    """Mark the output folder ``path`` complete: a rerun needs --force to replace it."""
+    _mark(path, complete=True)
+
+
+def _mark(path, complete):
+    with open(osp.join(path, MARKER), 'w') as f:
+        json.dump({'tool': osp.basename(sys.argv[0]), 'started': time.strftime('%Y-%m-%d %H:%M:%S'),
+                   'complete': complete}, f)
 
 
 def lmdb_map_size(paths):
@@ -96,7 +144,14 @@ def make_lmdb(folder, names, lmdb_path, force, compress_level=1):
         raise PrepError(f"image names with dots or spaces ({bad[0]!r}, ...) break BasicSR's LMDB keys: "
                         'rename them (datasets_prep.testset writes safe names)')
     check_unique(keys, folder)
-    prepare_output(lmdb_path, force)
-    make_lmdb_from_imgs(folder, lmdb_path, names, keys, compress_level=compress_level,
+    claim_outputs([lmdb_path], force)
+    begin_output(lmdb_path)
+    # BasicSR's helper writes into a folder that must not exist: built inside the marked output, then moved up
+    building = osp.join(lmdb_path, '.building.lmdb')
+    make_lmdb_from_imgs(folder, building, names, keys, compress_level=compress_level,
                         map_size=lmdb_map_size([osp.join(folder, n) for n in names]))
+    for name in os.listdir(building):
+        os.replace(osp.join(building, name), osp.join(lmdb_path, name))
+    os.rmdir(building)
+    finish_output(lmdb_path)
     return keys

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, prepare_output, run_main
+from datasets_prep.common import PrepError, begin_output, claim_outputs, finish_output, run_main
 
 TRAIN = ('astronaut', 'coffee', 'rocket', 'chelsea', 'immunohistochemistry', 'hubble_deep_field')
 VAL = ('camera', 'motorcycle_left')
@@ -81,10 +81,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.train_max_side < 64 or args.val_max_side < 16:
         raise PrepError('--train-max-side must be >= 64 (the demo crops 64px patches) and --val-max-side >= 16')
-    prepare_output(args.out, args.force)
-    os.makedirs(args.out)
+    claim_outputs([args.out], args.force)
+    begin_output(args.out)
     write_split(TRAIN, osp.join(args.out, 'train'), args.train_max_side)
     write_split(VAL, osp.join(args.out, 'val'), args.val_max_side)
+    finish_output(args.out)
     print(f'wrote {len(TRAIN)} train and {len(VAL)} val images to {args.out}')
     return 0
 

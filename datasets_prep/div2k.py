@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, check_apart, check_unique, list_images, make_lmdb, prepare_output,
-                                  run_main, stem_key)
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_unique, claim_outputs, finish_output,
+                                  list_images, make_lmdb, run_main, stem_key)
 
 
 def crop_starts(size, crop_size, step, thresh_size):
@@ -60,7 +60,7 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
     names = list_images(input_folder)
     keys = [stem_key(n) for n in names]
     check_unique(keys, input_folder)
-    os.makedirs(out_folder)
+    begin_output(out_folder)
     jobs = [(osp.join(input_folder, n), k, out_folder, crop_size, step, thresh_size, compress_level)
             for n, k in zip(names, keys)]
     written, unreadable = [], []
@@ -75,6 +75,7 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
     if unreadable:
         raise PrepError(f'{len(unreadable)} images could not be decoded (first: {unreadable[0]}): remove or '
                         f"replace them in '{input_folder}', then rerun with --force")
+    finish_output(out_folder)
     return sorted(written)
 
 
@@ -110,10 +111,7 @@ def main(argv=None):
     lmdb_path = osp.join(out, f'{stem}.lmdb')
     outputs = [sub_folder] + ([] if args.no_lmdb else [lmdb_path])
     check_apart(inp, outputs)
-    for path in outputs:
-        if osp.lexists(path) and not args.force:
-            raise PrepError(f"output '{path}' already exists: pass --force to replace it, or choose another --out")
-    prepare_output(sub_folder, args.force)
+    claim_outputs(outputs, args.force)
     os.makedirs(out, exist_ok=True)
     print(f'{len(names)} images in {inp} -> {args.crop_size}px crops, step {args.step} -> {sub_folder}')
     subs = extract_subimages(inp, sub_folder, args.crop_size, args.step, args.thresh_size, args.n_thread,

@@ -19,7 +19,8 @@ import os.path as osp
 import cv2
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, check_apart, check_unique, list_images, prepare_output, run_main, stem_key
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_unique, claim_outputs, finish_output,
+                                  list_images, run_main, stem_key)
 
 
 def convert_folder(inp, out, channels=None):
@@ -27,7 +28,7 @@ def convert_folder(inp, out, channels=None):
     names = list_images(inp)
     keys = [stem_key(n) for n in names]
     check_unique(keys, inp)
-    os.makedirs(out)
+    begin_output(out)
     written, renamed = [], []
     for name, key in tqdm(list(zip(names, keys)), unit='image', desc=f'Write {osp.basename(out)}'):
         img = cv2.imread(osp.join(inp, name), cv2.IMREAD_UNCHANGED)
@@ -51,6 +52,7 @@ def convert_folder(inp, out, channels=None):
             f.write(f'{name} ({h},{w},{c})\n')
     if renamed:
         print(f'renamed {len(renamed)} images for BasicSR keys, e.g. {renamed[0]}')
+    finish_output(out)
     return [n for n, _ in written]
 
 
@@ -61,11 +63,12 @@ def write_noisy(clean_folder, noisy_folder, sigma, channels, noise_seed):
     from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
     ds = AWGNDenoisingDataset({'phase': 'test', 'dataroot_gt': clean_folder, 'sigma': sigma, 'channels': channels,
                                'noise_seed': noise_seed, 'io_backend': {'type': 'disk'}})
-    os.makedirs(noisy_folder)
+    begin_output(noisy_folder)
     for k in tqdm(range(len(ds)), unit='image', desc=f'Noisy sigma={sigma:g}'):
         item = ds[k]
         img = tensor2img(item['lq'], rgb2bgr=True, min_max=(0, 1))
         cv2.imwrite(osp.join(noisy_folder, osp.basename(item['gt_path'])), img)
+    finish_output(noisy_folder)
     return len(ds)
 
 
@@ -109,11 +112,7 @@ def main(argv=None):
     if repeated:
         raise PrepError(f"--noisy lists a sigma twice ({', '.join(repeated)}): give each sigma once")
     check_apart(inp, [out] + noisy_dirs)
-    for path in [out] + noisy_dirs:
-        if osp.lexists(path) and not args.force:
-            raise PrepError(f"output '{path}' already exists: pass --force to replace it, or choose another path")
-    prepare_output(out, args.force)
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    claim_outputs([out] + noisy_dirs, args.force)
     names = convert_folder(inp, out, args.channels)
     print(f'wrote {len(names)} clean images + meta_info.txt to {out}')
     if args.noisy:
@@ -122,7 +121,6 @@ def main(argv=None):
             gray = all(cv2.imread(osp.join(out, n), cv2.IMREAD_UNCHANGED).ndim == 2 for n in names)
             channels = 1 if gray else 3
         for s, d in zip(args.noisy, noisy_dirs):
-            prepare_output(d, args.force)
             n = write_noisy(out, d, s, channels, args.noise_seed)
             print(f'wrote {n} noisy images (sigma={s:g}, channels={channels}, noise_seed={args.noise_seed}) to {d}')
     return 0

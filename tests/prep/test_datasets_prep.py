@@ -234,3 +234,48 @@ def test_outputs_overlapping_the_input_are_refused_even_with_force(tmp_path, com
     with pytest.raises(PrepError, match='overlaps the input folder'):
         command.main(argv)
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+def _bytes_under(root):
+    return {p: p.read_bytes() if p.is_file() else None for p in sorted(root.rglob('*'))}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize('force', [False, True])
+def test_force_never_replaces_a_folder_the_tools_did_not_make(tmp_path, force):
+    """``--name userstuff`` where the user keeps files: one line with or without ``--force``, the folder kept byte
+    for byte (``--force`` replaces only outputs carrying the tools' marker, or an empty folder)."""
+    src = random_images(tmp_path / 'HR', [(64, 64)])
+    (tmp_path / 'out' / 'userstuff').mkdir(parents=True)
+    (tmp_path / 'out' / 'userstuff' / 'thesis.tex').write_text('months of work')
+    before = _bytes_under(tmp_path)
+    with pytest.raises(PrepError, match=r"output '.*userstuff' exists and was not made by datasets_prep \(it holds no "
+                                        r'\.datasets_prep file\): ' + ('--force only replaces outputs these tools '
+                                                                       'made; ' if force else '') + 'move it away'):
+        div2k.main(['--input', str(src), '--out', str(tmp_path / 'out'), '--name', 'userstuff', '--n-thread', '1',
+                    *(['--force'] if force else [])])
+    assert _bytes_under(tmp_path) == before
+
+
+@pytest.mark.bad_input
+def test_an_lmdb_build_stopped_half_way_is_named_incomplete(tmp_path, monkeypatch):
+    """A preparation killed while writing its LMDB leaves an output marked incomplete: the rerun says so (not just
+    "exists"), and ``--force`` rebuilds it."""
+    import basicsr.utils.lmdb_util as lmdb_util
+    src = random_images(tmp_path / 'HR', [(64, 64), (64, 64)])
+    argv = ['--input', str(src), '--out', str(tmp_path / 'out'), '--n-thread', '1']
+    real = lmdb_util.make_lmdb_from_imgs
+
+    def killed(folder, lmdb_path, *args, **kwargs):
+        os.makedirs(lmdb_path)
+        (Path(lmdb_path) / 'data.mdb').write_bytes(b'half')
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lmdb_util, 'make_lmdb_from_imgs', killed)
+    with pytest.raises(KeyboardInterrupt):
+        div2k.main(argv)
+    monkeypatch.setattr(lmdb_util, 'make_lmdb_from_imgs', real)
+    with pytest.raises(PrepError, match=r"output '.*HR_sub.lmdb' is incomplete: an earlier run \(started .*\) stopped "
+                                        'before finishing it; pass --force to rebuild it'):
+        div2k.main(argv)
+    assert div2k.main([*argv, '--force']) == 0
+    assert verify.main([str(tmp_path / 'out' / 'HR_sub.lmdb')]) == 0
