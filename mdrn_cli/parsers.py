@@ -95,6 +95,9 @@ def denoise(prog='basicsr denoise'):
     p.add_argument('--seed', type=int, default=0, help='seed of --add_noise (default 0)')
     p.add_argument('--tile', type=int, default=None, metavar='SIZE',
                    help=f'denoise in SIZE-pixel tiles (multiple of {TILE_ALIGN}) to bound memory')
+    p.add_argument('--max-megapixels', type=float, default=None, metavar='MP',
+                   help='refuse input images with more megapixels than this, read from their headers before decoding '
+                        '(raise it for very large images; the default bound is in the message)')
     p.add_argument('--force', action='store_true', help='overwrite existing outputs')
     return p
 

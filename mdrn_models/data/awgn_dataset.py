@@ -25,7 +25,9 @@ saving work unchanged.
 
 Option keys: ``dataroot_gt``, ``meta_info`` (optional), ``io_backend`` (``{type: disk}`` or ``{type: lmdb}``),
 ``channels`` (1 or 3; gray is read with OpenCV's grayscale conversion), ``sigma``, ``sigma_teacher``,
-``noise_seed`` (val/test, default 0), ``gt_size`` (train), ``use_hflip``, ``use_rot``, plus BasicSR's loader keys.
+``noise_seed`` (val/test, default 0), ``gt_size`` (train), ``use_hflip``, ``use_rot``, ``max_pixels`` (the most pixels
+one image may declare, default ``mdrn_models.utils.images.MAX_PIXELS``; refused from the header before decoding),
+plus BasicSR's loader keys.
 """
 import os.path as osp
 import re
@@ -42,6 +44,7 @@ from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor, 
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from mdrn_models.utils.messages import did_you_mean
+from mdrn_models.utils.images import MAX_PIXELS, pil_unbounded, too_large
 
 # image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')
@@ -95,7 +98,7 @@ class AWGNDenoisingDataset(data.Dataset):
     # every key this dataset reads, plus those BasicSR's options parser and data loader read from the same block
     OPTION_KEYS = frozenset({
         'dataroot_gt', 'meta_info', 'io_backend', 'channels', 'sigma', 'sigma_teacher', 'noise_seed', 'gt_size',
-        'use_hflip', 'use_rot',
+        'use_hflip', 'use_rot', 'max_pixels',
         'name', 'type', 'phase', 'scale', 'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio',
         'use_shuffle', 'pin_memory', 'persistent_workers', 'prefetch_mode', 'num_prefetch_queue'})
 
@@ -135,6 +138,10 @@ class AWGNDenoisingDataset(data.Dataset):
         self.noise_seed = opt.get('noise_seed', 0)
         if not isinstance(self.noise_seed, int) or isinstance(self.noise_seed, bool) or self.noise_seed < 0:
             raise ValueError(f'noise_seed must be a non-negative integer, got {self.noise_seed!r}.')
+        self.max_pixels = opt.get('max_pixels', MAX_PIXELS)
+        if not isinstance(self.max_pixels, Real) or isinstance(self.max_pixels, bool) or not self.max_pixels > 0:
+            raise ValueError(f'max_pixels (the most pixels one image may have) must be a positive number, got '
+                             f'{self.max_pixels!r}.')
         if self.is_train:
             gt_size = opt.get('gt_size')
             if not isinstance(gt_size, int) or isinstance(gt_size, bool) or gt_size <= 0:
@@ -222,11 +229,14 @@ class AWGNDenoisingDataset(data.Dataset):
     def _disk_image_sizes(self, verify=False):
         """``{path: (h, w)}`` from the image headers (PIL reads no pixels); ``verify`` also runs PIL's integrity check
         over each whole file (PNG chunk checksums: finds truncated files)."""
-        from PIL import Image
         sizes = {}
         for path in self.paths:
+            problem = too_large(path, self.max_pixels, f'set max_pixels in this dataset\'s options above '
+                                                       f'{self.max_pixels:g}')
+            if problem:
+                raise ValueError(problem + '.')
             try:
-                with Image.open(path) as img:
+                with pil_unbounded() as Image, Image.open(path) as img:  # bounded by max_pixels above
                     sizes[path] = img.size[::-1]
                     if verify:
                         img.verify()
@@ -242,6 +252,9 @@ class AWGNDenoisingDataset(data.Dataset):
         else:
             sizes = self._disk_image_sizes()
         for path, (h, w) in sizes.items():
+            if h * w > self.max_pixels:  # (disk images were checked from their headers already)
+                raise ValueError(f"image '{path}' is {h}x{w} ({h * w / 1e6:.0f} MP), more than max_pixels "
+                                 f'{self.max_pixels:g} of this dataset: raise max_pixels or split the image.')
             if h < self.gt_size or w < self.gt_size:
                 raise ValueError(f"image '{path}' is {h}x{w}, smaller than gt_size {self.gt_size}: lower gt_size or "
                                  'remove the image.')

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import mdrn_models  # noqa: F401  (compat alias + registrations)
-from basicsr.utils import img2tensor, imwrite, tensor2img
+from basicsr.utils import img2tensor, tensor2img
 
 from datasets_prep.common import PrepError, list_images
 from mdrn_cli import parsers
@@ -37,6 +37,7 @@ from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools.model_loading import RANDOM_INIT, ModelLoadError, build_model, set_sigma, takes_sigma
 from mdrn_models.models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.utils.checkpoints import CheckpointError
+from mdrn_models.utils.images import MAX_PIXELS, too_large, write_image
 
 
 class DenoiseError(ValueError):
@@ -97,8 +98,12 @@ def plan(inp, out, force, add_noise=False):
     return pairs
 
 
-def read_image(path, channels):
-    """uint8 HxWxC image in the model's channel order (gray, or RGB), as BasicSR's datasets feed it."""
+def read_image(path, channels, max_pixels=MAX_PIXELS):
+    """uint8 HxWxC image in the model's channel order (gray, or RGB), as BasicSR's datasets feed it; an image larger
+    than ``max_pixels`` is refused from its header, before it is decoded."""
+    problem = too_large(path, max_pixels, 'pass --max-megapixels N')
+    if problem:
+        raise DenoiseError(f'{problem} (nothing was written)')
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if img is None:
         raise DenoiseError(f'cannot read {path} as an image: remove or fix it, then rerun (nothing was written)')
@@ -158,8 +163,11 @@ def main(argv=None):
         channels = in_channels(net) or 3
         # every input is decoded once up front, so a bad file late in a folder stops the run before the first
         # output is written (and the rerun needs no --force); decoding is cheap next to the network
+        if args.max_megapixels is not None and not args.max_megapixels > 0:
+            raise DenoiseError(f'--max-megapixels must be a positive number, got {args.max_megapixels}')
+        max_pixels = MAX_PIXELS if args.max_megapixels is None else args.max_megapixels * 1e6
         for src, _ in pairs:
-            read_image(src, channels)
+            read_image(src, channels, max_pixels)
     except (DenoiseError, ModelLoadError, OptionFileError, CheckpointError) as exc:
         sys.exit(f'basicsr denoise: error: {exc}')
     if sigma is not None:
@@ -168,12 +176,19 @@ def main(argv=None):
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     net = net.to(device)
     forward = eval_forward(net, opt, tile=args.tile and (args.tile, 32))
+    written = []
     for src, dst in pairs:
-        img = read_image(src, channels)
+        img = read_image(src, channels, max_pixels)
         noisy, out = denoise(forward, img, args.add_noise, args.seed, device)
-        imwrite(out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR), dst)
-        if args.add_noise:
-            imwrite(noisy if channels == 1 else cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR), noisy_path(dst))
+        try:
+            write_image(dst, out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+            if args.add_noise:
+                write_image(noisy_path(dst), noisy if channels == 1 else cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))
+        except OSError as exc:
+            sys.exit(f'basicsr denoise: error: cannot write {exc.filename}: {exc.strerror}; {len(written)} of '
+                     f'{len(pairs)} image(s) written before it (free space or choose another -o, then rerun with '
+                     '--force)')
+        written.append(dst)
         print(f'{src} -> {dst}', flush=True)
 
 

@@ -154,3 +154,73 @@ def test_ffdnet_is_told_sigma_then_add_noise_then_its_option_file(tiny, basicsr_
     basicsr_cli('denoise', '-opt', tiny / 'ffdnet15.yml', '-i', a, '-o', 'yml.png', '--add_noise', 50, cwd=tmp_path)
     assert np.array_equal(cv2.imread(str(tmp_path / 'yml.png'), 0), _ffdnet_output(tiny, 50, add_noise=50))
     assert not np.array_equal(_ffdnet_output(tiny, 15, add_noise=50), _ffdnet_output(tiny, 50, add_noise=50))
+
+
+def declared_png(path, width, height):
+    """A valid-headed gray PNG that declares ``width`` x ``height`` pixels in a few bytes (its pixel data is cut
+    short): what a decompression bomb looks like to a header reader."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'\0' * 4096)) + chunk(b'IEND', b''))
+    return path
+
+
+@pytest.mark.bad_input
+def test_an_image_declaring_enormous_dimensions_is_refused_from_its_header(tiny, tmp_path, capsys):
+    """A 30000x30000 PNG in a small file: one line before anything is decoded or written; --max-megapixels raises
+    the bound (the same file is then decoded, and is refused as cut short)."""
+    from mdrn_models.tools import denoise as tool
+    (tmp_path / 'in').mkdir()
+    declared_png(tmp_path / 'in' / 'bomb.png', 30000, 30000)
+    argv = ['-opt', str(tiny / 'mdrn.yml'), '-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out') + '/']
+    with pytest.raises(SystemExit) as exc:
+        tool.main(argv)
+    assert str(exc.value) == (f'basicsr denoise: error: {tmp_path / "in" / "bomb.png"} declares 30000x30000 pixels '
+                              '(900 MP), more than the 100 MP one image may have here (about 13 GB as a float colour '
+                              'tensor): pass --max-megapixels N if this machine has the memory, or split the image '
+                              '(nothing was written)')
+    with pytest.raises(SystemExit, match=r'cannot read .*bomb.png as an image'):
+        tool.main([*argv, '--max-megapixels', '1000'])
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.bad_input
+def test_a_val_folder_with_an_enormous_image_is_one_line(tmp_path):
+    from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
+    cv2.imwrite(str(tmp_path / 'a.png'), np.zeros((16, 16), np.uint8))
+    declared_png(tmp_path / 'b.png', 20000, 10000)
+    opt = {'phase': 'val', 'dataroot_gt': str(tmp_path), 'sigma': 25, 'channels': 1, 'io_backend': {'type': 'disk'}}
+    with pytest.raises(ValueError, match=r'b.png declares 20000x10000 pixels \(200 MP\), more than the 100 MP one '
+                                         r"image may have here .*: set max_pixels in this dataset's options above "
+                                         r'1e\+08 if'):
+        AWGNDenoisingDataset(opt)
+    assert len(AWGNDenoisingDataset({**opt, 'max_pixels': 3e8})) == 2  # raised: the header passes (PIL's own 179 MP
+    # limit too), and the image is read, and found cut short, when the validation reaches it
+
+
+@pytest.mark.bad_input
+def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
+    """The file-size limit of the process stands in for a full disk (the same OSError path): one line naming the
+    file and the cause, no partial file, the count of images written before it."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from conftest import REPO
+    (tmp_path / 'in').mkdir()
+    big = (np.arange(300 * 300) % 251).reshape(300, 300).astype(np.uint8)  # a PNG of tens of kB
+    cv2.imwrite(str(tmp_path / 'in' / 'big.png'), big)
+    proc = subprocess.run(
+        [sys.executable, '-m', 'mdrn_models.cli', 'denoise', '-opt', str(tiny / 'mdrn.yml'), '-i',
+         str(tmp_path / 'in'), '-o', str(tmp_path / 'out') + '/'],
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'basicsr denoise: error: cannot write {tmp_path / "out" / "big.png"}: File too large; 0 of 1 image(s) '
+        'written before it (free space or choose another -o, then rerun with --force)')
+    assert os.listdir(tmp_path / 'out') == []
