@@ -86,6 +86,11 @@ def main(argv=None):
         # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
         importlib.import_module('torch').set_flush_denormal(True)
     module = importlib.import_module(parsers.COMMANDS[command][0])
-    if command in ('train', 'test'):
-        return module.run(command, args, ns.root)
-    return module.main(args)
+    try:
+        if command in ('train', 'test'):
+            return module.run(command, args, ns.root)
+        return module.main(args)
+    except OSError as exc:  # the machine, not the code: a full disk, a folder without permission, a file gone
+        where = f'{exc.filename}: ' if exc.filename else ''
+        sys.exit(f'basicsr {command}: error: {where}{exc.strerror or exc}: free space or fix the path, then rerun'
+                 + (' (with --auto_resume)' if command == 'train' else ''))

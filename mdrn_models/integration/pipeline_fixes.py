@@ -44,7 +44,7 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * Damaged training data: the training loader sums the images a dataset skipped as unreadable and reports them at the
   end; a dataset that finds its data gone stops the run in one line (``SkipCountingLoader``).
 * Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
-  a failure is one line. A non-finite loss stops the run (``reduce_loss_dict``).
+  a failure is one line; validation/test images are written whole, and a failed write names the file (``imwrite``). A non-finite loss stops the run (``reduce_loss_dict``).
 """
 import argparse
 import collections
@@ -59,6 +59,7 @@ from os import path as osp
 import mdrn_arch.basicsr_compat  # noqa: F401
 
 import basicsr.models.base_model
+import basicsr.models.sr_model
 import basicsr.test
 import basicsr.train
 import basicsr.utils.misc
@@ -80,6 +81,7 @@ from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_op
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, select_state
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
+from mdrn_models.utils.images import write_image
 from mdrn_models.utils.messages import first_line
 
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
@@ -506,6 +508,12 @@ def reduce_loss_dict(self, loss_dict):
     return log
 
 
+def imwrite(img, file_path, params=None, auto_mkdir=True):
+    """BasicSR's ``imwrite`` (validation and test images) through :func:`write_image`: a failed write (a full disk)
+    names the file and its cause instead of "Failed in writing images"."""
+    write_image(file_path, img, params or ())
+
+
 def get_optimizer(self, optim_type, params, lr, **kwargs):
     """``BaseModel.get_optimizer`` for any ``torch.optim`` optimizer, not only Adam (pitfall #11)."""
     return getattr(torch.optim, optim_type)(params, lr, **kwargs)
@@ -623,5 +631,6 @@ def install():
     BaseModel.model_to_device = model_to_device
     BaseModel.load_network = load_network
     BaseModel.get_optimizer = get_optimizer
+    basicsr.models.sr_model.imwrite = imwrite
     BaseModel.reduce_loss_dict = reduce_loss_dict
     basicsr.models.base_model.torch = TorchWithAtomicSave()  # save_network / save_training_state save through it

@@ -2,6 +2,7 @@
 run names outside the run's root, ``--force_yml`` text BasicSR would execute, YAML that does not mean what it says,
 a root that cannot be written, and loads that could run pickled code."""
 import os
+import re
 import subprocess
 import sys
 
@@ -409,3 +410,24 @@ def test_an_option_file_that_expands_without_bound_is_one_line_before_anything(t
         train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)[:300]
     assert tree(tmp_path) == before
+
+
+def test_a_full_disk_while_saving_test_images_is_one_line_and_the_results_go(tmp_path, pairs, monkeypatch):
+    """BasicSR's "Failed in writing images" becomes the file and its cause, through the command's one handler for
+    what the machine refuses (an OSError), and the results folder of the failed test run goes."""
+    import mdrn_cli
+    from mdrn_arch import MDRN
+
+    def full_disk(path, img, params=()):
+        raise OSError(28, 'No space left on device', path)
+    torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()},
+               tmp_path / 'w.pth')
+    yml = train_yml(tmp_path / 'test.yml', pairs, 'full', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "w.pth"}')
+                   .replace('save_img: false', 'save_img: true'))
+    monkeypatch.setattr(pipeline_fixes, 'write_image', full_disk)
+    with pytest.raises(SystemExit) as exc:
+        mdrn_cli.main(['test', '-opt', str(yml), '--root', str(tmp_path)])
+    assert re.fullmatch(rf'basicsr test: error: {tmp_path}/results/full/visualization/pairs(_val)?/im[0-3]_full.png: No '
+                        'space left on device: free space or fix the path, then rerun', str(exc.value)), str(exc.value)
+    assert not (tmp_path / 'results').exists()
