@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import REPO, train_yml
 from mdrn_models.integration import pipeline_fixes
@@ -111,3 +112,31 @@ def test_the_next_launch_undoes_what_a_killed_launch_archived(tmp_path, pairs, m
     runs = exc.value.args[0]  # the killed launch's archive was moved back, then this launch archived it again
     assert runs[:2] == ['killed', 'killed.lock'] and runs[2].startswith('killed_archived_') and len(runs) == 3, runs
     assert tree(tmp_path) == before
+
+
+def test_ctrl_c_during_training_says_what_was_saved_and_how_to_resume(tmp_path, pairs, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt) at iteration 3 of a run that saves every 2: exit 130, one line naming the state of
+    iteration 2 and the command that resumes it, the run folder kept; that command then resumes from iteration 2."""
+    from mdrn_models.tools import train_test
+    real, calls = pipeline_fixes.reduce_loss_dict, []
+
+    def ctrl_c_at_3(self, loss_dict):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, loss_dict)
+    monkeypatch.setattr(pipeline_fixes, 'reduce_loss_dict', ctrl_c_at_3)
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'ctrl_c', total_iter=6)
+    argv = ['-opt', str(yml), '--root', str(tmp_path)]
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('train', argv, str(tmp_path))
+    assert exc.value.code == 128 + signal.SIGINT
+    states = tmp_path / 'experiments' / 'ctrl_c' / 'training_states'
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f'basicsr train: stopped by SIGINT: the newest training state is {states / "2.state"} (iteration 2); resume '
+        f'with: basicsr train -opt {yml} --root {tmp_path} --auto_resume')
+    assert sorted(os.listdir(tmp_path / 'experiments')) == ['ctrl_c']
+    monkeypatch.setattr(pipeline_fixes, 'reduce_loss_dict', real)
+    train_test.run('train', [*argv, '--auto_resume'], str(tmp_path))
+    final = torch.load(states / '6.state', weights_only=False)
+    assert {int(s['step']) for s in final['optimizers'][0]['state'].values()} == {6}  # 2 saved + 4 resumed steps
