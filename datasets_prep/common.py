@@ -3,11 +3,13 @@ import json
 import os
 import os.path as osp
 import shutil
+import signal
 import sys
 import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
 from mdrn_models.data.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
+from mdrn_models.utils.images import too_large
 from mdrn_models.utils.messages import first_repeat
 
 
@@ -16,13 +18,29 @@ class PrepError(Exception):
 
 
 def run_main(main, argv=None):
-    """Run ``main(argv)``; turn PrepError into a one-line message and exit code 2."""
+    """Run ``main(argv)``; a PrepError, what the machine refuses (an OSError: a full disk, no permission) and Ctrl-C
+    or SIGTERM end in one line (exit code 2, 2, 130/143). Outputs left unfinished stay marked incomplete."""
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         code = main(argv)
     except PrepError as err:
         print(f'error: {err}', file=sys.stderr)
         code = 2
+    except OSError as err:
+        print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}: free space or fix the "
+              'path, then rerun with --force', file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt as exc:
+        name = exc.args[0] if exc.args else 'SIGINT'
+        print(f'stopped by {name}: outputs it was writing are marked incomplete; rerun with --force', file=sys.stderr)
+        code = 128 + signal.Signals[name]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code or 0)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt('SIGTERM')
 
 
 def list_images(folder):
@@ -34,6 +52,14 @@ def list_images(folder):
     if not names:
         raise PrepError(f"no images ({', '.join(IMG_EXTENSIONS)}) in '{folder}': check the path")
     return names
+
+
+def check_decodable_sizes(folder, names):
+    """Refuse an image these tools would decode whole that declares more than ``MAX_PIXELS`` (from its header)."""
+    for name in names:
+        problem = too_large(osp.join(folder, name), raise_it='crop or downscale it first')
+        if problem:
+            raise PrepError(problem)
 
 
 def stem_key(name):
@@ -102,7 +128,11 @@ def claim_outputs(paths, force):
 
 def begin_output(path):
     """Create the output folder ``path`` (which :func:`claim_outputs` cleared), marked incomplete."""
-    os.makedirs(path)
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        raise PrepError(f"output '{path}' appeared after this run checked it: is another run writing it? Wait for "
+                        'it, or choose another path') from None
     _mark(path, complete=False)
 
 

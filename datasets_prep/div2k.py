@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, begin_output, check_apart, check_unique, claim_outputs, finish_output,
-                                  list_images, make_lmdb, run_main, stem_key)
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, check_unique,
+                                  claim_outputs, finish_output, list_images, make_lmdb, run_main, stem_key)
 
 
 def crop_starts(size, crop_size, step, thresh_size):
@@ -105,6 +105,7 @@ def main(argv=None):
                         f'got {args.compress_level}')
     inp = osp.normpath(args.input)
     names = list_images(inp)  # fails early on a missing/empty input
+    check_decodable_sizes(inp, names)
     out = args.out or osp.dirname(osp.abspath(inp))
     stem = args.name or f'{osp.basename(inp)}_sub'
     sub_folder = osp.join(out, stem)

@@ -19,8 +19,8 @@ import os.path as osp
 import cv2
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, begin_output, check_apart, check_unique, claim_outputs, finish_output,
-                                  list_images, run_main, stem_key)
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, check_unique,
+                                  claim_outputs, finish_output, list_images, run_main, stem_key)
 
 
 def convert_folder(inp, out, channels=None):
@@ -105,7 +105,7 @@ def main(argv=None):
     if args.noise_seed < 0:
         raise PrepError('--noise-seed must be >= 0')
     inp, out = osp.normpath(args.input), osp.normpath(args.out)
-    list_images(inp)
+    check_decodable_sizes(inp, list_images(inp))
     noisy_root = args.noisy_out or f'{out}_noisy'
     noisy_dirs = [osp.join(noisy_root, sigma_tag(s)) for s in args.noisy]
     repeated = sorted({osp.basename(d) for d in noisy_dirs if noisy_dirs.count(d) > 1})

@@ -16,6 +16,7 @@ arguments as they were given. ``python -m mdrn_cli`` and
 """
 import importlib
 import os
+import signal
 import sys
 
 from . import parsers
@@ -86,11 +87,30 @@ def main(argv=None):
         # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
         importlib.import_module('torch').set_flush_denormal(True)
     module = importlib.import_module(parsers.COMMANDS[command][0])
+    if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.train_test)
+        return _one_line_on_os_errors(command, lambda: module.run(command, args, ns.root))
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        if command in ('train', 'test'):
-            return module.run(command, args, ns.root)
-        return module.main(args)
-    except OSError as exc:  # the machine, not the code: a full disk, a folder without permission, a file gone
+        return _one_line_on_os_errors(command, lambda: module.main(args))
+    except KeyboardInterrupt as exc:
+        name = exc.args[0] if exc.args else 'SIGINT'
+        print(f'basicsr {command}: stopped by {name}; run the command again to finish (outputs it wrote before may '
+              'need --force)', file=sys.stderr)
+        raise SystemExit(128 + signal.Signals[name]) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt('SIGTERM')
+
+
+def _one_line_on_os_errors(command, run):
+    """``run()``; an ``OSError`` reaching here is the machine refusing (a full disk, a folder without permission, a
+    file gone), not a fault of the code: one line with the file and the cause."""
+    try:
+        return run()
+    except OSError as exc:
         where = f'{exc.filename}: ' if exc.filename else ''
         sys.exit(f'basicsr {command}: error: {where}{exc.strerror or exc}: free space or fix the path, then rerun'
                  + (' (with --auto_resume)' if command == 'train' else ''))

@@ -112,6 +112,19 @@ def train_yml(path, pairs, name, total_iter):
         """)
 
 
+def declared_png(path, width, height):
+    """A valid-headed gray PNG that declares ``width`` x ``height`` pixels in a few bytes (its pixel data is cut
+    short): what a decompression bomb looks like to a header reader."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
+                     + chunk(b'IDAT', zlib.compress(b'\0' * 4096)) + chunk(b'IEND', b''))
+    return path
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: a test of a minute or more (real data sets); run first (see below)')
     config.addinivalue_line('markers', 'bad_input: a bad input or a fault; the test checks the one-line message and '

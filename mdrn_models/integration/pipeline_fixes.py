@@ -624,7 +624,8 @@ def install():
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.train.build_model = basicsr.test.build_model = build_model
-    basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = run_folders.mkdir_and_rename  # make_exp_dirs's too
+    # (make_exp_dirs calls the one in basicsr.utils.misc)
+    basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = run_folders.mkdir_and_rename
     basicsr.test.parse_options = parse_options
     basicsr.utils.options.init_dist = init_dist
     basicsr.utils.options._postprocess_yml_value = force_yml_value

@@ -428,6 +428,7 @@ def test_a_full_disk_while_saving_test_images_is_one_line_and_the_results_go(tmp
     monkeypatch.setattr(pipeline_fixes, 'write_image', full_disk)
     with pytest.raises(SystemExit) as exc:
         mdrn_cli.main(['test', '-opt', str(yml), '--root', str(tmp_path)])
-    assert re.fullmatch(rf'basicsr test: error: {tmp_path}/results/full/visualization/pairs(_val)?/im[0-3]_full.png: No '
-                        'space left on device: free space or fix the path, then rerun', str(exc.value)), str(exc.value)
+    assert re.fullmatch(rf'basicsr test: error: {tmp_path}/results/full/visualization/pairs(_val)?/im[0-3]_full.png: '
+                        'No space left on device: free space or fix the path, then rerun', str(exc.value)), \
+        str(exc.value)
     assert not (tmp_path / 'results').exists()

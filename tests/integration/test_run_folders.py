@@ -1,6 +1,7 @@
 """Run folders that a second process, a signal or a kill must not lose: the run lock, the launch record that the next
 launch undoes, and the one line a stopped run ends with."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,9 +43,10 @@ def test_a_live_run_is_not_archived_by_a_second_launch_and_sigterm_says_how_to_r
                              cwd=tmp_path, check=False)
         assert second.returncode != 0 and 'Traceback' not in second.stdout, second.stdout[-3000:]
         errors = [line for line in second.stdout.splitlines() if line.startswith('error:')]
-        assert errors == [f"error: run 'same' is in use by process {first.pid} on {os.uname().nodename} (started "
-                          f"{errors[0].split('(started ')[1].split(')')[0]}), which holds {run}.lock: wait for it to end"
-                          " or stop it, or give this run another name (--force_yml name=...)"], second.stdout[-3000:]
+        assert len(errors) == 1 and re.fullmatch(
+            rf"error: run 'same' is in use by process {first.pid} on {re.escape(os.uname().nodename)} \(started "
+            rf'[-0-9: ]+\), which holds {re.escape(str(run))}.lock: wait for it to end or stop it, or give this run '
+            r'another name \(--force_yml name=...\)', errors[0]), second.stdout[-3000:]
         assert run.stat().st_ino == folder and sorted(os.listdir(run.parent)) == ['same', 'same.lock']
     finally:
         first.send_signal(signal.SIGTERM)

@@ -279,3 +279,23 @@ def test_an_lmdb_build_stopped_half_way_is_named_incomplete(tmp_path, monkeypatc
         div2k.main(argv)
     assert div2k.main([*argv, '--force']) == 0
     assert verify.main([str(tmp_path / 'out' / 'HR_sub.lmdb')]) == 0
+
+
+@pytest.mark.bad_input
+def test_an_enormous_image_and_what_the_machine_refuses_are_one_line(tmp_path, capsys):
+    from conftest import declared_png
+    from datasets_prep.common import run_main
+    src = random_images(tmp_path / 'in', [(16, 16)])
+    declared_png(src / 'bomb.png', 30000, 30000)
+    with pytest.raises(PrepError, match=r'bomb.png declares 30000x30000 pixels \(900 MP\), more than the 100 MP .*: '
+                                        'crop or downscale it first if'):
+        testset.main(['--input', str(src), '--out', str(tmp_path / 'out')])
+    assert not (tmp_path / 'out').exists()
+
+    def full_disk(argv):
+        raise OSError(28, 'No space left on device', str(tmp_path / 'out' / 'x.png'))
+    with pytest.raises(SystemExit) as exc:
+        run_main(full_disk)
+    assert exc.value.code == 2 and capsys.readouterr().err == (
+        f"error: {tmp_path / 'out' / 'x.png'}: No space left on device: free space or fix the path, then rerun with "
+        '--force\n')

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import declared_png
 from mdrn_arch import FFDNet, MDRN
 from mdrn_models.tools.denoise import denoise, read_image
 
@@ -156,19 +157,6 @@ def test_ffdnet_is_told_sigma_then_add_noise_then_its_option_file(tiny, basicsr_
     assert not np.array_equal(_ffdnet_output(tiny, 15, add_noise=50), _ffdnet_output(tiny, 50, add_noise=50))
 
 
-def declared_png(path, width, height):
-    """A valid-headed gray PNG that declares ``width`` x ``height`` pixels in a few bytes (its pixel data is cut
-    short): what a decompression bomb looks like to a header reader."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
-    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0))
-                     + chunk(b'IDAT', zlib.compress(b'\0' * 4096)) + chunk(b'IEND', b''))
-    return path
-
-
 @pytest.mark.bad_input
 def test_an_image_declaring_enormous_dimensions_is_refused_from_its_header(tiny, tmp_path, capsys):
     """A 30000x30000 PNG in a small file: one line before anything is decoded or written; --max-megapixels raises
@@ -224,3 +212,25 @@ def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
         f'basicsr denoise: error: cannot write {tmp_path / "out" / "big.png"}: File too large; 0 of 1 image(s) '
         'written before it (free space or choose another -o, then rerun with --force)')
     assert os.listdir(tmp_path / 'out') == []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize('signame', ['SIGINT', 'SIGTERM'])
+def test_ctrl_c_or_sigterm_in_a_tool_is_one_line(tiny, tmp_path, monkeypatch, capsys, signame):
+    import os
+    import signal
+    import mdrn_cli
+    from mdrn_models.tools import denoise as tool
+
+    def stopped(*args, **kwargs):
+        if signame == 'SIGINT':
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(tool, 'denoise', stopped)
+    with pytest.raises(SystemExit) as exc:
+        mdrn_cli.main(['denoise', '-opt', str(tiny / 'mdrn.yml'), '-i', str(tiny / 'imgs'), '-o', str(tmp_path / 'o')])
+    assert exc.value.code == 128 + signal.Signals[signame]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f'basicsr denoise: stopped by {signame}; run the command again to finish (outputs it wrote before may need '
+        '--force)')
+    assert signal.getsignal(signal.SIGTERM) is not mdrn_cli._sigterm_as_interrupt
