@@ -315,6 +315,10 @@ def check_datasets(opt):
                                      'sigma_teacher set')
 
 
+MAX_EPOCH_SAMPLES = 50_000_000  # ~1.7 GB as the Python list EnlargedSampler builds; DIV2K's 32,592 sub-images x 100:
+# 3.3 M (BasicSR's EDSR options)
+
+
 def check_batches(ds, num_images, world_size):
     """Each process must draw at least one full batch per epoch: BasicSR's training loader drops the last incomplete
     one (its EnlargedSampler gives each process ceil(images x enlarge ratio / processes) samples)."""
@@ -322,6 +326,11 @@ def check_batches(ds, num_images, world_size):
     for key, value in (('batch_size_per_gpu', batch), ('dataset_enlarge_ratio', ratio)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise PreflightError(f'datasets.train.{key} must be a positive integer, got {value!r}')
+    if num_images * ratio > MAX_EPOCH_SAMPLES:
+        raise PreflightError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} = '
+                             f'{num_images * ratio:.3g} samples per epoch, which BasicSR\'s sampler lists in memory at '
+                             f'the start of every epoch (about {num_images * ratio * 36 / 2 ** 30:.0f} GB of Python '
+                             f'integers): lower dataset_enlarge_ratio to at most {MAX_EPOCH_SAMPLES // num_images}')
     per_process = math.ceil(num_images * ratio / world_size)
     if per_process < batch:
         raise PreflightError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give each of the '

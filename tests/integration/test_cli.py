@@ -244,6 +244,19 @@ def test_training_set_must_give_every_process_a_batch(tmp_path, pairs, world_siz
             preflight.check_datasets(opt)
 
 
+@pytest.mark.bad_input
+def test_an_enlarge_ratio_past_what_the_sampler_can_list_is_one_line(tmp_path, pairs):
+    """BasicSR's sampler lists every sample of an epoch in memory: 4 images x 10^12 would allocate terabytes."""
+    from mdrn_models.integration import preflight
+    opt = yaml.safe_load(train_yml(tmp_path / 'b.yml', pairs, 'tiny_e', total_iter=2).read_text())
+    opt['datasets'] = {'train': opt['datasets']['train'] | {'dataset_enlarge_ratio': 10 ** 12}}
+    with pytest.raises(preflight.PreflightError, match=re.escape(
+            'datasets.train: 4 images x dataset_enlarge_ratio 1000000000000 = 4e+12 samples per epoch, which BasicSR\'s '
+            'sampler lists in memory at the start of every epoch (about ') + r'\d+ GB of Python integers\): lower '
+            'dataset_enlarge_ratio to at most 12500000$'):
+        preflight.check_datasets(opt)
+
+
 def test_any_torch_optimizer_trains_every_iteration_when_batches_are_dropped(tmp_path, pairs, basicsr_cli):
     """BasicSR 1.4.2 builds only Adam (pitfall #11); and with 4 images in batches of 3 it counts 2 iterations per
     epoch where its loader yields 1 (the incomplete batch is dropped), so it stopped after 3 of 4 iterations."""
