@@ -348,14 +348,6 @@ def test_a_negative_number_through_force_yml_is_range_checked(tmp_path, pairs, e
     assert not (tmp_path / 'experiments').exists()
 
 
-def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp_path, pairs):
-    from mdrn_models.tools import train_test
-    yml = train_yml(tmp_path / 'train.yml', pairs, 'warmup', total_iter=1)
-    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
-                             'train:optim_g:lr=2e-4'], str(tmp_path))
-    assert (tmp_path / 'experiments' / 'warmup' / 'models' / 'net_g_latest.pth').is_file()
-
-
 @pytest.mark.parametrize('launcher, message', [
     ('pytorch', 'error: --launcher pytorch needs the environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, '
                 'MASTER_PORT missing): start the command with torchrun --nproc_per_node=N'),

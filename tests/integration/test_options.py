@@ -10,7 +10,7 @@ import yaml
 import mdrn_models  # noqa: F401
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
-from conftest import REPO
+from conftest import REPO, train_yml
 
 OPTIONS = REPO / 'options'
 PAPER = sorted(p for p in OPTIONS.glob('*_mdrn*_*_s*.yml') if '_demo_' not in p.name and re.match(
@@ -190,3 +190,11 @@ def test_controlled_kd_runs_choose_on_training_images_only():
         assert opt['datasets']['train']['meta_info'] == 'options/kd_experiments/train400_fit.txt'
         assert [d['meta_info'] for k, d in opt['datasets'].items() if k != 'train'] == \
             ['options/kd_experiments/train400_holdout.txt']
+
+
+def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp_path, pairs):
+    from mdrn_models.tools import train_test
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'warmup', total_iter=1)
+    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
+                             'train:optim_g:lr=2e-4'], str(tmp_path))
+    assert (tmp_path / 'experiments' / 'warmup' / 'models' / 'net_g_latest.pth').is_file()
