@@ -27,8 +27,8 @@ def run_main(main, argv=None):
         print(f'error: {err}', file=sys.stderr)
         code = 2
     except OSError as err:
-        print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}: free space or fix the "
-              'path, then rerun with --force', file=sys.stderr)
+        print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}: fix the path or free "
+              'space, then rerun (--force replaces an output left incomplete)', file=sys.stderr)
         code = 2
     except KeyboardInterrupt as exc:
         name = exc.args[0] if exc.args else 'SIGINT'

@@ -112,5 +112,4 @@ def _one_line_on_os_errors(command, run):
         return run()
     except OSError as exc:
         where = f'{exc.filename}: ' if exc.filename else ''
-        sys.exit(f'basicsr {command}: error: {where}{exc.strerror or exc}: free space or fix the path, then rerun'
-                 + (' (with --auto_resume)' if command == 'train' else ''))
+        sys.exit(f'basicsr {command}: error: {where}{exc.strerror or exc}: fix the path or free space, then rerun')

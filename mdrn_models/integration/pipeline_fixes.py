@@ -90,6 +90,7 @@ _original_parse_options = basicsr.utils.options.parse_options
 _original_yml_value = basicsr.utils.options._postprocess_yml_value
 FORCE_YML_KEYS = re.compile(r'[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*')
 RUN_NAME = re.compile(r'[A-Za-z0-9_.+@-]+')
+MAX_NAME = 200  # file names hold 255 bytes; BasicSR's archive adds '_archived_YYYYMMDD_HHMMSS'
 _original_create_loaders = basicsr.train.create_train_val_dataloader
 
 
@@ -276,9 +277,10 @@ def _check_file_before_parse(opt_path, entries):
     _dist_params.update(_read_dist_params(opt_path, tree.get('dist_params'), entries))
     forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
     name = force_yml_value(forced[-1]) if forced else tree.get('name')
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..'):
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..') or len(name) > MAX_NAME:
         raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
-                         "'.', '+', '@'; not empty, '.' or '..'), the run's folder under experiments/ and results/")
+                         f"'.', '+', '@'; not empty, '.' or '..'; at most {MAX_NAME} characters), the run's folder "
+                         'under experiments/ and results/')
 
 
 def _read_dist_params(opt_path, params, entries):

@@ -76,7 +76,12 @@ def lock_run(opt):
     made_parent = None if osp.isdir(parent) else parent
     os.makedirs(parent, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # (a folder of that name, no permission): the command says so in one line
+            if made_parent:
+                shutil.rmtree(made_parent, ignore_errors=True)
+            raise
         if not _try_lock(fd):
             holder = _read_record(fd) or {}
             os.close(fd)

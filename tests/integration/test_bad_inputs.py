@@ -28,7 +28,7 @@ def tree(root):
     return found
 
 
-@pytest.mark.parametrize('name', ['{outside}', '../../{base}', '..', '', 'a/b'])
+@pytest.mark.parametrize('name', ['{outside}', '../../{base}', '..', '', 'a/b', 'n' * 201])
 def test_a_run_name_outside_its_root_is_refused_before_anything_moves(tmp_path, pairs, basicsr_cli, name):
     outside = tmp_path / 'mine'  # a folder of the user's, with their files, next to the run's root
     (outside / 'experiments').mkdir(parents=True)
@@ -421,6 +421,6 @@ def test_a_full_disk_while_saving_test_images_is_one_line_and_the_results_go(tmp
     with pytest.raises(SystemExit) as exc:
         mdrn_cli.main(['test', '-opt', str(yml), '--root', str(tmp_path)])
     assert re.fullmatch(rf'basicsr test: error: {tmp_path}/results/full/visualization/pairs(_val)?/im[0-3]_full.png: '
-                        'No space left on device: free space or fix the path, then rerun', str(exc.value)), \
+                        'No space left on device: fix the path or free space, then rerun', str(exc.value)), \
         str(exc.value)
     assert not (tmp_path / 'results').exists()

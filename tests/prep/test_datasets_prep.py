@@ -297,5 +297,5 @@ def test_an_enormous_image_and_what_the_machine_refuses_are_one_line(tmp_path, c
     with pytest.raises(SystemExit) as exc:
         run_main(full_disk)
     assert exc.value.code == 2 and capsys.readouterr().err == (
-        f"error: {tmp_path / 'out' / 'x.png'}: No space left on device: free space or fix the path, then rerun with "
-        '--force\n')
+        f"error: {tmp_path / 'out' / 'x.png'}: No space left on device: fix the path or free space, then rerun "
+        '(--force replaces an output left incomplete)\n')
