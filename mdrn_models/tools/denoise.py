@@ -14,7 +14,8 @@ an output folder; a ``.jpg`` is lossy). The shipped weights were trained for add
 white Gaussian noise of one sigma: ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image
 first, to see what the model does. A network with a noise-level input (FFDNet) is told ``--sigma SIGMA``: by default
 the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FFDNet ``.pth`` needs ``--sigma`` or
-``--add_noise``. ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams).
+``--add_noise``. ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams); an image
+whose header declares more than 100 MP is refused before it is decoded (``--max-megapixels`` raises the bound).
 An option file runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under
 ``model_type: DenoiseModel`` and ``val.self_ensemble: true``.
 """
