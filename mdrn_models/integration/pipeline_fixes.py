@@ -44,7 +44,11 @@ of copying the pipelines. Each fix names the pitfall it answers (../shared/refer
 * Damaged training data: the training loader sums the images a dataset skipped as unreadable and reports them at the
   end; a dataset that finds its data gone stops the run in one line (``SkipCountingLoader``).
 * Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
-  a failure is one line; validation/test images are written whole, and a failed write names the file (``imwrite``). A non-finite loss stops the run (``reduce_loss_dict``).
+  a failure is one line; validation/test images are written whole, and a failed write names the file
+  (``imwrite``). A non-finite loss stops the run (``reduce_loss_dict``).
+* ``--force_yml`` numbers: BasicSR leaves ``-1``, ``-0.5`` and ``2e-4`` text; they are numbers here, range-checked.
+* Resuming: the run's network checkpoints must fit the option file's networks (one line, before anything is
+  written); ``--launcher`` without its launcher's environment is one line.
 """
 import argparse
 import collections
