@@ -43,7 +43,7 @@ from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from mdrn_models.utils.messages import did_you_mean
+from mdrn_models.utils.messages import did_you_mean, first_repeat
 from mdrn_models.utils.images import MAX_PIXELS, pil_unbounded, too_large
 
 # image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
@@ -196,6 +196,13 @@ class AWGNDenoisingDataset(data.Dataset):
         if not self.paths:
             raise ValueError(f"no images found in '{self.gt_folder}'"
                              f"{' (meta_info ' + meta_info + ')' if meta_info else ''}: {PREP_HINT}.")
+        if not self.is_train:  # BasicSR saves each result (and names it in logs) by the image's name without extension
+            stems = [osp.splitext(osp.basename(p))[0] for p in self.paths]
+            repeated = first_repeat(stems)
+            if repeated is not None:
+                pair = [osp.basename(p) for p, stem in zip(self.paths, stems) if stem == repeated][:2]
+                raise ValueError(f"'{pair[0]}' and '{pair[1]}' in '{self.gt_folder}' share the name '{repeated}', "
+                                 'under which validation saves and reports each image: rename one.')
         if self.is_train:
             self._check_sizes(meta_info or osp.join(self.gt_folder, 'meta_info.txt'))
         elif self.backend == 'disk':

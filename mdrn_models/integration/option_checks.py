@@ -138,6 +138,14 @@ def check_paths(opt, source='option file'):
             if problem:
                 raise OptionError(f'{source}: {".".join(where)}: {problem}: it becomes part of a path under the '
                                   "run's folder")
+    sets = [(phase, ds.get('name')) for phase, ds in (opt.get('datasets') or {}).items()
+            if isinstance(ds, dict) and not (opt.get('is_train') and phase == 'train')]  # (basicsr test tests all)
+    for k, (phase, name) in enumerate(sets):
+        first = next((p for p, n in sets[:k] if n == name), None)
+        if first is not None:
+            raise OptionError(f"{source}: datasets.{phase}.name {name!r} is also datasets.{first}'s: results are saved "
+                              'and metrics reported per name, so one set would overwrite the other; give each its own '
+                              'name')
     paths = opt.get('path') or {}
     run = paths.get('experiments_root' if opt.get('is_train') else 'results_root')
     if run is None:

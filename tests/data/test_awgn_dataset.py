@@ -516,3 +516,14 @@ def test_the_counting_loader_draws_the_worker_seed_where_basicsr_does():
     torch.manual_seed(0)
     iter(SkipCountingLoader(loader))
     assert torch.equal(torch.rand(1), expected)
+
+
+@pytest.mark.bad_input
+def test_two_validation_images_of_one_name_are_refused(tmp_path):
+    """``a.png`` and ``a.jpg``: validation saves and reports each image by its name without extension."""
+    for ext in ('.png', '.jpg'):
+        cv2.imwrite(str(tmp_path / f'a{ext}'), np.zeros((16, 16), np.uint8))
+    with pytest.raises(ValueError, match=r"'a.jpg' and 'a.png' in '.*' share the name 'a', under which validation "
+                                         'saves and reports each image: rename one'):
+        AWGNDenoisingDataset({'phase': 'val', 'dataroot_gt': str(tmp_path), 'sigma': 25, 'channels': 1,
+                              'io_backend': {'type': 'disk'}})

@@ -424,3 +424,21 @@ def test_a_full_disk_while_saving_test_images_is_one_line_and_the_results_go(tmp
                         'No space left on device: fix the path or free space, then rerun', str(exc.value)), \
         str(exc.value)
     assert not (tmp_path / 'results').exists()
+
+
+def test_two_sets_of_one_name_are_one_line(tmp_path, pairs):
+    """Results are saved (``visualization/<set name>/``) and metrics reported per set name: a second set of the same
+    name would overwrite the first's images without a word."""
+    from mdrn_arch import MDRN
+    from mdrn_models.tools import train_test
+    torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()},
+               tmp_path / 'w.pth')
+    yml = train_yml(tmp_path / 'test.yml', pairs, 'two_sets', total_iter=2)
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "w.pth"}'))
+    with pytest.raises(SystemExit) as exc:
+        train_test.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'datasets:val:name=pairs'],
+                       str(tmp_path))
+    assert str(exc.value) == (f"error: {yml}: datasets.val.name 'pairs' is also datasets.train's: results are saved "
+                              'and metrics reported per name, so one set would overwrite the other; give each its own '
+                              'name')
+    assert not (tmp_path / 'results').exists()
