@@ -82,7 +82,8 @@ from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration import run_folders
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
-from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, select_state
+from mdrn_models.utils.checkpoints import (CheckpointError, check_checkpoint, drop_kept, fit_mismatches, keep,
+                                          load_weights, select_state)
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
 from mdrn_models.utils.images import write_image
@@ -113,7 +114,9 @@ def load_resume_state(opt):
     found = read_on_rank0(lambda: _find_resume_state(opt))
     if found is None:
         return None
-    opt['path']['resume_state'], state = found
+    opt['path']['resume_state'], state, networks = found
+    for net_key, ckpt in networks.items():  # every rank keeps them under the path its own load will read (its root)
+        keep(osp.join(opt['path']['models'], f"net_{net_key}_{state['iter']}.pth"), ckpt)
     _check_resume(opt, state['iter'])
     return state
 
@@ -127,11 +130,11 @@ def _find_resume_state(opt):
             path = osp.join(state_dir, f'{it}.state')
             try:
                 state = _load_state(path)
-                _check_resume_networks(opt, it)
+                networks = _check_resume_networks(opt, it)
             except Exception as exc:  # truncated/corrupt file, or a network file of its pair: the one before
                 print(f'Skipping training state {path}: {first_line(exc)}', flush=True)
                 continue
-            return path, state
+            return path, state, networks
         _refuse_states_elsewhere(opt)
         return None
     path = opt['path'].get('resume_state')
@@ -141,26 +144,27 @@ def _find_resume_state(opt):
         raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
     try:
         state = _load_state(path)
-        _check_resume_networks(opt, state['iter'])
+        networks = _check_resume_networks(opt, state['iter'])
     except Exception as exc:
         raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
                          'earlier state, or use --auto_resume (it takes the newest complete one)') from None
-    return path, state
+    return path, state, networks
 
 
 def _check_resume_networks(opt, resume_iter):
     """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
     of each network not frozen or ignored) exists and loads (else CheckpointError: the state before is tried), and
     fits the network the option file describes (else the run stops: every state of the run was saved by the same
-    network, so the options changed since)."""
+    network, so the options changed since). Returns ``{net_key: checkpoint}`` for the loads that resume."""
     ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
+    networks = {}
     for key in opt:
         if key.startswith('network_') and key not in ignore:
             net_key = key[len('network_'):]
             path = osp.join(opt['path']['models'], f'net_{net_key}_{resume_iter}.pth')
             if not osp.isfile(path):
                 raise CheckpointError(f'its network checkpoint {path} is missing')
-            ckpt = check_checkpoint(path, fix='damaged or cut short')
+            ckpt = networks[net_key] = check_checkpoint(path, fix='damaged or cut short')
             net_opt = dict(opt[key])
             with torch.random.fork_rng(devices=[]):  # as BasicSR's build_network, without its log line
                 net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
@@ -171,6 +175,7 @@ def _check_resume_networks(opt, resume_iter):
                                  f'{_force_yml_args(sys.argv[1:]).opt}: {misfit}; resume with the network options '
                                  f"the run was trained with (its copy of the option file is in "
                                  f"{opt['path']['experiments_root']}), or start a new run under another name")
+    return networks
 
 
 def _refuse_states_elsewhere(opt):
@@ -457,20 +462,19 @@ def model_to_device(self, net):
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
-    """``BaseModel.load_network`` that reads the file once, with ``weights_only=True``, and in a distributed run on
-    rank 0 only, which sends it to the others (:func:`check_checkpoint`): the run's own checkpoints (resuming) are on
-    rank 0's disk alone when the nodes share no filesystem."""
-    logger = get_root_logger()
+    """``BaseModel.load_network`` through the project's one loader (:func:`load_weights`): the file read once per
+    command (the preflight's read is handed over), with ``weights_only=True``, in a distributed run on rank 0 only,
+    which sends it to the others (the run's own checkpoints are on rank 0's disk alone when the nodes share no
+    filesystem)."""
     net = self.get_bare_model(net)
-    ckpt = check_checkpoint(load_path)
-    if param_key is not None and param_key not in ckpt and 'params' in ckpt:
-        param_key = 'params'
-        logger.info('Loading: params_ema does not exist, use params.')
-    state = ckpt if param_key is None else ckpt[param_key]
-    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    state = collections.OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
-    self._print_different_keys_loading(net, state, strict)
-    net.load_state_dict(state, strict=strict)
+    paths = self.opt.get('path') or {}
+    net_key = next((key[len('pretrain_network_'):] for key, value in paths.items()
+                    if key.startswith('pretrain_network_') and value == load_path), 'g')
+    used, loaded = load_weights(net, load_path, strict, param_key, net_key, self.opt.get(f'network_{net_key}'))
+    total = len(net.state_dict())
+    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{used}]'
+                           + (f' ({loaded} of {total} tensors: strict_load_{net_key} is false).'
+                              if loaded < total else '.'))
 
 
 class TorchWithAtomicSave:
@@ -598,6 +602,7 @@ def build_model(opt):
     """BasicSR's ``build_model`` whose model notes when its first training iteration has run, and whose saves end
     every process together when one fails."""
     model = _original_build_model(opt)
+    drop_kept()  # the checkpoints the checks read were handed to the loads that built the model
     optimize, save = model.optimize_parameters, model.save
 
     def save_together(epoch, current_iter):
@@ -624,6 +629,7 @@ def build_model(opt):
 def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
     run_folders.forget_launch()
+    drop_kept()
     SkipCountingLoader.skipped_reads[0] = 0
     forget_stop_requests()
     basicsr.train.load_resume_state = load_resume_state

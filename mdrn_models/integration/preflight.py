@@ -41,8 +41,8 @@ from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGIST
 from mdrn_models.integration.option_checks import KNOWN_TOP_LEVEL, number_problem  # noqa: E402
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
 from mdrn_models.utils.distributed import read_on_rank0  # noqa: E402
-from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, role,  # noqa: E402
-                                           select_state)
+from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep,  # noqa: E402
+                                           role, select_state)
 
 
 class PreflightError(ValueError):
@@ -393,8 +393,8 @@ def check_checkpoints(opt, nets):
         if not load_path:
             continue
         path_opt = opt['path']
-        state, _ = select_state(read_on_rank0(lambda: _read_checkpoint(load_path, net_key)), load_path,
-                                path_opt.get(f'param_key_{net_key}', 'params'), net_key)
+        ckpt = keep(load_path, read_on_rank0(lambda: _read_checkpoint(load_path, net_key)))  # for the load: one read
+        state, _ = select_state(ckpt, load_path, path_opt.get(f'param_key_{net_key}', 'params'), net_key)
         problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
                               opt[f'network_{net_key}'])
         if problem:

@@ -56,8 +56,8 @@ from mdrn_models.models.denoise_model import DenoiseModel  # noqa: E402
 from mdrn_models.models.feature_hooks import FeatureHooks, resolve_modules, unwrap  # noqa: E402
 from mdrn_models.utils.distributed import broadcast_module_state, read_on_rank0  # noqa: E402
 from mdrn_models.utils.messages import first_line  # noqa: E402
-from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem,  # noqa: E402
-                                           select_state, shape_mismatches)
+from mdrn_models.utils.checkpoints import (CheckpointError, arch_desc, checkpoint_path, load_weights,  # noqa: E402
+                                           read_checkpoint, shape_mismatches)
 
 TEACHER_INPUTS = ('lq', 'lq_teacher')
 KD_OPTION_KEYS = ('teacher_input', 'layers', 'dry_run_size')  # train.kd_opt keys read here, not by the loss
@@ -65,29 +65,25 @@ PROBE_IMAGES = 4  # crops of the first training batch on which each validation m
 
 
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
-    """Load a teacher checkpoint into ``net`` with ``weights_only=True``; every problem is one clear line.
-
-    Like BasicSR's ``load_network``: ``param_key`` falls back to ``params`` and a ``module.`` prefix is stripped. A
-    non-strict load only lets the checkpoint hold extra keys: every tensor of a frozen teacher must be loaded (see
-    ``fit_problem``). A checkpoint that is a bare state dict is accepted too.
-    """
-    state, used = select_state(read_on_rank0(lambda: _read_teacher(load_path)), load_path, param_key, 't')
+    """Load a teacher checkpoint into ``net`` through the project's one loader (``load_weights``): every problem is
+    one clear line. A non-strict load only lets the checkpoint hold extra keys: every tensor of a frozen teacher must
+    be loaded (see ``fit_problem``)."""
+    read_on_rank0(lambda: _check_teacher_path(load_path))  # (rank 0's disk holds it: see load_weights)
+    try:
+        used, _ = load_weights(net, load_path, strict, param_key, 't', net_opt)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
     if used not in (None, param_key):
         get_root_logger().info(f'Teacher checkpoint has no [{param_key}]; using [{used}].')
-    problem = fit_problem(net, state, strict, load_path, 't', net_opt)
-    if problem:
-        raise ValueError(problem)
-    net.load_state_dict(state, strict=strict)
 
 
-def _read_teacher(load_path):
+def _check_teacher_path(load_path):
     if not load_path or not os.path.isfile(load_path):
         hint = ''
         if load_path and re.fullmatch(r'net_t_(\d+|latest)\.pth', os.path.basename(str(load_path))):
             hint = (' -- BasicSR\'s resume rewrote it; add network_t to path.ignore_resume_networks or run the '
                     'project\'s basicsr command')
         raise FileNotFoundError(f'teacher checkpoint not found: {load_path} (set path.pretrain_network_t){hint}')
-    return check_checkpoint(load_path)
 
 
 def _in_channels(net, net_opt):
@@ -290,7 +286,7 @@ class HKDModel(DenoiseModel):
         load_path = self.opt['path'].get('pretrain_network_g')
         if not load_path or not len(self.net_adapter):
             return
-        ckpt = check_checkpoint(load_path)
+        ckpt = read_checkpoint(load_path)
         own = self.net_adapter.state_dict()
         saved = ckpt.get('adapters') if isinstance(ckpt, dict) else None
         if saved is not None and (set(saved) != set(own) or shape_mismatches(own, saved)):

@@ -9,10 +9,9 @@ import torch
 from basicsr.archs import build_network
 from mdrn_arch import enable_fused_inference
 from mdrn_arch.capabilities import cpu_has_native_bf16
-from mdrn_models.integration import pipeline_fixes
 from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.integration.preflight import PreflightError, build_networks, check_network_args
-from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_problem, select_state
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, load_weights, select_state
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
@@ -58,15 +57,6 @@ def infer_network_opt(state):
     return None
 
 
-def _basicsr_load(net, path, strict=True, param_key='params'):
-    """BasicSR's ``BaseModel.load_network`` (params/params_ema fallback, 'module.' stripping, key report), behind the
-    project's ``weights_only`` check."""
-    from basicsr.models.base_model import BaseModel
-    loader = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False})
-    pipeline_fixes.load_network(loader, net, path, strict=strict, param_key=param_key)
-    return net
-
-
 def build_model(spec_path):
     """Option file or checkpoint -> (eval-mode network, description of its weights, options). ``eval_forward(net,
     options)`` is what ``basicsr test`` runs for the option file (e.g. the ×8 self-ensemble under ``model_type:
@@ -94,32 +84,24 @@ def build_model(spec_path):
             if not osp.isfile(weights):
                 raise ModelLoadError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
                                    'to the current directory; import/train the weights first).')
-            strict = path_opt.get('strict_load_g', True)
-            try:  # the preflight's fit check: BasicSR's load would raise a traceback, or (non-strict) load nothing
-                state, used = select_state(check_checkpoint(weights), weights, path_opt.get('param_key_g', 'params'))
-                problem = fit_problem(net, state, strict, weights, 'g', net_opt)
-            except (PreflightError, CheckpointError) as err:
-                problem = err
-            if problem:
-                raise ModelLoadError(f"'{spec_path}': {problem}.")
-            _basicsr_load(net, weights, strict, used)
-            own = net.state_dict()
-            fits = sum(k in state and state[k].shape == v.shape for k, v in own.items())
-            if fits < len(own):  # only non-strict loads get here with a gap: BasicSR skipped what does not fit
-                weights = f'{weights} (strict_load_g: false; {fits} of {len(own)} tensors loaded)'
+            try:
+                _, loaded = load_weights(net, weights, path_opt.get('strict_load_g', True),
+                                         path_opt.get('param_key_g', 'params'), 'g', net_opt)
+            except CheckpointError as err:
+                raise ModelLoadError(f"'{spec_path}': {err}.") from None
+            total = len(net.state_dict())
+            if loaded < total:  # only non-strict loads get here with a gap: tensors of another shape were skipped
+                weights = f'{weights} (strict_load_g: false; {loaded} of {total} tensors loaded)'
         enable_fused_inference(net)
         return net.eval(), weights or RANDOM_INIT, opt
     ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
-    try:
-        state, _ = select_state(ckpt, spec_path, 'params_ema')
-    except PreflightError:  # no weights in it: reported as an arch that cannot be inferred, below
-        state = {}
+    state, _ = select_state(ckpt, spec_path, 'params_ema')  # (a training state, or no weights: one line)
     net_opt = infer_network_opt(state)
     if net_opt is None:
         raise ModelLoadError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
                            'network_g and path.pretrain_network_g instead.')
     net = build_network(net_opt)
-    net.load_state_dict(state, strict=True)
+    load_weights(net, spec_path, True, 'params_ema', 'g', net_opt, ckpt=ckpt)
     enable_fused_inference(net)
     return net.eval(), spec_path, {}
 

@@ -23,6 +23,46 @@ def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
     return read_on_rank0(lambda: _load_checked(path, fix))
 
 
+_kept = {}  # path -> checkpoint the checks before a model is built read, for the loads that build it (one read)
+
+
+def read_checkpoint(path, fix='fix the path.pretrain_network_* option'):
+    """:func:`check_checkpoint`, read once per command: a checkpoint the checks before the model build read and
+    :func:`keep` is handed to the loads that build the model."""
+    return _kept[path] if path in _kept else check_checkpoint(path, fix)
+
+
+def keep(path, ckpt):
+    """Hand ``ckpt``, read from ``path`` by a check, to the loads that build the model (dropped after:
+    :func:`drop_kept`). Every rank of a distributed run must keep the same paths (call it after the collective read,
+    not inside rank 0's part of it): a rank that finds ``path`` kept skips the collective read."""
+    _kept[path] = ckpt
+    return ckpt
+
+
+def drop_kept():
+    """The model is built (or a new command starts): free what :func:`read_checkpoint` kept."""
+    _kept.clear()
+
+
+def load_weights(net, path, strict=True, param_key='params', net_key='g', net_opt=None, ckpt=None):
+    """The one way the project loads a network's weights (BasicSR's ``BaseModel.load_network``, a teacher, every
+    tool): read once (``ckpt`` if given, else :func:`read_checkpoint`; ``weights_only=True``, finite), pick the state
+    dict as BasicSR does (``param_key``, falling back to ``params``; ``module.`` stripped), check that it fits
+    (:func:`fit_problem`: one line), and load it; a non-strict load skips tensors of another shape, as BasicSR's.
+    Returns (the param key used, the number of the network's tensors loaded)."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    state, used = select_state(ckpt, path, param_key, net_key)
+    problem = fit_problem(net, state, strict, path, net_key, net_opt)
+    if problem:
+        raise CheckpointError(problem)
+    own = net.state_dict()
+    if not strict:
+        state = OrderedDict((k, v) for k, v in state.items() if k not in own or own[k].shape == v.shape)
+    net.load_state_dict(state, strict=strict)
+    return used, sum(k in state for k in own)
+
+
 def _load_checked(path, fix):
     if not osp.isfile(path):
         raise CheckpointError(f'network checkpoint not found: {path} ({fix})')

@@ -1,0 +1,45 @@
+"""One read per checkpoint along every command: the preflight's read is handed to the load that builds the model,
+the resume check's to the resume, the tools load what they read (``mdrn_models/utils/checkpoints.py``)."""
+import collections
+import os
+
+import torch
+import yaml
+
+from conftest import train_yml
+from test_hkd_model import STUDENT, _e2e_opt, _write_pngs, save_net
+
+
+def _count_reads(monkeypatch):
+    reads, real = collections.Counter(), torch.load
+
+    def counting(f, *args, **kwargs):
+        reads[os.path.basename(str(f))] += 1
+        return real(f, *args, **kwargs)
+    monkeypatch.setattr(torch, 'load', counting)
+    return reads
+
+
+def test_each_checkpoint_is_read_once_along_every_command(tmp_path, pairs, monkeypatch):
+    from mdrn_models.tools import train_test
+    from mdrn_models.tools.model_loading import build_model
+    gt = tmp_path / 'toy'
+    _write_pngs(gt)
+    wide = {**STUDENT, 'num_feat': 16, 'num_block': 2}
+    teacher = save_net(wide, tmp_path / 'teacher.pth', key='params_ema')
+    yml = tmp_path / 'hmds.yml'
+    reads = _count_reads(monkeypatch)
+    for total_iter, resume in ((2, []), (4, ['--auto_resume'])):  # distil; resume (student, adapters, state)
+        yml.write_text(yaml.safe_dump(_e2e_opt('reads', gt, teacher, wide, total_iter)))
+        reads.clear()
+        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), *resume], str(tmp_path))
+        assert reads == ({'teacher.pth': 1} if not resume else {'teacher.pth': 1, 'net_g_2.pth': 1, '2.state': 1})
+
+    weights = tmp_path / 'experiments' / 'reads' / 'models' / 'net_g_4.pth'
+    test_yml = train_yml(tmp_path / 'test.yml', pairs, 'reads_test', total_iter=2)
+    test_yml.write_text(test_yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {weights}'))
+    for run in (lambda: train_test.run('test', ['-opt', str(test_yml), '--root', str(tmp_path)], str(tmp_path)),
+                lambda: build_model(str(test_yml)), lambda: build_model(str(weights))):
+        reads.clear()
+        run()
+        assert reads == {'net_g_4.pth': 1}
