@@ -10,7 +10,7 @@ project's tools, one sub-command each.
 
 This package imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
 torch threads, and only then imports the plugins (``mdrn_models.integration.plugins``) and the module that runs the
-command (``parsers.COMMANDS``): ``mdrn_models.tools.train_test`` for train/test, the tool's module otherwise, which gets the
+command (``parsers.COMMANDS``): ``mdrn_models.tools.pipelines`` for train/test, the tool's module otherwise, which gets the
 arguments as they were given. ``python -m mdrn_cli`` and
 ``python -m mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
 """
@@ -87,7 +87,7 @@ def main(argv=None):
         # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
         importlib.import_module('torch').set_flush_denormal(True)
     module = importlib.import_module(parsers.COMMANDS[command][0])
-    if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.train_test)
+    if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.pipelines)
         return _one_line_on_os_errors(command, lambda: module.run(command, args, ns.root))
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:

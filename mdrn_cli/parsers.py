@@ -10,8 +10,8 @@ import os
 
 # command -> (module whose main(argv) runs it, one-line summary); `basicsr --help` lists them in this order
 COMMANDS = {
-    'train': ('mdrn_models.tools.train_test', "train a network: BasicSR's train pipeline on an option file"),
-    'test': ('mdrn_models.tools.train_test', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
+    'train': ('mdrn_models.tools.pipelines', "train a network: BasicSR's train pipeline on an option file"),
+    'test': ('mdrn_models.tools.pipelines', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
     'denoise': ('mdrn_models.tools.denoise', 'denoise your own images with a trained model'),
     'compare': ('mdrn_models.tools.compare', 'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures'),
     'benchmark': ('mdrn_models.tools.benchmark', 'latency, throughput and peak memory of denoisers; training-step time'),

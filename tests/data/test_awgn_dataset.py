@@ -456,7 +456,7 @@ def test_damaged_training_data_mid_run(tmp_path, damaged, request):
     in one line, and as no iteration has run yet the run's folders are put back as they were."""
     import unittest.mock
     from mdrn_models.integration import pipeline_fixes
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     src = tmp_path / 'set'
     src.mkdir()
     for k in range(3):
@@ -489,7 +489,7 @@ def test_damaged_training_data_mid_run(tmp_path, damaged, request):
     argv = ['-opt', str(yml), '--root', str(tmp_path)]
     with unittest.mock.patch.object(pipeline_fixes, '_original_create_loaders', loaders_then_damage):
         if damaged == 'one':
-            train_test.run('train', argv, str(tmp_path))
+            pipelines.run('train', argv, str(tmp_path))
             assert (tmp_path / 'experiments' / 'damaged' / 'models' / 'net_g_6.pth').is_file()
             assert pipeline_fixes.SkipCountingLoader.skipped_reads == [2]  # 2 epochs of 3 images
             log = request.getfixturevalue('basicsr_log')  # (after the run: its set-up replaces the log handlers)
@@ -497,7 +497,7 @@ def test_damaged_training_data_mid_run(tmp_path, damaged, request):
             assert log.messages[-1].startswith('2 training read(s) met an unreadable image'), log.messages
             return
         with pytest.raises(SystemExit) as exc:
-            train_test.run('train', argv, str(tmp_path))
+            pipelines.run('train', argv, str(tmp_path))
     message = str(exc.value)
     assert message.startswith('error: datasets.train: 3 images in a row are unreadable') and '\n' not in message, \
         message

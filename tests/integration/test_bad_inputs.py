@@ -93,11 +93,11 @@ def test_an_option_file_that_is_not_utf8_is_one_line(tmp_path):
 
 def test_an_unwritable_root_is_one_line_before_anything(tmp_path, pairs, monkeypatch):
     # (as root every folder is writable, so the check is exercised by denying it)
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'ro_root', total_iter=2)
-    monkeypatch.setattr(train_test.os, 'access', lambda path, mode: False)
+    monkeypatch.setattr(pipelines.os, 'access', lambda path, mode: False)
     with pytest.raises(SystemExit, match=r'^basicsr train: error: --root .*: cannot write to .*: choose a writable'):
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path / 'new' / 'root')], str(tmp_path / 'new' /
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path / 'new' / 'root')], str(tmp_path / 'new' /
                                                                                                'root'))
     assert not (tmp_path / 'new').exists()
 
@@ -227,7 +227,7 @@ NUMBER_CASES = [  # (text in train_yml, replacement, what the one line must say)
 def test_a_bad_number_is_one_line_before_the_run_folder_moves(tmp_path, pairs, old, new, message):
     """Types and ranges of the numbers BasicSR reads (by the table of them, the constructors' defaults, and the
     optimizer and scheduler's own checks), refused while the previous run of that name is where the user left it."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'numbers', total_iter=2)
     text = yml.read_text()
     assert old in text
@@ -235,18 +235,18 @@ def test_a_bad_number_is_one_line_before_the_run_folder_moves(tmp_path, pairs, o
     _previous_run(tmp_path, 'numbers')
     before = tree(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
     assert tree(tmp_path) == before
 
 
 def test_training_without_a_training_set_is_one_line(tmp_path, pairs):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'no_train_set', total_iter=2)
     text = yml.read_text()
     yml.write_text(text[:text.index('  train:\n')] + text[text.index('  val:\n'):])
     with pytest.raises(SystemExit, match=r'training needs a datasets.train section'):
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert not (tmp_path / 'experiments').exists()
 
 
@@ -255,7 +255,7 @@ def test_training_without_a_training_set_is_one_line(tmp_path, pairs):
 def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_path, pairs, monkeypatch, fault, raised):
     """Whatever fails between BasicSR's archiving of the previous run folder and the first iteration (here: the data
     loaders), the new folders go and the archived one is moved back, byte for byte: ``--auto_resume`` still finds it."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
 
     def broken_loaders(opt, logger):
         raise fault
@@ -267,13 +267,13 @@ def test_a_run_failing_before_its_first_iteration_moves_the_archive_back(tmp_pat
     before = tree(tmp_path)
     monkeypatch.setattr(pipeline_fixes, '_original_create_loaders', broken_loaders)
     with pytest.raises(raised):
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert tree(tmp_path) == before
 
 
 def test_a_run_that_has_started_keeps_its_folders(tmp_path, pairs, monkeypatch):
     """Once an iteration has run, the new run folder is the run's (its checkpoints): a later failure keeps it."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'started', total_iter=4)
     _previous_run(tmp_path, 'started')
     real_save = pipeline_fixes.TorchWithAtomicSave.save
@@ -286,7 +286,7 @@ def test_a_run_that_has_started_keeps_its_folders(tmp_path, pairs, monkeypatch):
         real_save(obj, path, *args, **kwargs)
     monkeypatch.setattr(pipeline_fixes.TorchWithAtomicSave, 'save', staticmethod(fail_second_save))
     with pytest.raises(SystemExit, match='injected'):
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     runs = sorted(p.name for p in (tmp_path / 'experiments').iterdir())
     assert runs[0] == 'started' and runs[1].startswith('started_archived_') and len(runs) == 2
     assert (tmp_path / 'experiments' / 'started' / 'training_states' / '2.state').stat().st_size > 1000
@@ -303,7 +303,7 @@ def test_an_option_that_becomes_a_path_stays_inside_the_run(tmp_path, pairs, ent
     BasicSR creates every ``path`` folder: a value leading outside the run folder (here: into the user's dataset) is
     one line, and the dataset stays byte for byte."""
     from mdrn_arch import MDRN
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     data = tmp_path / 'data'
     (data / 'gt').mkdir(parents=True)
     for k in range(2):
@@ -315,7 +315,7 @@ def test_an_option_that_becomes_a_path_stays_inside_the_run(tmp_path, pairs, ent
                    .replace('save_img: false', 'save_img: true'))
     before = tree(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml',
+        pipelines.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml',
                                 entry.format(data=data)], str(tmp_path))
     assert message.format(data=data) in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
     assert tree(tmp_path) == before
@@ -324,10 +324,10 @@ def test_an_option_that_becomes_a_path_stays_inside_the_run(tmp_path, pairs, ent
 def test_a_top_level_key_nothing_reads_is_a_warning_not_an_error(tmp_path, pairs, capsys):
     """Another plugin's keys must keep working through ``basicsr``: an unknown key that is no close typo trains, with
     one warning line when the model type's reads are known."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'extra_key', total_iter=1)
     yml.write_text(yml.read_text() + 'x_a: 1\n')
-    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith('warning:') and 'x_a' in line]
     assert warnings == ["warning: top-level key 'x_a' is read by nothing (BasicSR, model_type SRModel, this plugin): "
                         'ignored; remove or fix'], warnings
@@ -340,10 +340,10 @@ def test_a_top_level_key_nothing_reads_is_a_warning_not_an_error(tmp_path, pairs
     ('train:total_iter=-5', 'train.total_iter: -5 is out of range'),
 ])
 def test_a_negative_number_through_force_yml_is_range_checked(tmp_path, pairs, entry, message):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'negative', total_iter=2)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', entry], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', entry], str(tmp_path))
     assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
     assert not (tmp_path / 'experiments').exists()
 
@@ -355,27 +355,27 @@ def test_a_negative_number_through_force_yml_is_range_checked(tmp_path, pairs, e
               'missing): start the command with srun'),
 ])
 def test_a_launcher_without_its_environment_is_one_line(tmp_path, pairs, monkeypatch, launcher, message):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
         monkeypatch.delenv(name, raising=False)
     yml = train_yml(tmp_path / 'train.yml', pairs, 'launcher', total_iter=2)
     before = tree(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--launcher', launcher], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--launcher', launcher], str(tmp_path))
     assert str(exc.value).startswith(message) and '\n' not in str(exc.value), str(exc.value)
     assert tree(tmp_path) == before
 
 
 @pytest.mark.parametrize('below', ['', 'sub'])
 def test_a_root_that_is_a_file_is_one_line(tmp_path, pairs, below):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'file_root', total_iter=2)
     (tmp_path / 'notes.txt').write_text('mine')
     root = str(tmp_path / 'notes.txt' / below) if below else str(tmp_path / 'notes.txt')
     before = tree(tmp_path)
     with pytest.raises(SystemExit, match=rf'^basicsr train: error: --root .*: {tmp_path}/notes.txt is a file, not a '
                                          'folder: choose a folder for --root'):
-        train_test.run('train', ['-opt', str(yml), '--root', root], root)
+        pipelines.run('train', ['-opt', str(yml), '--root', root], root)
     assert tree(tmp_path) == before
 
 
@@ -393,13 +393,13 @@ BILLION_LAUGHS = 'a: &a [x, x, x, x, x, x, x, x, x]\n' + ''.join(
 def test_an_option_file_that_expands_without_bound_is_one_line_before_anything(tmp_path, pairs, extra, message):
     """Valid YAML built to hurt, under an extra key of a valid option file: refused in one line before any parse by
     BasicSR (which would print the expanded options), and the previous run stays where it was."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'bomb', total_iter=2)
     yml.write_text(yml.read_text() + extra)
     _previous_run(tmp_path, 'bomb')
     before = tree(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)[:300]
     assert tree(tmp_path) == before
 
@@ -430,13 +430,13 @@ def test_two_sets_of_one_name_are_one_line(tmp_path, pairs):
     """Results are saved (``visualization/<set name>/``) and metrics reported per set name: a second set of the same
     name would overwrite the first's images without a word."""
     from mdrn_arch import MDRN
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()},
                tmp_path / 'w.pth')
     yml = train_yml(tmp_path / 'test.yml', pairs, 'two_sets', total_iter=2)
     yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "w.pth"}'))
     with pytest.raises(SystemExit) as exc:
-        train_test.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'datasets:val:name=pairs'],
+        pipelines.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'datasets:val:name=pairs'],
                        str(tmp_path))
     assert str(exc.value) == (f"error: {yml}: datasets.val.name 'pairs' is also datasets.train's: results are saved "
                               'and metrics reported per name, so one set would overwrite the other; give each its own '

@@ -193,8 +193,8 @@ def test_controlled_kd_runs_choose_on_training_images_only():
 
 
 def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp_path, pairs):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'warmup', total_iter=1)
-    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
                              'train:optim_g:lr=2e-4'], str(tmp_path))
     assert (tmp_path / 'experiments' / 'warmup' / 'models' / 'net_g_latest.pth').is_file()

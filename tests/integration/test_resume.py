@@ -71,16 +71,16 @@ def _tree(root):
 def test_auto_resume_takes_the_newest_complete_pair(tmp_path, pairs, capsys):
     """A newest state whose network checkpoint is damaged is skipped naming that file, and a stray
     ``40_backup.state`` is no state: the run resumes from the pair before and trains on to total_iter."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'pairs_run', total_iter=4)
     argv = ['-opt', str(yml), '--root', str(tmp_path)]
-    train_test.run('train', argv, str(tmp_path))
+    pipelines.run('train', argv, str(tmp_path))
     run = tmp_path / 'experiments' / 'pairs_run'
     net_4 = run / 'models' / 'net_g_4.pth'
     net_4.write_bytes(net_4.read_bytes()[:200])  # killed while writing it
     (run / 'training_states' / '40_backup.state').write_bytes((run / 'training_states' / '4.state').read_bytes())
     capsys.readouterr()
-    train_test.run('train', [*argv, '--auto_resume', '--force_yml', 'train:total_iter=6'], str(tmp_path))
+    pipelines.run('train', [*argv, '--auto_resume', '--force_yml', 'train:total_iter=6'], str(tmp_path))
     out = capsys.readouterr().out
     assert re.search(r'Skipping training state .*/4\.state: .*net_g_4\.pth', out), out[-3000:]
     assert (run / 'models' / 'net_g_6.pth').is_file() and not (tmp_path / 'experiments' / 'pairs_run_archived')\
@@ -91,15 +91,15 @@ def test_auto_resume_takes_the_newest_complete_pair(tmp_path, pairs, capsys):
 
 @pytest.mark.bad_input
 def test_resume_state_with_a_damaged_network_file_is_one_line(tmp_path, pairs):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'explicit', total_iter=2)
-    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     run = tmp_path / 'experiments' / 'explicit'
     (run / 'models' / 'net_g_2.pth').write_bytes(b'not a checkpoint')
     before = _tree(tmp_path)
     with pytest.raises(SystemExit, match=r'^error: cannot resume from .*2\.state: .*net_g_2\.pth.*; set '
                                          r'path\.resume_state to an earlier state'):
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml',
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml',
                                  f'path:resume_state={run / "training_states" / "2.state"}'], str(tmp_path))
     assert _tree(tmp_path) == before
 
@@ -108,18 +108,18 @@ def test_resume_state_with_a_damaged_network_file_is_one_line(tmp_path, pairs):
 def test_auto_resume_from_elsewhere_names_the_projects_states(tmp_path, pairs):
     """Run from another folder without --root, --auto_resume finds nothing there; the option file's project holds
     the run's states: one line naming it, instead of silently training from iteration 0."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     project = tmp_path / 'project'
     (project / 'options').mkdir(parents=True)
     yml = train_yml(project / 'options' / 'train.yml', pairs, 'far_run', total_iter=2)
-    train_test.run('train', ['-opt', str(yml), '--root', str(project)], str(project))
+    pipelines.run('train', ['-opt', str(yml), '--root', str(project)], str(project))
     elsewhere = tmp_path / 'elsewhere'
     elsewhere.mkdir()
     before = _tree(tmp_path)
     with pytest.raises(SystemExit, match=rf'^error: --auto_resume found no training state in .*, but '
                                          rf'{re.escape(str(project))}/experiments/far_run/training_states holds .*add '
                                          rf'--root {re.escape(str(project))} to resume'):
-        train_test.run('train', ['-opt', str(yml), '--auto_resume'], str(elsewhere))
+        pipelines.run('train', ['-opt', str(yml), '--auto_resume'], str(elsewhere))
     assert _tree(tmp_path) == before
 
 
@@ -127,13 +127,13 @@ def test_auto_resume_from_elsewhere_names_the_projects_states(tmp_path, pairs):
 def test_auto_resume_after_the_network_options_changed_is_one_line(tmp_path, pairs):
     """``num_feat`` 8 -> 16 between the run and ``--auto_resume``: one line naming the checkpoint, the mismatch and
     the option file, before anything is written into the run folder (no new option copy, no log)."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'changed', total_iter=2)
-    train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     yml.write_text(yml.read_text().replace('num_feat: 8', 'num_feat: 16'))
     before = _tree(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--auto_resume'], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--auto_resume'], str(tmp_path))
     run = tmp_path / 'experiments' / 'changed'
     assert re.fullmatch(
         rf"error: cannot resume run 'changed': {re.escape(str(run / 'models' / 'net_g_2.pth'))} does not fit "

@@ -64,7 +64,7 @@ def test_a_live_run_is_not_archived_by_a_second_launch_and_sigterm_says_how_to_r
 def test_sigterm_before_the_first_iteration_moves_the_archive_back(tmp_path, pairs, monkeypatch, capsys):
     """A real SIGTERM (a scheduler's preemption) between the archiving and the first iteration: one line, exit
     143, the previous run back where it was."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
 
     def preempted(opt, logger):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -74,29 +74,29 @@ def test_sigterm_before_the_first_iteration_moves_the_archive_back(tmp_path, pai
     before = tree(tmp_path)
     monkeypatch.setattr(pipeline_fixes, '_original_create_loaders', preempted)
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert exc.value.code == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         'basicsr train: stopped by SIGTERM before training started: the run folders are as they were before this '
         'launch; run the command again')
     assert tree(tmp_path) == before
-    assert signal.getsignal(signal.SIGTERM) is not train_test._raise_stopped  # the handler is the process's own again
+    assert signal.getsignal(signal.SIGTERM) is not pipelines._raise_stopped  # the handler is the process's own again
 
 
 KILLED_LAUNCH = """
 import os, signal, sys
 import mdrn_arch.basicsr_compat
 from mdrn_models.integration import pipeline_fixes
-from mdrn_models.tools import train_test
+from mdrn_models.tools import pipelines
 pipeline_fixes._original_create_loaders = lambda opt, logger: os.kill(os.getpid(), signal.SIGKILL)
-train_test.run('train', ['-opt', sys.argv[1], '--root', sys.argv[2]], sys.argv[2])
+pipelines.run('train', ['-opt', sys.argv[1], '--root', sys.argv[2]], sys.argv[2])
 """
 
 
 def test_the_next_launch_undoes_what_a_killed_launch_archived(tmp_path, pairs, monkeypatch):
     """SIGKILL (an OOM kill, power loss) after BasicSR archived the previous run and before the first iteration: the
     next launch of that run puts the folders back before it does anything, so ``--auto_resume`` finds the states."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     yml = train_yml(tmp_path / 'train.yml', pairs, 'killed', total_iter=2)
     _previous_run(tmp_path, 'killed')
     before = tree(tmp_path)
@@ -110,7 +110,7 @@ def test_the_next_launch_undoes_what_a_killed_launch_archived(tmp_path, pairs, m
         raise RuntimeError(sorted(os.listdir(tmp_path / 'experiments')))
     monkeypatch.setattr(pipeline_fixes, '_original_create_loaders', stop)
     with pytest.raises(RuntimeError) as exc:
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     runs = exc.value.args[0]  # the killed launch's archive was moved back, then this launch archived it again
     assert runs[:2] == ['killed', 'killed.lock'] and runs[2].startswith('killed_archived_') and len(runs) == 3, runs
     assert tree(tmp_path) == before
@@ -119,7 +119,7 @@ def test_the_next_launch_undoes_what_a_killed_launch_archived(tmp_path, pairs, m
 def test_ctrl_c_during_training_says_what_was_saved_and_how_to_resume(tmp_path, pairs, monkeypatch, capsys):
     """Ctrl-C (KeyboardInterrupt) at iteration 3 of a run that saves every 2: exit 130, one line naming the state of
     iteration 2 and the command that resumes it, the run folder kept; that command then resumes from iteration 2."""
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     real, calls = pipeline_fixes.reduce_loss_dict, []
 
     def ctrl_c_at_3(self, loss_dict):
@@ -131,7 +131,7 @@ def test_ctrl_c_during_training_says_what_was_saved_and_how_to_resume(tmp_path, 
     yml = train_yml(tmp_path / 'train.yml', pairs, 'ctrl_c', total_iter=6)
     argv = ['-opt', str(yml), '--root', str(tmp_path)]
     with pytest.raises(SystemExit) as exc:
-        train_test.run('train', argv, str(tmp_path))
+        pipelines.run('train', argv, str(tmp_path))
     assert exc.value.code == 128 + signal.SIGINT
     states = tmp_path / 'experiments' / 'ctrl_c' / 'training_states'
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
@@ -139,6 +139,6 @@ def test_ctrl_c_during_training_says_what_was_saved_and_how_to_resume(tmp_path, 
         f'with: basicsr train -opt {yml} --root {tmp_path} --auto_resume')
     assert sorted(os.listdir(tmp_path / 'experiments')) == ['ctrl_c']
     monkeypatch.setattr(pipeline_fixes, 'reduce_loss_dict', real)
-    train_test.run('train', [*argv, '--auto_resume'], str(tmp_path))
+    pipelines.run('train', [*argv, '--auto_resume'], str(tmp_path))
     final = torch.load(states / '6.state', weights_only=False)
     assert {int(s['step']) for s in final['optimizers'][0]['state'].values()} == {6}  # 2 saved + 4 resumed steps

@@ -21,7 +21,7 @@ def _count_reads(monkeypatch):
 
 
 def test_each_checkpoint_is_read_once_along_every_command(tmp_path, pairs, monkeypatch):
-    from mdrn_models.tools import train_test
+    from mdrn_models.tools import pipelines
     from mdrn_models.tools.model_loading import build_model
     gt = tmp_path / 'toy'
     _write_pngs(gt)
@@ -32,13 +32,13 @@ def test_each_checkpoint_is_read_once_along_every_command(tmp_path, pairs, monke
     for total_iter, resume in ((2, []), (4, ['--auto_resume'])):  # distil; resume (student, adapters, state)
         yml.write_text(yaml.safe_dump(_e2e_opt('reads', gt, teacher, wide, total_iter)))
         reads.clear()
-        train_test.run('train', ['-opt', str(yml), '--root', str(tmp_path), *resume], str(tmp_path))
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), *resume], str(tmp_path))
         assert reads == ({'teacher.pth': 1} if not resume else {'teacher.pth': 1, 'net_g_2.pth': 1, '2.state': 1})
 
     weights = tmp_path / 'experiments' / 'reads' / 'models' / 'net_g_4.pth'
     test_yml = train_yml(tmp_path / 'test.yml', pairs, 'reads_test', total_iter=2)
     test_yml.write_text(test_yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {weights}'))
-    for run in (lambda: train_test.run('test', ['-opt', str(test_yml), '--root', str(tmp_path)], str(tmp_path)),
+    for run in (lambda: pipelines.run('test', ['-opt', str(test_yml), '--root', str(tmp_path)], str(tmp_path)),
                 lambda: build_model(str(test_yml)), lambda: build_model(str(weights))):
         reads.clear()
         run()
