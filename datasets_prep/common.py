@@ -8,7 +8,7 @@ import sys
 import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
-from mdrn_models.data.awgn_dataset import IMG_EXTENSIONS  # the images the dataset lists from a folder
+from mdrn_models.utils import images
 from mdrn_models.utils.images import too_large
 from mdrn_models.utils.messages import first_repeat
 
@@ -44,14 +44,8 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def list_images(folder):
-    """Sorted image file names (no directories) directly inside ``folder``; PrepError when none/absent."""
-    if not osp.isdir(folder):
-        raise PrepError(f"input folder '{folder}' does not exist: check the path")
-    names = sorted(n for n in os.listdir(folder)
-                   if osp.isfile(osp.join(folder, n)) and osp.splitext(n)[1].lower() in IMG_EXTENSIONS)
-    if not names:
-        raise PrepError(f"no images ({', '.join(IMG_EXTENSIONS)}) in '{folder}': check the path")
-    return names
+    """Sorted image file names directly inside ``folder``; PrepError when none/absent."""
+    return images.list_images(folder, PrepError)
 
 
 def check_decodable_sizes(folder, names):

@@ -44,10 +44,9 @@ from basicsr.utils import FileClient, get_root_logger, imfrombytes, img2tensor, 
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from mdrn_models.utils.messages import did_you_mean, first_repeat
-from mdrn_models.utils.images import MAX_PIXELS, pil_unbounded, too_large
+from mdrn_models.utils.images import IMG_EXTENSIONS, MAX_PIXELS, pil_unbounded, too_large
 
 # image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')
 # (first bytes, last bytes) of a whole PNG (its IEND chunk) and a whole JPEG (its EOI marker)
 IMAGE_BOUNDS = ((b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82'), (b'\xff\xd8', b'\xff\xd9'))
 PREP_HINT = ('make it as the option file\'s header says (python -m datasets_prep.demo / .div2k / .testset, or a link '

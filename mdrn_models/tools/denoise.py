@@ -29,7 +29,6 @@ import torch
 import mdrn_models  # noqa: F401  (compat alias + registrations)
 from basicsr.utils import img2tensor, tensor2img
 
-from datasets_prep.common import PrepError, list_images
 from mdrn_cli import parsers
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.data.awgn_dataset import parse_sigma
@@ -38,7 +37,7 @@ from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools.model_loading import RANDOM_INIT, ModelLoadError, build_model, set_sigma, takes_sigma
 from mdrn_models.models.denoise_model import TILE_ALIGN, eval_forward
 from mdrn_models.utils.checkpoints import CheckpointError
-from mdrn_models.utils.images import MAX_PIXELS, too_large, write_image
+from mdrn_models.utils.images import MAX_PIXELS, list_images, too_large, write_image
 
 
 class DenoiseError(ValueError):
@@ -53,10 +52,7 @@ def noisy_path(dst):
 def plan(inp, out, force, add_noise=False):
     """(input path, output path) pairs; every problem with the paths is raised here, before any model is built."""
     if osp.isdir(inp):
-        try:
-            names = list_images(inp)
-        except PrepError as exc:
-            raise DenoiseError(str(exc)) from None
+        names = list_images(inp, DenoiseError)
         folder_like = osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s))
         if osp.isfile(out) or (not folder_like and cv2.haveImageWriter(out)):
             raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} '

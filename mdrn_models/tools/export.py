@@ -42,7 +42,7 @@ import mdrn_models  # noqa: F401  (registers MDRN/DnCNN/FFDNet/AWGNDenoisingData
 from basicsr.metrics import calculate_psnr
 from basicsr.utils import img2tensor, tensor2img
 
-from datasets_prep.common import PrepError, list_images
+from mdrn_models.utils.images import list_images
 from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools import malloc_tuning
@@ -226,7 +226,7 @@ def check_image(image, opt, channels):
     if folder and osp.isdir(str(folder)) and not str(folder).endswith('.lmdb'):
         try:
             name = list_images(str(folder))[0]
-        except PrepError:
+        except ValueError:
             name = None
         if name:
             path = osp.join(str(folder), name)

@@ -11,6 +11,19 @@ import errno
 import os
 
 MAX_PIXELS = 100_000_000  # 100 MP: a 10000x10000 image; camera photos (24-60 MP) and 8K frames (33 MP) pass
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.webp')  # what a folder of images holds
+
+
+def list_images(folder, error=ValueError):
+    """Sorted image file names (``IMG_EXTENSIONS``, no directories) directly inside ``folder``; ``error`` (one line)
+    when the folder is absent or holds none."""
+    if not os.path.isdir(folder):
+        raise error(f"input folder '{folder}' does not exist: check the path")
+    names = sorted(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))
+                   and os.path.splitext(n)[1].lower() in IMG_EXTENSIONS)
+    if not names:
+        raise error(f"no images ({', '.join(IMG_EXTENSIONS)}) in '{folder}': check the path")
+    return names
 
 
 @contextlib.contextmanager
