@@ -1,15 +1,13 @@
 """Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run; training-step time of
 plain vs HADS vs HMDS.
 
-    python -m mdrn_models.tools.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B MDRN-ref NAME=X.yml]
+    python -m mdrn_models.tools.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B NAME=X.yml]
                                     [--modes fp32 channels_last] [--device cpu|cuda] [--breakdown] [--train]
                                     [--out bench.md]
 
 Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 features), ``FFDNet`` (gray, 15 convs),
-``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-ref`` / ``MDRN-2B-ref``: the same networks through the
-straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel shuffle, as first written), to show what the speed
-work in ``mdrn_arch.py`` bought; ``MDRN-unfused`` / ``MDRN-2B-unfused``: the fast forward without its oneDNN fused
-inference path (``mdrn_arch/fused_inference.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
+``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-unfused`` / ``MDRN-2B-unfused``: the network's own
+forward without the oneDNN fused inference path (``mdrn_arch/fused_inference.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
 SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.tools.compare``
 loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input),
 ``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU), on CUDA
@@ -50,7 +48,7 @@ from basicsr.archs import build_network
 from mdrn_arch import enable_fused_inference
 from mdrn_cli import parsers
 from mdrn_models.tools import malloc_tuning
-from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, ReferenceMDRN, sync as _sync
+from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, sync as _sync
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools.model_loading import AMP_DTYPE, amp_dtype_name, amp_note, build_model, count_flops
 from mdrn_models.models.denoise_model import eval_forward
@@ -66,7 +64,7 @@ MODELS = {
 MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
 
 
-VARIANTS = ('-ref', '-unfused')  # MDRN only: the reference forward; the fast forward without the oneDNN fused path
+VARIANTS = ('-unfused',)  # MDRN only: the forward without the oneDNN fused inference path
 
 
 class TestForward(torch.nn.Module):
@@ -95,15 +93,15 @@ def build(name):
     variant = next((v for v in VARIANTS if name.endswith(v)), '')
     base = name[:len(name) - len(variant)]
     if base not in MODELS:
-        raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -ref or -unfused, or "
+        raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -unfused, or "
                          'give NAME=PATH (a BasicSR option file or checkpoint).')
     if variant and MODELS[base]['type'] != 'MDRN':
-        raise ValueError(f"'{name}': only MDRN models have -ref / -unfused variants.")
+        raise ValueError(f"'{name}': only MDRN models have the -unfused variant.")
     torch.manual_seed(0)
     net = build_network(deepcopy(MODELS[base]))
     if not variant:
         enable_fused_inference(net)
-    return (ReferenceMDRN(net) if variant == '-ref' else net).eval()
+    return net.eval()
 
 
 # ------------------------------------------------------------------------------------------------------ measuring

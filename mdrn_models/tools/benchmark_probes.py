@@ -1,6 +1,5 @@
-"""What the benchmark measures with besides the clock: the straightforward MDRN forward it compares the fast one
-with (NCHW, ``chunk``, ``cat`` + explicit shuffle; also the test oracle of the arch), peak live tensor bytes (a CPU
-memory proxy) and a per-op timer (the ``--breakdown`` table)."""
+"""What the benchmark measures with besides the clock: peak live tensor bytes (a CPU memory proxy) and a per-op timer
+(the ``--breakdown`` table)."""
 import time
 import weakref
 
@@ -8,50 +7,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from mdrn_arch.mdrn_arch import channel_shuffle, pad_to_multiple
-
 
 def sync(device):
     """Wait for the device's queued work (CUDA runs asynchronously), so that a clock read after it is honest."""
     if device.type == 'cuda':
         torch.cuda.synchronize()
-
-def _reference_msab(msab, x):
-    halves = msab.conv_in(x).chunk(len(msab.branches), dim=1)
-    y = torch.cat([msab.act(conv(h)) for conv, h in zip(msab.branches, halves)], dim=1)
-    return x + msab.fusion(channel_shuffle(y, len(msab.branches)))
-
-
-class ReferenceMDRN(torch.nn.Module):
-    """An MDRN run through the straightforward forward (NCHW, chunk, cat + explicit shuffle); same weights/output."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        net = self.net
-        h, w = x.shape[-2:]
-        x_pad = pad_to_multiple(x, 2**net.num_level)
-
-        def msag(name, *inputs):
-            g = getattr(net, name)
-            z = g.fusion(torch.cat(inputs, dim=1))
-            y = z
-            for blk in g.body:
-                y = _reference_msab(blk, y)
-            return z + y
-
-        nodes = {(0, 0): msag('msag_0_0', net.head(x_pad))}
-        for k in range(1, net.num_level + 1):
-            nodes[k, 0] = msag(f'msag_{k}_0', getattr(net, f'down_{k}')(nodes[k - 1, 0]))
-            for j in range(1, k + 1):
-                i = k - j
-                up = getattr(net, f'up_{i}_{j}')(nodes[i + 1, j - 1])
-                nodes[i, j] = msag(f'msag_{i}_{j}', *(nodes[i, c] for c in range(j)), up)
-        out = net.tail(nodes[0, net.num_level])[..., :h, :w]
-        return out + x if net.residual else out
-
 
 class PeakLiveTensors(TorchDispatchMode):
     """Peak bytes of tensor storages created inside the mode and still alive (CPU memory proxy)."""

@@ -5,7 +5,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from mdrn_arch import MDRN, disable_fused_inference, enable_fused_inference, onednn_fused
-from mdrn_arch.mdrn_arch import MSAB, MSAG, channel_shuffle
+from mdrn_arch.mdrn_arch import MSAB, MSAG, channel_shuffle, pad_to_multiple
 
 needs_bf16 = pytest.mark.skipif(not onednn_fused.supported(torch.bfloat16),
                                 reason='this CPU runs no fused oneDNN bf16 convs (needs AVX512-BF16 or '
@@ -335,3 +335,59 @@ def test_fast_path_steps_aside_when_the_network_changes(monkeypatch, basicsr_log
     net.msag_0_0.body[0].__class__ = MyMSAB
     assert not enable_fused_inference(net)
     assert 'MyMSAB in MSAG.body is not the MSAB the fast path implements' in basicsr_log.text
+
+
+def _reference_msab(msab, x):
+    halves = msab.conv_in(x).chunk(len(msab.branches), dim=1)
+    y = torch.cat([msab.act(conv(h)) for conv, h in zip(msab.branches, halves)], dim=1)
+    return x + msab.fusion(channel_shuffle(y, len(msab.branches)))
+
+
+class ReferenceMDRN(torch.nn.Module):
+    """The test oracle: an MDRN run through the straightforward forward (NCHW, ``chunk``, ``cat`` + explicit channel
+    shuffle), the paper's graph written out without any speed work; same weights, same output."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        net = self.net
+        h, w = x.shape[-2:]
+        x_pad = pad_to_multiple(x, 2**net.num_level)
+
+        def msag(name, *inputs):
+            g = getattr(net, name)
+            z = g.fusion(torch.cat(inputs, dim=1))
+            y = z
+            for blk in g.body:
+                y = _reference_msab(blk, y)
+            return z + y
+
+        nodes = {(0, 0): msag('msag_0_0', net.head(x_pad))}
+        for k in range(1, net.num_level + 1):
+            nodes[k, 0] = msag(f'msag_{k}_0', getattr(net, f'down_{k}')(nodes[k - 1, 0]))
+            for j in range(1, k + 1):
+                i = k - j
+                up = getattr(net, f'up_{i}_{j}')(nodes[i + 1, j - 1])
+                nodes[i, j] = msag(f'msag_{i}_{j}', *(nodes[i, c] for c in range(j)), up)
+        out = net.tail(nodes[0, net.num_level])[..., :h, :w]
+        return out + x if net.residual else out
+
+
+@pytest.mark.parametrize('channels, num_block, size', [(1, 2, (17, 23)), (3, 1, (40, 9)), (1, 1, (3, 5))])
+def test_fast_mdrn_equals_reference_forward_and_gradients(channels, num_block, size):
+    torch.manual_seed(0)
+    net = MDRN(channels, channels, num_feat=16, num_block=num_block, num_level=3)
+    ref = ReferenceMDRN(net)
+    x = torch.rand(2, channels, *size)
+    y, y_ref = net(x), ref(x)
+    assert y.is_contiguous() and torch.allclose(y, y_ref, atol=1e-5)
+    grads = torch.autograd.grad(y.square().sum(), list(net.parameters()))
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), list(net.parameters()))
+    for g, g_ref in zip(grads, grads_ref):
+        assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-4 * g_ref.abs().max().item())
+    # a channels_last color input comes back channels_last
+    xc = torch.rand(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    net3 = MDRN(3, 3, num_feat=8, num_block=1, num_level=2)
+    assert net3(xc).is_contiguous(memory_format=torch.channels_last)
