@@ -76,8 +76,6 @@ from basicsr.utils import check_resume, get_root_logger, set_random_seed
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from mdrn_arch import enable_fused_inference
-
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration import run_folders
@@ -438,11 +436,9 @@ def init_dist(launcher, backend=None, **kwargs):
 
 def model_to_device(self, net):
     """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
-    buffer broadcasts (rank 0 validates alone), and puts MDRN on its CPU inference fast path (``fused_inference``)
-    whatever the model type."""
+    buffer broadcasts (rank 0 validates alone). (MDRN's CPU inference fast path is the model type's choice:
+    ``DenoiseModel``.)"""
     net = net.to(self.device)
-    if self.device.type == 'cpu':
-        enable_fused_inference(net)  # MDRN's CPU inference fast path (validation, basicsr test); no-op for others
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
         # DDP syncs only the parameters at wrap time when broadcast_buffers is off, and BasicSR seeds each rank

@@ -10,6 +10,7 @@ import torch
 import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+from mdrn_arch import enable_fused_inference  # noqa: E402
 from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
 
 from mdrn_models.models.training_step import TRAIN_KEYS, TrainingStep, check_training_step_options  # noqa: E402
@@ -122,6 +123,8 @@ class DenoiseModel(TrainingStep, SRModel):
     def __init__(self, opt):
         tile_options(opt)  # refuses bad val.tile values before any network is built
         super().__init__(opt)
+        if self.device.type == 'cpu':  # MDRN's CPU inference fast path (validation, basicsr test); a no-op for others
+            enable_fused_inference(self.get_bare_model(self.net_g))
 
     def init_training_settings(self):
         super().init_training_settings()

@@ -48,3 +48,19 @@ def test_eval_forward_is_what_the_model_type_tests():
         with pytest.raises(RuntimeError):
             swin(odd)
         assert eval_forward(swin, {'network_g': {'type': 'SwinIR', 'window_size': 8}})(odd).shape == odd.shape
+
+
+def test_the_model_type_puts_mdrn_on_its_cpu_fast_path_not_the_device_move():
+    """DenoiseModel decides (CPU inference fast path for its network); BaseModel.model_to_device only moves and wraps,
+    so another model type's MDRN keeps the plain forward."""
+    from basicsr.models import build_model
+    from mdrn_arch import onednn_fused
+    from mdrn_arch.fused_inference import FusedMSAG
+    from mdrn_models.integration import pipeline_fixes
+    pipeline_fixes.install()
+    opt = {'model_type': 'DenoiseModel', 'num_gpu': 0, 'is_train': False, 'dist': False, 'path': {}, 'val': {},
+           'network_g': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 8, 'num_block': 1,
+                         'num_level': 2}}
+    fused = onednn_fused.supported(torch.float32)
+    assert any(type(m) is FusedMSAG for m in build_model(opt).net_g.modules()) == fused
+    assert not any(type(m) is FusedMSAG for m in build_model({**opt, 'model_type': 'SRModel'}).net_g.modules())
