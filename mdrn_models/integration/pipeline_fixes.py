@@ -1,62 +1,38 @@
-"""Fixes for BasicSR 1.4.2's own train/test pipelines on torch 2.14, CPU and a console command.
+"""The ``basicsr`` command's hooks into BasicSR 1.4.2's own train/test pipelines: the numbered BasicSR fixes
+(``basicsr_fixes``) and this project's guards, installed by :func:`install`.
 
-BasicSR's ``train_pipeline``/``test_pipeline`` look ``load_resume_state``, ``parse_options`` and ``init_dist`` up as
-module globals, so the ``basicsr`` command swaps these functions for the versions below (``install()``) instead
-of copying the pipelines. Each fix names the pitfall it answers (../shared/reference/basicsr_pitfalls.md):
+BasicSR's ``train_pipeline``/``test_pipeline`` look ``load_resume_state``, ``parse_options``, ``init_dist`` and
+``build_model`` up as module globals, so the command swaps these functions for its own instead of copying the
+pipelines. The guards here:
 
-* #2 resume on CPU: BasicSR maps the resume state onto ``torch.cuda.current_device()``; we load it on the CPU (the
-  optimizer's ``load_state_dict`` moves it to the parameters' device).
-* #3 resume from any directory: BasicSR searches ``experiments/`` relative to the CWD while it saves under the root
-  path; we search ``opt['path']['training_states']``, which is under the root the command was given.
-* #4 ``weights_only``: a resume state holds a ``collections.Counter`` (the LR milestones), which torch's safe loader
-  refuses; we allow exactly that class and keep ``weights_only=True``.
-* #5 distributed init: a group serving CPU tensors (gloo) and, with CUDA, CUDA ones (NCCL), the device from
-  ``LOCAL_RANK`` (multi-node safe), ``dist_params`` (``timeout``) read for every launcher before the group starts.
-* #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
-  checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
-  saved by the run, so it is excluded from both rewrites.
-* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; we pass none on the CPU. And
-  ``broadcast_buffers=False``: only rank 0 validates, and a DDP forward with buffers (MDRN's ``unshuffle`` index, BN
-  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang); the
-  buffers are broadcast from rank 0 once, at wrap time, instead.
-* Distributed decisions (``mdrn_models/utils/distributed.py``): losses all-reduced (BasicSR reduces to rank 0 only)
-  so that every rank stops at a non-finite loss; a rank's stop request (its data is gone) and a failed save stop
-  every rank; checkpoints and resume states are read on rank 0 and sent to all (nodes without a shared filesystem);
-  only rank 0 writes (``TorchWithAtomicSave`` refuses other ranks).
-* #12 ``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults for ``val.suffix`` and ``val.save_img``.
-* #4 network weights (``pretrain_network_*``) are read with ``weights_only=True`` explicitly, whatever torch's default
-  or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say, and a missing or refused file is a one-line error; only the run's own
-  resume states (above) are trusted with one extra class.
-* ``--force_yml manual_seed=N``: BasicSR seeds before applying ``--force_yml``; we seed again after it.
-* ``--root``: a relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``,
-  resolved once after parsing, so the preflight and the loads read the same file.
-* ``basicsr test`` without ``path.pretrain_network_g`` would report PSNR/SSIM of random weights; we refuse it.
-* ``num_gpu`` larger than the visible CUDA devices fails later inside CUDA; we stop before any work with a message.
-* #11 BasicSR builds only ``type: Adam``; we build any ``torch.optim`` optimizer (the preflight checks its arguments).
+* Options before anything: ``parse_options`` runs BasicSR's parser behind the option checks (``option_checks``)
+  and the preflight (``preflight``), before BasicSR creates or archives any folder; every failure is one line. It
+  also applies pitfall #12 (``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults) and takes the run's
+  lock (``run_folders``: one run name runs once at a time; an archived run folder is put back when the run never
+  trained).
+* ``--force_yml``: BasicSR ``exec``s the key path and ``eval``s a list value (#16's sibling); key paths must be plain
+  names, lists are read by YAML's safe loader, numbers BasicSR leaves text (``-1``, ``2e-4``) are numbers. The run
+  ``name`` must be one plain folder name. ``manual_seed=N`` takes effect (BasicSR seeds before applying it). A
+  relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``.
+* ``basicsr test`` without ``path.pretrain_network_g`` (random weights scored) and ``num_gpu`` above the visible
+  GPUs are refused.
+* Distributed decisions (``mdrn_models/utils/distributed.py``): losses all-reduced so that every rank stops at a
+  non-finite loss (``reduce_loss_dict``); a rank's stop request (its data is gone) and a failed save stop every
+  rank; only rank 0 writes (``TorchWithAtomicSave`` refuses other ranks).
+* Loading: ``BaseModel.load_network`` goes through the project's one loader (``utils/checkpoints.load_weights``:
+  ``weights_only=True``, read once per command, on rank 0 in a distributed run).
 * Epoch count: BasicSR rounds the iterations per epoch up, but each process's loader drops its last incomplete
-  batch, so a training set that is small per process ended before ``total_iter`` without a word; we count the epochs
-  from the batches the loader really yields.
-* ``--force_yml``: BasicSR ``exec``s the key path and ``eval``s a list value; key paths must be plain names and lists
-  are read by YAML's safe loader. The run ``name`` must be one plain folder name (BasicSR joins it to experiments/
-  and archives what is there).
-* Archiving: a fresh start renames the previous run folder before anything can fail; a run that fails before its
-  first iteration (a test run: at all) moves it back, and one run name runs once at a time (``run_folders``).
-* Damaged training data: the training loader sums the images a dataset skipped as unreadable and reports them at the
-  end; a dataset that finds its data gone stops the run in one line (``SkipCountingLoader``).
-* Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and
-  a failure is one line; validation/test images are written whole, and a failed write names the file
-  (``imwrite``). A non-finite loss stops the run (``reduce_loss_dict``).
-* ``--force_yml`` numbers: BasicSR leaves ``-1``, ``-0.5`` and ``2e-4`` text; they are numbers here, range-checked.
-* Resuming: the run's network checkpoints must fit the option file's networks (one line, before anything is
-  written); ``--launcher`` without its launcher's environment is one line.
+  batch, so a small training set ended before ``total_iter`` without a word; the epochs are counted from the batches
+  the loader really yields.
+* Damaged training data: the images a dataset skipped as unreadable are summed and reported at the end; a dataset
+  that finds its data gone stops the run in one line (``SkipCountingLoader``).
+* Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and a
+  failure is one line; validation/test images are written whole, and a failed write names the file (``imwrite``).
 """
-import argparse
 import collections
-import datetime
 import math
 import os
 import re
-import subprocess
 import sys
 from os import path as osp
 
@@ -69,25 +45,20 @@ import basicsr.train
 import basicsr.utils.misc
 import basicsr.utils.options
 import torch
-import torch.distributed as dist
 import yaml
 from basicsr.models.base_model import BaseModel
-from basicsr.utils import check_resume, get_root_logger, set_random_seed
-from basicsr.utils.registry import ARCH_REGISTRY
-from torch.nn.parallel import DataParallel, DistributedDataParallel
+from basicsr.utils import get_root_logger, set_random_seed
 
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
-from mdrn_models.integration import run_folders
+from mdrn_models.integration import basicsr_fixes, run_folders
+from mdrn_models.integration.basicsr_fixes import (force_yml_args, get_optimizer, init_dist, load_resume_state,
+                                                  model_to_device)
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
-from mdrn_models.utils.checkpoints import (CheckpointError, check_checkpoint, drop_kept, fit_mismatches, keep,
-                                          load_weights, select_state)
+from mdrn_models.utils.checkpoints import CheckpointError, drop_kept, load_weights
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
 from mdrn_models.utils.images import write_image
-from mdrn_models.utils.messages import first_line
-
-FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
 _original_parse_options = basicsr.utils.options.parse_options
 _original_yml_value = basicsr.utils.options._postprocess_yml_value
@@ -97,120 +68,11 @@ MAX_NAME = 200  # file names hold 255 bytes; BasicSR's archive adds '_archived_Y
 _original_create_loaders = basicsr.train.create_train_val_dataloader
 
 
-STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
-
-
-def load_resume_state(opt):
-    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load.
-
-    With ``--auto_resume`` the newest *complete* state is used: one that loads and whose network checkpoints all
-    load, so a run killed while writing its newest files resumes from the pair before; each state skipped is named
-    with its reason. Finding none while the option file's own project holds states of this run is an error (the
-    command was run from elsewhere without ``--root``). In a distributed run rank 0 chooses and reads the state (only
-    it writes them) and every rank resumes from it.
-    """
-    found = read_on_rank0(lambda: _find_resume_state(opt))
-    if found is None:
-        return None
-    opt['path']['resume_state'], state, networks = found
-    for net_key, ckpt in networks.items():  # every rank keeps them under the path its own load will read (its root)
-        keep(osp.join(opt['path']['models'], f"net_{net_key}_{state['iter']}.pth"), ckpt)
-    _check_resume(opt, state['iter'])
-    return state
-
-
-def _find_resume_state(opt):
-    """(path, state) of the state to resume from, or None to start afresh."""
-    if opt['auto_resume']:
-        state_dir = opt['path']['training_states']
-        names = [n for n in os.listdir(state_dir) if STATE_NAME.fullmatch(n)] if osp.isdir(state_dir) else []
-        for it in sorted((int(n[:-len('.state')]) for n in names), reverse=True):
-            path = osp.join(state_dir, f'{it}.state')
-            try:
-                state = _load_state(path)
-                networks = _check_resume_networks(opt, it)
-            except Exception as exc:  # truncated/corrupt file, or a network file of its pair: the one before
-                print(f'Skipping training state {path}: {first_line(exc)}', flush=True)
-                continue
-            return path, state, networks
-        _refuse_states_elsewhere(opt)
-        return None
-    path = opt['path'].get('resume_state')
-    if not path:
-        return None
-    if not osp.isfile(path):
-        raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
-    try:
-        state = _load_state(path)
-        networks = _check_resume_networks(opt, state['iter'])
-    except Exception as exc:
-        raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
-                         'earlier state, or use --auto_resume (it takes the newest complete one)') from None
-    return path, state, networks
-
-
-def _check_resume_networks(opt, resume_iter):
-    """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
-    of each network not frozen or ignored) exists and loads (else CheckpointError: the state before is tried), and
-    fits the network the option file describes (else the run stops: every state of the run was saved by the same
-    network, so the options changed since). Returns ``{net_key: checkpoint}`` for the loads that resume."""
-    ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
-    networks = {}
-    for key in opt:
-        if key.startswith('network_') and key not in ignore:
-            net_key = key[len('network_'):]
-            path = osp.join(opt['path']['models'], f'net_{net_key}_{resume_iter}.pth')
-            if not osp.isfile(path):
-                raise CheckpointError(f'its network checkpoint {path} is missing')
-            ckpt = networks[net_key] = check_checkpoint(path, fix='damaged or cut short')
-            net_opt = dict(opt[key])
-            with torch.random.fork_rng(devices=[]):  # as BasicSR's build_network, without its log line
-                net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
-            state, _ = select_state(ckpt, path, 'params', net_key)
-            misfit = fit_mismatches(net, state, opt['path'].get(f'strict_load_{net_key}', True), net_key)
-            if misfit:
-                raise SystemExit(f"error: cannot resume run '{opt['name']}': {path} does not fit {key} of "
-                                 f'{_force_yml_args(sys.argv[1:]).opt}: {misfit}; resume with the network options '
-                                 f"the run was trained with (its copy of the option file is in "
-                                 f"{opt['path']['experiments_root']}), or start a new run under another name")
-    return networks
-
-
-def _refuse_states_elsewhere(opt):
-    """``--auto_resume`` found no state under the command's root: if the option file's project (the folder above
-    its ``options/`` folder, or its own folder) holds states of this run, resuming was meant to happen there."""
-    opt_file = osp.abspath(_force_yml_args(sys.argv[1:]).opt)
-    here = osp.abspath(opt['path']['training_states'])
-    for project in dict.fromkeys([osp.dirname(osp.dirname(opt_file)), osp.dirname(opt_file)]):
-        states = osp.join(project, 'experiments', opt['name'], 'training_states')
-        if osp.abspath(states) != here and osp.isdir(states) and any(STATE_NAME.fullmatch(n)
-                                                                      for n in os.listdir(states)):
-            raise SystemExit(f"error: --auto_resume found no training state in {here}, but {states} holds states of "
-                             f"run '{opt['name']}': add --root {project} to resume it, or drop --auto_resume to "
-                             f"start afresh under {opt['root_path']}")
-
-
-def _load_state(path):
-    with torch.serialization.safe_globals([collections.Counter]):
-        return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def _check_resume(opt, resume_iter):
-    """BasicSR's ``check_resume`` with frozen networks (teachers) kept out of its path and param_key rewrites."""
-    frozen = [net for net in FROZEN_NETWORKS if net in opt]
-    ignore = list(opt['path'].get('ignore_resume_networks') or [])
-    opt['path']['ignore_resume_networks'] = ignore + [net for net in frozen if net not in ignore]
-    kept = {key: opt['path'][key] for net in frozen
-            for key in [f"param_key_{net[len('network_'):]}"] if key in opt['path']}
-    check_resume(opt, resume_iter)
-    opt['path'].update(kept)
-
-
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
     folder) and the defaults SRModel assumes (pitfall #12); ``basicsr test`` shows SRModel's per-image progress bar
     (``val.pbar``) when stderr is a terminal. Every failure exits with one line."""
-    given = _force_yml_args(sys.argv[1:])
+    given = force_yml_args(sys.argv[1:])
     entries = given.force_yml
     bad = next((e for e in entries if e.count('=') != 1), None)
     if bad is not None:  # BasicSR splits each entry on '=' into exactly two parts: a ValueError traceback
@@ -228,7 +90,7 @@ def parse_options(root_path, is_train=True):
     sys.argv = _without_force_yml_entries(argv, entries, drops)
     try:
         opt, args = _original_parse_options(root_path, is_train)
-    except KeyError as exc:  # BasicSR indexes opt with each --force_yml key path
+    except KeyError:  # BasicSR indexes opt with each --force_yml key path
         problem = _force_yml_problem(argv[1:])
         if problem is None:  # not a --force_yml key path: a fault of its own
             raise
@@ -280,8 +142,8 @@ def _check_file_before_parse(opt_path, entries):
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
     if problem:
         raise SystemExit(f'error: {opt_path}: manual_seed: {problem}')
-    _dist_params.clear()
-    _dist_params.update(_read_dist_params(opt_path, tree.get('dist_params'), entries))
+    basicsr_fixes._dist_params.clear()
+    basicsr_fixes._dist_params.update(_read_dist_params(opt_path, tree.get('dist_params'), entries))
     forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
     name = force_yml_value(forced[-1]) if forced else tree.get('name')
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..') or len(name) > MAX_NAME:
@@ -345,13 +207,6 @@ def _resolve_checkpoints(opt, root_path):
             path_opt[f'pretrain_{key}'] = osp.join(root_path, load_path)
 
 
-def _force_yml_args(argv):
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument('-opt')
-    parser.add_argument('--force_yml', nargs='+', default=[])
-    return parser.parse_known_args(argv)[0]
-
-
 def _dropped_dataset(entry):
     """NAME if a ``--force_yml`` entry is ``datasets:NAME=~`` (or ``=none``, as BasicSR reads None), else None."""
     keys, value = (part.strip() for part in entry.split('='))
@@ -371,7 +226,7 @@ def _without_force_yml_entries(argv, entries, drops):
 def _force_yml_problem(argv):
     """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are; or None
     when every key path exists."""
-    args = _force_yml_args(argv)
+    args = force_yml_args(argv)
     with open(args.opt) as f:
         tree = yaml.safe_load(f)
     for entry in args.force_yml:
@@ -383,78 +238,6 @@ def _force_yml_problem(argv):
                         'path')
             node, where = node[key], key
     return None
-
-
-DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; NCCL's own default (600 s) is shorter than a long validation
-_dist_params = {}  # the run's dist_params (option file + --force_yml), read before BasicSR initialises the group
-
-
-def dist_backend(backend=None):
-    """The process-group backend: one group that serves CPU tensors (gloo) and, where CUDA is present, CUDA tensors
-    (NCCL), so that a ``num_gpu: 0`` run on a GPU machine, and object broadcasts, work. ``dist_params.backend: nccl``
-    (BasicSR's option files) gets the same pair: NCCL alone cannot hold a CPU tensor. Any other value is used as
-    given."""
-    if backend in (None, 'nccl'):
-        return 'cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo'
-    return backend
-
-
-# launcher -> (the variables it sets that init_dist reads, who sets them, how to start the command with them)
-LAUNCHER_ENV = {'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'), 'torchrun',
-                            'torchrun --nproc_per_node=N $(which basicsr) train ... --launcher pytorch'),
-                'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'SLURM',
-                          'srun (e.g. srun --ntasks=N basicsr train ... --launcher slurm)')}
-
-
-def init_dist(launcher, backend=None, **kwargs):
-    """``torchrun``/slurm process-group init: the backend of :func:`dist_backend`, the collective timeout
-    ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
-    validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
-    runs only; here every launcher reads them."""
-    needs = LAUNCHER_ENV.get(launcher)
-    if needs is None:
-        raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
-    missing = [name for name in needs[0] if name not in os.environ]
-    if missing:
-        raise SystemExit(f'error: --launcher {launcher} needs the environment {needs[1]} sets ({", ".join(missing)} '
-                         f'missing): start the command with {needs[2]}, or drop --launcher to train in one process')
-    params = {**kwargs, **_dist_params}  # BasicSR passes a slurm run the file's dist_params, without --force_yml
-    backend = dist_backend(params.get('backend', backend))
-    timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
-    if launcher == 'slurm':  # BasicSR's slurm init, without its unconditional torch.cuda.set_device
-        if 'MASTER_ADDR' not in os.environ:  # the first node of the job
-            node_list = os.environ['SLURM_NODELIST']
-            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
-        os.environ['MASTER_PORT'] = str(params.get('port') or os.environ.get('MASTER_PORT', 29500))
-        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
-        os.environ['RANK'] = os.environ['SLURM_PROCID']
-        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
-    if torch.cuda.is_available():  # modulo: a process that sees only its own GPU (SLURM's binding) uses device 0
-        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    dist.init_process_group(backend=backend, timeout=timeout)
-
-
-def model_to_device(self, net):
-    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
-    buffer broadcasts (rank 0 validates alone). (MDRN's CPU inference fast path is the model type's choice:
-    ``DenoiseModel``.)"""
-    net = net.to(self.device)
-    if self.opt['dist']:
-        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-        # DDP syncs only the parameters at wrap time when broadcast_buffers is off, and BasicSR seeds each rank
-        # with seed + rank: a buffer initialised at random (spectral norm's power-iteration vectors) would differ
-        for buffer in net.buffers():
-            dist.broadcast(buffer, src=0)
-        net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False,
-                                      find_unused_parameters=self.opt.get('find_unused_parameters', False))
-    elif self.opt['num_gpu'] > 1:
-        net = DataParallel(net)
-        n = self.opt['num_gpu']
-        get_root_logger().warning(
-            f'{type(net.module).__name__} runs under DataParallel on {n} GPUs: BasicSR loads {n} x '
-            'batch_size_per_gpu images per iteration (not the batch_size_per_gpu of the option file); torchrun '
-            f'--nproc_per_node={n} ... --launcher pytorch trains with DDP instead.')
-    return net
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
@@ -518,11 +301,6 @@ def imwrite(img, file_path, params=None, auto_mkdir=True):
     """BasicSR's ``imwrite`` (validation and test images) through :func:`write_image`: a failed write (a full disk)
     names the file and its cause instead of "Failed in writing images"."""
     write_image(file_path, img, params or ())
-
-
-def get_optimizer(self, optim_type, params, lr, **kwargs):
-    """``BaseModel.get_optimizer`` for any ``torch.optim`` optimizer, not only Adam (pitfall #11)."""
-    return getattr(torch.optim, optim_type)(params, lr, **kwargs)
 
 
 def create_train_val_dataloader(opt, logger):

@@ -123,10 +123,16 @@ class DenoiseModel(TrainingStep, SRModel):
     def __init__(self, opt):
         tile_options(opt)  # refuses bad val.tile values before any network is built
         super().__init__(opt)
-        if self.device.type == 'cpu':  # MDRN's CPU inference fast path (validation, basicsr test); a no-op for others
+        self._use_fast_path()  # (basicsr test: no training settings)
+
+    def _use_fast_path(self):
+        """MDRN's CPU inference fast path (validation, ``basicsr test``; a no-op for other networks), chosen by this
+        model type. Before the training step is set up: its compile check traces the network as it will run."""
+        if self.device.type == 'cpu':
             enable_fused_inference(self.get_bare_model(self.net_g))
 
     def init_training_settings(self):
+        self._use_fast_path()
         super().init_training_settings()
         self.setup_training_step()
 

@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 
-from mdrn_models.integration import pipeline_fixes, run_folders
+from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
 from mdrn_models.integration.option_files import OptionFileError, check_option_file
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.utils.distributed import rank
@@ -100,7 +100,7 @@ def _stopped(command, signame, argv):
                 'the run folders are as they were before this launch; run the command again')
     state_dir = opt['path']['training_states']
     states = sorted((int(m.group(1)), n) for n in (os.listdir(state_dir) if os.path.isdir(state_dir) else ())
-                    if (m := pipeline_fixes.STATE_NAME.fullmatch(n)))
+                    if (m := basicsr_fixes.STATE_NAME.fullmatch(n)))
     if not states:
         return (f'stopped by {signame} before the first checkpoint (logger.save_checkpoint_freq): nothing was saved; '
                 'run the command again to start over')

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import yaml
 
 from conftest import REPO, train_yml, write_yml
-from mdrn_models.integration import option_files, pipeline_fixes
+from mdrn_models.integration import basicsr_fixes, option_files, pipeline_fixes
 from mdrn_models.utils import checkpoints
 
 
@@ -134,7 +134,7 @@ def test_resume_keeps_teacher_path_and_param_key():
     opt = {'network_g': {}, 'network_t': {},
            'path': {'resume_state': 'x.state', 'models': '/run/models', 'pretrain_network_g': 'old_g.pth',
                     'pretrain_network_t': 'teacher.pth', 'param_key_t': 'params_ema', 'param_key_g': 'params_ema'}}
-    pipeline_fixes._check_resume(opt, 100)
+    basicsr_fixes._check_resume(opt, 100)
     assert opt['path']['pretrain_network_t'] == 'teacher.pth'
     assert opt['path']['param_key_t'] == 'params_ema'
     assert opt['path']['pretrain_network_g'] == os.path.join('/run/models', 'net_g_100.pth')
@@ -150,7 +150,7 @@ def test_distributed_init_without_cuda_uses_gloo(monkeypatch):
     for key, value in {'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port), 'RANK': '0', 'WORLD_SIZE': '1',
                        'LOCAL_RANK': '0'}.items():
         monkeypatch.setenv(key, value)
-    pipeline_fixes.init_dist('pytorch')
+    basicsr_fixes.init_dist('pytorch')
     try:
         assert dist.get_backend() == 'gloo' and dist.get_world_size() == 1
     finally:

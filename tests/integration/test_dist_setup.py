@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from mdrn_models.integration import pipeline_fixes
+from mdrn_models.integration import basicsr_fixes, pipeline_fixes
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def init_calls(monkeypatch):
     for name, value in (('LOCAL_RANK', '0'), ('RANK', '0'), ('WORLD_SIZE', '1'), ('MASTER_ADDR', 'localhost'),
                         ('MASTER_PORT', '29500')):
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(pipeline_fixes, '_dist_params', {})
+    monkeypatch.setattr(basicsr_fixes, '_dist_params', {})
     return calls
 
 
@@ -39,23 +39,23 @@ def init_calls(monkeypatch):
 def test_the_process_group_serves_cpu_tensors_wherever_a_run_may_hold_them(init_calls, monkeypatch, cuda,
                                                                            dist_params, backend):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
-    pipeline_fixes._dist_params.update(dist_params)
-    pipeline_fixes.init_dist('pytorch')
+    basicsr_fixes._dist_params.update(dist_params)
+    basicsr_fixes.init_dist('pytorch')
     assert init_calls[0]['backend'] == backend
 
 
 @pytest.mark.parametrize('dist_params, forced, seconds', [
-    ({}, [], pipeline_fixes.DEFAULT_DIST_TIMEOUT_S),
+    ({}, [], basicsr_fixes.DEFAULT_DIST_TIMEOUT_S),
     ({'timeout': 7200}, [], 7200),
     ({'backend': 'nccl', 'port': 29500}, ['dist_params:timeout=5400'], 5400),
 ])
 def test_the_collective_timeout_comes_from_dist_params_for_every_launcher(tmp_path, init_calls, dist_params, forced,
                                                                           seconds):
     yml = tmp_path / 'x.yml'
-    pipeline_fixes._dist_params.update(pipeline_fixes._read_dist_params(yml, dist_params, forced))
-    pipeline_fixes.init_dist('pytorch')
+    basicsr_fixes._dist_params.update(pipeline_fixes._read_dist_params(yml, dist_params, forced))
+    basicsr_fixes.init_dist('pytorch')
     assert init_calls[0]['timeout'] == datetime.timedelta(seconds=seconds)
-    assert pipeline_fixes.DEFAULT_DIST_TIMEOUT_S == 1800  # the default docs/training.md states
+    assert basicsr_fixes.DEFAULT_DIST_TIMEOUT_S == 1800  # the default docs/training.md states
 
 
 @pytest.mark.bad_input
@@ -86,7 +86,7 @@ def _wrap_on_rank(rank, store, results):
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
     torch.manual_seed(rank)  # BasicSR seeds each rank with seed + rank
     model = types.SimpleNamespace(device=torch.device('cpu'), opt={'dist': True, 'num_gpu': 0})
-    net = pipeline_fixes.model_to_device(model, Buffered())
+    net = basicsr_fixes.model_to_device(model, Buffered())
     torch.save({k: v.clone() for k, v in net.module.state_dict().items()}, f'{results}/rank{rank}.pth')
     try:  # a write to the run folder from rank 1 is refused (a forgotten @master_only)
         pipeline_fixes.TorchWithAtomicSave.save({}, f'{results}/written_by_rank{rank}.pth')
@@ -115,8 +115,8 @@ def test_slurm_processes_take_rank_world_and_gpu_from_slurm(init_calls, monkeypa
         monkeypatch.setenv(key, value)
     for key in ('MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)
-    pipeline_fixes._dist_params.update(backend='nccl', timeout=3600, port=29600)  # the file's, with --force_yml
-    pipeline_fixes.init_dist('slurm', backend='nccl', timeout=1800, port=29500)  # BasicSR: the file's, without
+    basicsr_fixes._dist_params.update(backend='nccl', timeout=3600, port=29600)  # the file's, with --force_yml
+    basicsr_fixes.init_dist('slurm', backend='nccl', timeout=1800, port=29500)  # BasicSR: the file's, without
     env = {k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
     assert env == {'MASTER_ADDR': 'node0', 'MASTER_PORT': '29600', 'RANK': '11', 'WORLD_SIZE': '16', 'LOCAL_RANK': '3'}
     assert devices == [0] and init_calls == [{'backend': 'cpu:gloo,cuda:nccl',

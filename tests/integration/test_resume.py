@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, train_yml
-from mdrn_models.integration import pipeline_fixes
+from mdrn_models.integration import basicsr_fixes
 
 
 def _states(state_dir):
@@ -59,7 +59,7 @@ def test_truncated_newest_state_falls_back_to_previous(tmp_path):
     (state_dir / '4.state').write_bytes(b'PK\x03\x04 truncated')
     opt = {'auto_resume': True, 'path': {'training_states': str(state_dir), 'models': str(tmp_path / 'models'),
                                          'resume_state': None}}
-    state = pipeline_fixes.load_resume_state(opt)
+    state = basicsr_fixes.load_resume_state(opt)
     assert state['iter'] == 2 and opt['path']['resume_state'] == str(state_dir / '2.state')
 
 

@@ -566,10 +566,10 @@ def test_data_parallel_is_refused_in_one_line_pointing_to_torchrun(tmp_path, tea
 def test_data_parallel_batch_change_is_logged(monkeypatch, basicsr_log):
     """A plain DenoiseModel under DataParallel trains on num_gpu x batch_size_per_gpu images a step: said in the log."""
     from types import SimpleNamespace
-    from mdrn_models.integration import pipeline_fixes
-    monkeypatch.setattr(pipeline_fixes, 'DataParallel', lambda net: SimpleNamespace(module=net))
+    from mdrn_models.integration import basicsr_fixes
+    monkeypatch.setattr(basicsr_fixes, 'DataParallel', lambda net: SimpleNamespace(module=net))
     fake = SimpleNamespace(opt={'dist': False, 'num_gpu': 2}, device=torch.device('cpu'))
-    pipeline_fixes.model_to_device(fake, nn.Conv2d(1, 1, 1))
+    basicsr_fixes.model_to_device(fake, nn.Conv2d(1, 1, 1))
     assert 'Conv2d runs under DataParallel on 2 GPUs: BasicSR loads 2 x batch_size_per_gpu' in basicsr_log.text
 
 

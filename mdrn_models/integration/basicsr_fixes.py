@@ -1,0 +1,241 @@
+"""The numbered fixes for BasicSR 1.4.2's own train/test pipelines (torch 2.14, CPU, a console command), and only
+those: ``pipeline_fixes.install`` points BasicSR's module globals at them. Each names its pitfall
+(../shared/reference/basicsr_pitfalls.md) and has a test (docs/robustness.md lists them):
+
+* #2 resume on CPU: BasicSR maps the resume state onto ``torch.cuda.current_device()``; it is loaded on the CPU (the
+  optimizer's ``load_state_dict`` moves it to the parameters' device) -- ``load_resume_state``.
+* #3 resume from any directory: BasicSR searches ``experiments/`` relative to the CWD while it saves under the root
+  path; ``opt['path']['training_states']`` is searched, under the command's root -- same.
+* #4 ``weights_only``: a resume state holds a ``collections.Counter`` (the LR milestones), which torch's safe loader
+  refuses; exactly that class is allowed and ``weights_only=True`` kept -- ``_load_state``.
+* #5 distributed init: a group serving CPU tensors (gloo) and, with CUDA, CUDA ones (NCCL), the device from
+  ``LOCAL_RANK`` (multi-node safe), ``dist_params`` (``timeout``) read for every launcher before the group starts --
+  ``init_dist``.
+* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; none on the CPU. And
+  ``broadcast_buffers=False``: only rank 0 validates, and a DDP forward with buffers (MDRN's ``unshuffle`` index, BN
+  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang); the
+  buffers are broadcast from rank 0 once, at wrap time, instead -- ``model_to_device``.
+* #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
+  checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
+  saved by the run, so it is excluded from both rewrites -- ``_check_resume``.
+* #11 BasicSR builds only ``type: Adam``; any ``torch.optim`` optimizer is built (the preflight checks its
+  arguments) -- ``get_optimizer``.
+
+(#1 is ``mdrn_arch/basicsr_compat.py``; #7 ``mdrn_cli``; #12 and #16 are applied in ``pipeline_fixes.parse_options``;
+#14 in ``datasets_prep``.) The resume functions also take the newest *complete* state and check it against the
+option file: they are where BasicSR reads the state.
+"""
+import argparse
+import collections
+import datetime
+import os
+import re
+import subprocess
+import sys
+from os import path as osp
+
+import mdrn_arch.basicsr_compat  # noqa: F401
+
+import torch
+import torch.distributed as dist
+from basicsr.utils import check_resume, get_root_logger
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, keep, select_state
+from mdrn_models.utils.distributed import read_on_rank0
+from mdrn_models.utils.messages import first_line
+
+FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
+
+STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
+
+
+def load_resume_state(opt):
+    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load.
+
+    With ``--auto_resume`` the newest *complete* state is used: one that loads and whose network checkpoints all
+    load, so a run killed while writing its newest files resumes from the pair before; each state skipped is named
+    with its reason. Finding none while the option file's own project holds states of this run is an error (the
+    command was run from elsewhere without ``--root``). In a distributed run rank 0 chooses and reads the state (only
+    it writes them) and every rank resumes from it.
+    """
+    found = read_on_rank0(lambda: _find_resume_state(opt))
+    if found is None:
+        return None
+    opt['path']['resume_state'], state, networks = found
+    for net_key, ckpt in networks.items():  # every rank keeps them under the path its own load will read (its root)
+        keep(osp.join(opt['path']['models'], f"net_{net_key}_{state['iter']}.pth"), ckpt)
+    _check_resume(opt, state['iter'])
+    return state
+
+
+def _find_resume_state(opt):
+    """(path, state) of the state to resume from, or None to start afresh."""
+    if opt['auto_resume']:
+        state_dir = opt['path']['training_states']
+        names = [n for n in os.listdir(state_dir) if STATE_NAME.fullmatch(n)] if osp.isdir(state_dir) else []
+        for it in sorted((int(n[:-len('.state')]) for n in names), reverse=True):
+            path = osp.join(state_dir, f'{it}.state')
+            try:
+                state = _load_state(path)
+                networks = _check_resume_networks(opt, it)
+            except Exception as exc:  # truncated/corrupt file, or a network file of its pair: the one before
+                print(f'Skipping training state {path}: {first_line(exc)}', flush=True)
+                continue
+            return path, state, networks
+        _refuse_states_elsewhere(opt)
+        return None
+    path = opt['path'].get('resume_state')
+    if not path:
+        return None
+    if not osp.isfile(path):
+        raise SystemExit(f'error: resume state not found: {path} (fix path.resume_state or use --auto_resume)')
+    try:
+        state = _load_state(path)
+        networks = _check_resume_networks(opt, state['iter'])
+    except Exception as exc:
+        raise SystemExit(f'error: cannot resume from {path}: {first_line(exc)}; set path.resume_state to an '
+                         'earlier state, or use --auto_resume (it takes the newest complete one)') from None
+    return path, state, networks
+
+
+def _check_resume_networks(opt, resume_iter):
+    """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
+    of each network not frozen or ignored) exists and loads (else CheckpointError: the state before is tried), and
+    fits the network the option file describes (else the run stops: every state of the run was saved by the same
+    network, so the options changed since). Returns ``{net_key: checkpoint}`` for the loads that resume."""
+    ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
+    networks = {}
+    for key in opt:
+        if key.startswith('network_') and key not in ignore:
+            net_key = key[len('network_'):]
+            path = osp.join(opt['path']['models'], f'net_{net_key}_{resume_iter}.pth')
+            if not osp.isfile(path):
+                raise CheckpointError(f'its network checkpoint {path} is missing')
+            ckpt = networks[net_key] = check_checkpoint(path, fix='damaged or cut short')
+            net_opt = dict(opt[key])
+            with torch.random.fork_rng(devices=[]):  # as BasicSR's build_network, without its log line
+                net = ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+            state, _ = select_state(ckpt, path, 'params', net_key)
+            misfit = fit_mismatches(net, state, opt['path'].get(f'strict_load_{net_key}', True), net_key)
+            if misfit:
+                raise SystemExit(f"error: cannot resume run '{opt['name']}': {path} does not fit {key} of "
+                                 f'{force_yml_args(sys.argv[1:]).opt}: {misfit}; resume with the network options '
+                                 f"the run was trained with (its copy of the option file is in "
+                                 f"{opt['path']['experiments_root']}), or start a new run under another name")
+    return networks
+
+
+def _refuse_states_elsewhere(opt):
+    """``--auto_resume`` found no state under the command's root: if the option file's project (the folder above
+    its ``options/`` folder, or its own folder) holds states of this run, resuming was meant to happen there."""
+    opt_file = osp.abspath(force_yml_args(sys.argv[1:]).opt)
+    here = osp.abspath(opt['path']['training_states'])
+    for project in dict.fromkeys([osp.dirname(osp.dirname(opt_file)), osp.dirname(opt_file)]):
+        states = osp.join(project, 'experiments', opt['name'], 'training_states')
+        if osp.abspath(states) != here and osp.isdir(states) and any(STATE_NAME.fullmatch(n)
+                                                                      for n in os.listdir(states)):
+            raise SystemExit(f"error: --auto_resume found no training state in {here}, but {states} holds states of "
+                             f"run '{opt['name']}': add --root {project} to resume it, or drop --auto_resume to "
+                             f"start afresh under {opt['root_path']}")
+
+
+def _load_state(path):
+    with torch.serialization.safe_globals([collections.Counter]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _check_resume(opt, resume_iter):
+    """BasicSR's ``check_resume`` with frozen networks (teachers) kept out of its path and param_key rewrites."""
+    frozen = [net for net in FROZEN_NETWORKS if net in opt]
+    ignore = list(opt['path'].get('ignore_resume_networks') or [])
+    opt['path']['ignore_resume_networks'] = ignore + [net for net in frozen if net not in ignore]
+    kept = {key: opt['path'][key] for net in frozen
+            for key in [f"param_key_{net[len('network_'):]}"] if key in opt['path']}
+    check_resume(opt, resume_iter)
+    opt['path'].update(kept)
+
+
+def force_yml_args(argv):
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    parser.add_argument('--force_yml', nargs='+', default=[])
+    return parser.parse_known_args(argv)[0]
+
+
+DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; NCCL's own default (600 s) is shorter than a long validation
+_dist_params = {}  # the run's dist_params (option file + --force_yml), read before BasicSR initialises the group
+
+
+def dist_backend(backend=None):
+    """The process-group backend: one group that serves CPU tensors (gloo) and, where CUDA is present, CUDA tensors
+    (NCCL), so that a ``num_gpu: 0`` run on a GPU machine, and object broadcasts, work. ``dist_params.backend: nccl``
+    (BasicSR's option files) gets the same pair: NCCL alone cannot hold a CPU tensor. Any other value is used as
+    given."""
+    if backend in (None, 'nccl'):
+        return 'cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo'
+    return backend
+
+
+# launcher -> (the variables it sets that init_dist reads, who sets them, how to start the command with them)
+LAUNCHER_ENV = {'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'), 'torchrun',
+                            'torchrun --nproc_per_node=N $(which basicsr) train ... --launcher pytorch'),
+                'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'), 'SLURM',
+                          'srun (e.g. srun --ntasks=N basicsr train ... --launcher slurm)')}
+
+
+def init_dist(launcher, backend=None, **kwargs):
+    """``torchrun``/slurm process-group init: the backend of :func:`dist_backend`, the collective timeout
+    ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
+    validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
+    runs only; here every launcher reads them."""
+    needs = LAUNCHER_ENV.get(launcher)
+    if needs is None:
+        raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
+    missing = [name for name in needs[0] if name not in os.environ]
+    if missing:
+        raise SystemExit(f'error: --launcher {launcher} needs the environment {needs[1]} sets ({", ".join(missing)} '
+                         f'missing): start the command with {needs[2]}, or drop --launcher to train in one process')
+    params = {**kwargs, **_dist_params}  # BasicSR passes a slurm run the file's dist_params, without --force_yml
+    backend = dist_backend(params.get('backend', backend))
+    timeout = datetime.timedelta(seconds=params.get('timeout', DEFAULT_DIST_TIMEOUT_S))
+    if launcher == 'slurm':  # BasicSR's slurm init, without its unconditional torch.cuda.set_device
+        if 'MASTER_ADDR' not in os.environ:  # the first node of the job
+            node_list = os.environ['SLURM_NODELIST']
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ['MASTER_PORT'] = str(params.get('port') or os.environ.get('MASTER_PORT', 29500))
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if torch.cuda.is_available():  # modulo: a process that sees only its own GPU (SLURM's binding) uses device 0
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    dist.init_process_group(backend=backend, timeout=timeout)
+
+
+def model_to_device(self, net):
+    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
+    buffer broadcasts (rank 0 validates alone). (MDRN's CPU inference fast path is the model type's choice:
+    ``DenoiseModel``.)"""
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        # DDP syncs only the parameters at wrap time when broadcast_buffers is off, and BasicSR seeds each rank
+        # with seed + rank: a buffer initialised at random (spectral norm's power-iteration vectors) would differ
+        for buffer in net.buffers():
+            dist.broadcast(buffer, src=0)
+        net = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False,
+                                      find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+        n = self.opt['num_gpu']
+        get_root_logger().warning(
+            f'{type(net.module).__name__} runs under DataParallel on {n} GPUs: BasicSR loads {n} x '
+            'batch_size_per_gpu images per iteration (not the batch_size_per_gpu of the option file); torchrun '
+            f'--nproc_per_node={n} ... --launcher pytorch trains with DDP instead.')
+    return net
+
+
+def get_optimizer(self, optim_type, params, lr, **kwargs):
+    """``BaseModel.get_optimizer`` for any ``torch.optim`` optimizer, not only Adam (pitfall #11)."""
+    return getattr(torch.optim, optim_type)(params, lr, **kwargs)
