@@ -20,10 +20,13 @@ those: ``pipeline_fixes.install`` points BasicSR's module globals at them. Each 
   saved by the run, so it is excluded from both rewrites -- ``_check_resume``.
 * #11 BasicSR builds only ``type: Adam``; any ``torch.optim`` optimizer is built (the preflight checks its
   arguments) -- ``get_optimizer``.
+* ``--force_yml`` values (found here): BasicSR ``eval``s a list value (``[__import__('os').system(...)]`` runs) and
+  leaves ``-1`` or ``2e-4`` text; lists are read by YAML's safe loader, numbers as numbers -- ``force_yml_value``.
 
-(#1 is ``mdrn_arch/basicsr_compat.py``; #7 ``mdrn_cli``; #12 and #16 are applied in ``pipeline_fixes.parse_options``;
-#14 in ``datasets_prep``.) The resume functions also take the newest *complete* state and check it against the
-option file: they are where BasicSR reads the state.
+Elsewhere: #1 ``mdrn_arch/basicsr_compat.py``; #7 ``mdrn_cli``; #12, #16 and the ``--force_yml`` key paths BasicSR
+``exec``s in ``pipeline_fixes.parse_options``; #14 ``datasets_prep``. ``dist_params`` are read (``read_dist_params``)
+for every launcher before BasicSR starts the group. The resume functions also take the newest *complete* state and
+check it against the option file: they are where BasicSR reads the state.
 """
 import argparse
 import collections
@@ -36,16 +39,20 @@ from os import path as osp
 
 import mdrn_arch.basicsr_compat  # noqa: F401
 
+import basicsr.utils.options
 import torch
 import torch.distributed as dist
+import yaml
 from basicsr.utils import check_resume, get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from mdrn_models.integration.option_checks import number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, keep, select_state
 from mdrn_models.utils.distributed import read_on_rank0
 from mdrn_models.utils.messages import first_line
 
+_original_yml_value = basicsr.utils.options._postprocess_yml_value
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
 
 STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
@@ -162,6 +169,50 @@ def force_yml_args(argv):
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])
     return parser.parse_known_args(argv)[0]
+
+
+def read_dist_params(opt_path, params, entries):
+    """``dist_params`` of the option file with its ``--force_yml dist_params:KEY=VALUE`` entries applied, checked:
+    BasicSR initialises the process group before it applies ``--force_yml`` (and reads ``dist_params`` for slurm
+    only), so the ``basicsr`` command reads them here, before that."""
+    if params is not None and not isinstance(params, dict):
+        raise SystemExit(f'error: {opt_path}: dist_params must be a mapping such as {{timeout: 3600}}, got {params!r}')
+    params = dict(params or {})
+    for entry in entries:
+        key, value = (part.strip() for part in entry.split('=', 1))
+        if key.startswith('dist_params:'):
+            params[key.split(':', 1)[1]] = force_yml_value(value)
+    unknown = sorted(set(params) - {'backend', 'port', 'timeout'})
+    if unknown:
+        raise SystemExit(f"error: {opt_path}: dist_params has no option '{unknown[0]}': its options are backend, "
+                         'port (slurm) and timeout (seconds)')
+    for key, low in (('timeout', 1), ('port', 1)):
+        problem = key in params and number_problem(params[key], low, 65535 if key == 'port' else None, key == 'port')
+        if problem:
+            raise SystemExit(f'error: {opt_path}: dist_params.{key}: {problem}' +
+                             (' (seconds a rank waits in a collective)' if key == 'timeout' else ''))
+    return params
+
+
+NUMBER = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
+
+
+def force_yml_value(value):
+    """BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's safe loader
+    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run), and every number read as one: BasicSR
+    leaves ``-1``, ``-0.5`` and ``2e-4`` text, so ``train:warmup_iter=-1`` (its own default) would be refused as text
+    and ``batch_size_per_gpu=-2`` blamed on its notation instead of its range."""
+    if NUMBER.fullmatch(value):
+        return int(value) if re.fullmatch(r'[-+]?\d+', value) else float(value)
+    if not value.startswith('['):
+        return _original_yml_value(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise SystemExit(f'error: --force_yml value {value}: not a YAML list of plain values, e.g. [100000, 200000]')
+    return parsed
 
 
 DEFAULT_DIST_TIMEOUT_S = 1800  # torch's default for gloo; NCCL's own default (600 s) is shorter than a long validation

@@ -52,8 +52,8 @@ from basicsr.utils import get_root_logger, set_random_seed
 from mdrn_models.data.awgn_dataset import TrainingDataUnreadable
 from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration import basicsr_fixes, run_folders
-from mdrn_models.integration.basicsr_fixes import (force_yml_args, get_optimizer, init_dist, load_resume_state,
-                                                  model_to_device)
+from mdrn_models.integration.basicsr_fixes import (force_yml_args, force_yml_value, get_optimizer, init_dist,
+                                                  load_resume_state, model_to_device, read_dist_params)
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
 from mdrn_models.utils.checkpoints import CheckpointError, drop_kept, load_weights
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
@@ -61,7 +61,6 @@ from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests
 from mdrn_models.utils.images import write_image
 
 _original_parse_options = basicsr.utils.options.parse_options
-_original_yml_value = basicsr.utils.options._postprocess_yml_value
 FORCE_YML_KEYS = re.compile(r'[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*')
 RUN_NAME = re.compile(r'[A-Za-z0-9_.+@-]+')
 MAX_NAME = 200  # file names hold 255 bytes; BasicSR's archive adds '_archived_YYYYMMDD_HHMMSS'
@@ -143,57 +142,13 @@ def _check_file_before_parse(opt_path, entries):
     if problem:
         raise SystemExit(f'error: {opt_path}: manual_seed: {problem}')
     basicsr_fixes._dist_params.clear()
-    basicsr_fixes._dist_params.update(_read_dist_params(opt_path, tree.get('dist_params'), entries))
+    basicsr_fixes._dist_params.update(read_dist_params(opt_path, tree.get('dist_params'), entries))
     forced = [e.split('=', 1)[1].strip() for e in entries if e.split('=', 1)[0].strip() == 'name']
     name = force_yml_value(forced[-1]) if forced else tree.get('name')
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in ('.', '..') or len(name) > MAX_NAME:
         raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
                          f"'.', '+', '@'; not empty, '.' or '..'; at most {MAX_NAME} characters), the run's folder "
                          'under experiments/ and results/')
-
-
-def _read_dist_params(opt_path, params, entries):
-    """``dist_params`` of the option file with its ``--force_yml dist_params:KEY=VALUE`` entries applied, checked:
-    BasicSR initialises the process group before it applies ``--force_yml`` (and reads ``dist_params`` for slurm
-    only), so the ``basicsr`` command reads them here, before that."""
-    if params is not None and not isinstance(params, dict):
-        raise SystemExit(f'error: {opt_path}: dist_params must be a mapping such as {{timeout: 3600}}, got {params!r}')
-    params = dict(params or {})
-    for entry in entries:
-        key, value = (part.strip() for part in entry.split('=', 1))
-        if key.startswith('dist_params:'):
-            params[key.split(':', 1)[1]] = force_yml_value(value)
-    unknown = sorted(set(params) - {'backend', 'port', 'timeout'})
-    if unknown:
-        raise SystemExit(f"error: {opt_path}: dist_params has no option '{unknown[0]}': its options are backend, "
-                         'port (slurm) and timeout (seconds)')
-    for key, low in (('timeout', 1), ('port', 1)):
-        problem = key in params and number_problem(params[key], low, 65535 if key == 'port' else None, key == 'port')
-        if problem:
-            raise SystemExit(f'error: {opt_path}: dist_params.{key}: {problem}' +
-                             (' (seconds a rank waits in a collective)' if key == 'timeout' else ''))
-    return params
-
-
-NUMBER = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
-
-
-def force_yml_value(value):
-    """BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's safe loader
-    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run), and every number read as one: BasicSR
-    leaves ``-1``, ``-0.5`` and ``2e-4`` text, so ``train:warmup_iter=-1`` (its own default) would be refused as text
-    and ``batch_size_per_gpu=-2`` blamed on its notation instead of its range."""
-    if NUMBER.fullmatch(value):
-        return int(value) if re.fullmatch(r'[-+]?\d+', value) else float(value)
-    if not value.startswith('['):
-        return _original_yml_value(value)
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = None
-    if not isinstance(parsed, list):
-        raise SystemExit(f'error: --force_yml value {value}: not a YAML list of plain values, e.g. [100000, 200000]')
-    return parsed
 
 
 def _resolve_checkpoints(opt, root_path):

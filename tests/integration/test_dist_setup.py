@@ -52,7 +52,7 @@ def test_the_process_group_serves_cpu_tensors_wherever_a_run_may_hold_them(init_
 def test_the_collective_timeout_comes_from_dist_params_for_every_launcher(tmp_path, init_calls, dist_params, forced,
                                                                           seconds):
     yml = tmp_path / 'x.yml'
-    basicsr_fixes._dist_params.update(pipeline_fixes._read_dist_params(yml, dist_params, forced))
+    basicsr_fixes._dist_params.update(pipeline_fixes.read_dist_params(yml, dist_params, forced))
     basicsr_fixes.init_dist('pytorch')
     assert init_calls[0]['timeout'] == datetime.timedelta(seconds=seconds)
     assert basicsr_fixes.DEFAULT_DIST_TIMEOUT_S == 1800  # the default docs/training.md states
