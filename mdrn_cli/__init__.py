@@ -10,9 +10,9 @@ project's tools, one sub-command each.
 
 This package imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
 torch threads, and only then imports the plugins (``mdrn_models.integration.plugins``) and the module that runs the
-command (``parsers.COMMANDS``): ``mdrn_models.tools.pipelines`` for train/test, the tool's module otherwise, which gets the
-arguments as they were given. ``python -m mdrn_cli`` and
-``python -m mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
+command (``parsers.COMMANDS``, the one command table): ``mdrn_models.tools.pipelines`` for train/test, the tool's
+module otherwise, which gets the arguments as they were given. ``python -m mdrn_cli`` and ``python -m
+mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
 """
 import importlib
 import os
@@ -74,9 +74,7 @@ def main(argv=None):
         args = ['--root', top.root, *args]
     if command in ('train', 'test'):  # torch.distributed.launch passes --local-rank=N; BasicSR knows --local_rank
         args = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a for a in args]
-    build = parsers.BUILDERS.get(command)
-    if build is not None:
-        ns = build(f'basicsr {command}').parse_args(args)  # --help and usage errors, before any heavy import
+    ns = parsers.COMMANDS[command].parser(f'basicsr {command}').parse_args(args)  # --help, usage errors: no torch
     set_default_threads()
     refuse_unsafe_loads()
     if command != 'demo':  # (the demo only starts `basicsr` processes)
@@ -86,7 +84,7 @@ def main(argv=None):
         # float32 denormals make MDRN's CPU convs many times slower; flushing them is a process-wide choice, made
         # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
         importlib.import_module('torch').set_flush_denormal(True)
-    module = importlib.import_module(parsers.COMMANDS[command][0])
+    module = importlib.import_module(parsers.COMMANDS[command].module)
     if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.pipelines)
         return _one_line_on_os_errors(command, lambda: module.run(command, args, ns.root))
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

@@ -1,41 +1,26 @@
-"""The command-line flags of every ``basicsr`` sub-command, in one light module (argparse only: no torch, basicsr,
-numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. Each tool builds its parser here
-too (``mdrn_models.tools.compare.build_parser`` is ``parsers.compare``...), so there is one definition of each.
-
-A few choice lists repeat a constant of the tool that owns it (importing the tool would import torch);
-``tests/test_cli_help.py`` checks that they agree.
+"""The ``basicsr`` command table and every sub-command's flags, in one light module (argparse only: no torch,
+basicsr, numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. ``COMMANDS`` is the one
+table: the dispatcher (``mdrn_cli.main``) and ``--help`` read it, and each tool parses its arguments with the parser
+built here. The choice lists the flags offer (``TILE_ALIGN``, ``BENCHMARK_MODES``, ...) are defined here and read by
+the tools and models that use them: this module imports nothing of the project, so any layer may read it.
 """
 import argparse
 import os
+from typing import Callable, NamedTuple
 
-# command -> (module whose main(argv) runs it, one-line summary); `basicsr --help` lists them in this order
-COMMANDS = {
-    'train': ('mdrn_models.tools.pipelines', "train a network: BasicSR's train pipeline on an option file"),
-    'test': ('mdrn_models.tools.pipelines', "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)"),
-    'denoise': ('mdrn_models.tools.denoise', 'denoise your own images with a trained model'),
-    'compare': ('mdrn_models.tools.compare', 'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures'),
-    'benchmark': ('mdrn_models.tools.benchmark', 'latency, throughput and peak memory of denoisers; training-step time'),
-    'export': ('mdrn_models.tools.export', 'export a network to ONNX or TorchScript, checked against PyTorch'),
-    'export-weights': ('mdrn_models.tools.export_weights', 'turn a training checkpoint into a small weight file to ship'),
-    'peers': ('mdrn_models.tools.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights'),
-    'demo': ('mdrn_models.tools.demo', "the paper's story at toy scale on the CPU: teachers, students, a PSNR table"),
-    'gpu-session': ('mdrn_models.tools.gpu_session', 'a timed session on a GPU you have for a short while (rented or '
-                    'shared): CUDA benchmarks, a DDP distillation run with resume, training, test and export, all in '
-                    'one folder'),
-}
 ROOT_COMMANDS = ('train', 'test', 'demo')  # the commands with a --root, which may also come before the command
 
-# copies of the tools' constants (checked by tests/test_cli_help.py)
-TILE_ALIGN = 8  # mdrn_models.models.denoise_model.TILE_ALIGN
-BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')  # mdrn_models.tools.benchmark.MODES
-PEER_ARCHS = ('DnCNN', 'FFDNet')  # mdrn_models.tools.peer_weights.ARCHS
-WEIGHT_DTYPES = ('fp16', 'fp32')  # mdrn_models.tools.export_weights.DTYPES
+# the choice lists of the flags, read by the code that uses them
+TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned (DenoiseModel's tiles)
+BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
+PEER_ARCHS = ('DnCNN', 'FFDNet')  # the published MatConvNet weights the peers tool imports
+WEIGHT_DTYPES = ('fp16', 'fp32')  # what export-weights stores
 DEVICE_HELP = 'default: cuda when available, else cpu'
-ONNX_OPSET = 17  # mdrn_models.tools.export.OPSET: onnxruntime >= 1.12 and most other runtimes read it
+ONNX_OPSET = 17  # onnxruntime >= 1.12 and most other runtimes read it
 
 
 def _parser(prog, command, **kwargs):
-    summary = COMMANDS[command][1]
+    summary = COMMANDS[command].summary
     return argparse.ArgumentParser(prog=prog, description=summary[:1].upper() + summary[1:] + '.',
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
@@ -43,7 +28,7 @@ def _parser(prog, command, **kwargs):
 def top():
     """``basicsr [--root DIR] COMMAND ...``: the command and its arguments, unparsed (the command parses them)."""
     width = max(map(len, COMMANDS))
-    listing = '\n'.join(f'  {name:<{width}}  {summary}' for name, (_, summary) in COMMANDS.items())
+    listing = '\n'.join(f'  {name:<{width}}  {command.summary}' for name, command in COMMANDS.items())
     p = argparse.ArgumentParser(
         prog='basicsr', formatter_class=argparse.RawDescriptionHelpFormatter,
         description="MDRN denoising on BasicSR 1.4.2: BasicSR's own train/test pipelines with every installed "
@@ -216,6 +201,33 @@ def gpu_session(prog='basicsr gpu-session'):
     return p
 
 
-BUILDERS = {'train': lambda prog: train_test('train', prog), 'test': lambda prog: train_test('test', prog),
-            'denoise': denoise, 'compare': compare, 'benchmark': benchmark, 'export-weights': export_weights,
-            'peers': peers, 'demo': demo, 'export': export, 'gpu-session': gpu_session}
+class Command(NamedTuple):
+    module: str  # the module whose main(argv) runs it (train/test: pipelines.run)
+    summary: str  # one line, for `basicsr --help` and the command's own
+    parser: Callable  # prog -> its argparse parser (--help, usage errors, and the tool's own parsing)
+
+
+# `basicsr --help` lists them in this order
+COMMANDS = {
+    'train': Command('mdrn_models.tools.pipelines', "train a network: BasicSR's train pipeline on an option file",
+                     lambda prog: train_test('train', prog)),
+    'test': Command('mdrn_models.tools.pipelines',
+                    "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)",
+                    lambda prog: train_test('test', prog)),
+    'denoise': Command('mdrn_models.tools.denoise', 'denoise your own images with a trained model', denoise),
+    'compare': Command('mdrn_models.tools.compare',
+                       'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures', compare),
+    'benchmark': Command('mdrn_models.tools.benchmark',
+                         'latency, throughput and peak memory of denoisers; training-step time', benchmark),
+    'export': Command('mdrn_models.tools.export', 'export a network to ONNX or TorchScript, checked against PyTorch',
+                      export),
+    'export-weights': Command('mdrn_models.tools.export_weights',
+                              'turn a training checkpoint into a small weight file to ship', export_weights),
+    'peers': Command('mdrn_models.tools.peer_weights', 'import the published DnCNN/FFDNet MatConvNet weights', peers),
+    'demo': Command('mdrn_models.tools.demo',
+                    "the paper's story at toy scale on the CPU: teachers, students, a PSNR table", demo),
+    'gpu-session': Command('mdrn_models.tools.gpu_session',
+                           'a timed session on a GPU you have for a short while (rented or shared): CUDA benchmarks, '
+                           'a DDP distillation run with resume, training, test and export, all in one folder',
+                           gpu_session),
+}

@@ -76,16 +76,11 @@ def test_help_imports_neither_torch_nor_basicsr():
     assert proc.stdout.strip().splitlines()[-1] == 'heavy:'
 
 
-def test_light_parsers_agree_with_the_tools():
-    """parsers.py repeats a few choice lists of the tools (importing a tool imports torch)."""
-    from mdrn_models.tools import benchmark
-    from mdrn_models.tools import export_weights
-    from mdrn_models.tools import peer_weights
-    from mdrn_models.models.denoise_model import TILE_ALIGN
-    assert parsers.TILE_ALIGN == TILE_ALIGN
-    assert parsers.BENCHMARK_MODES == benchmark.MODES
-    assert parsers.PEER_ARCHS == peer_weights.ARCHS
-    assert set(parsers.WEIGHT_DTYPES) == set(export_weights.DTYPES)
+def test_the_command_table_is_the_dispatch_and_the_help():
+    """One table: every command's module exists and its parser is the one the command parses with."""
+    for name, command in parsers.COMMANDS.items():
+        assert importlib.util.find_spec(command.module) is not None, name
+        assert command.parser(f'basicsr {name}').prog == f'basicsr {name}'
 
 
 def test_physical_cores_counts_hyperthreads_once(tmp_path, monkeypatch):

@@ -11,11 +11,11 @@ import mdrn_arch  # noqa: F401  (first: basicsr compat alias, registers MDRN)
 from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 from mdrn_arch import enable_fused_inference  # noqa: E402
+from mdrn_cli.parsers import TILE_ALIGN  # noqa: E402  (the flag's choice list; a module without dependencies)
 from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
 
 from mdrn_models.models.training_step import TRAIN_KEYS, TrainingStep, check_training_step_options  # noqa: E402
 
-TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned with the whole image
 
 
 def tile_options(opt):

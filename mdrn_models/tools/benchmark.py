@@ -61,7 +61,7 @@ MODELS = {
     'MDRN': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 8, 'num_level': 3},
     'MDRN-2B': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 2, 'num_level': 3},
 }
-MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
+MODES = parsers.BENCHMARK_MODES
 
 
 VARIANTS = ('-unfused',)  # MDRN only: the forward without the oneDNN fused inference path
@@ -407,12 +407,8 @@ def check_args(args, device):
                              '--out.')
 
 
-def build_parser(prog='python -m mdrn_models.tools.benchmark'):
-    return parsers.benchmark(prog)
-
-
 def main(argv=None):
-    p = build_parser()
+    p = parsers.benchmark()
     args = p.parse_args(argv)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else

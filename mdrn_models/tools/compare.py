@@ -373,12 +373,8 @@ def paired_columns(base, other):
             'improved': f"{psnr['improved']}/{psnr['n']}"}
 
 
-def build_parser(prog='python -m mdrn_models.tools.compare'):
-    return parsers.compare(prog)
-
-
 def main(argv=None):
-    parser = build_parser()
+    parser = parsers.compare()
     args = parser.parse_args(argv)
     args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     malloc_tuning.keep_freed_memory()

@@ -35,7 +35,7 @@ from mdrn_models.data.awgn_dataset import parse_sigma
 from mdrn_models.integration.option_files import OptionFileError
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.tools.model_loading import RANDOM_INIT, ModelLoadError, build_model, set_sigma, takes_sigma
-from mdrn_models.models.denoise_model import TILE_ALIGN, eval_forward
+from mdrn_models.models.denoise_model import eval_forward
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.utils.images import MAX_PIXELS, list_images, too_large, write_image
 
@@ -134,16 +134,12 @@ def noise_level(net, opt, args):
     return float(net.sigma)
 
 
-def build_parser(prog='basicsr denoise'):
-    return parsers.denoise(prog)
-
-
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parsers.denoise().parse_args(argv)
     malloc_tuning.keep_freed_memory()
     try:
-        if args.tile is not None and (args.tile <= 0 or args.tile % TILE_ALIGN):
-            raise DenoiseError(f'--tile must be a positive multiple of {TILE_ALIGN}, got {args.tile}')
+        if args.tile is not None and (args.tile <= 0 or args.tile % parsers.TILE_ALIGN):
+            raise DenoiseError(f'--tile must be a positive multiple of {parsers.TILE_ALIGN}, got {args.tile}')
         # the dataset's own range check ([1, 255]; it also refuses nan/inf, which would write black images)
         for key in ('add_noise', 'sigma'):
             if getattr(args, key) is not None:

@@ -299,10 +299,6 @@ def test_only_steps(opt):
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-def build_parser(prog='python -m mdrn_models.tools.export'):
-    return parsers.export(prog)
-
-
 def plan(args):
     """Every check that needs no network, before anything is built or written -> the format."""
     out = args.output
@@ -329,7 +325,7 @@ def plan(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parsers.export().parse_args(argv)
     malloc_tuning.keep_freed_memory()  # as basicsr denoise / compare: the PyTorch side of the check runs faster
     try:
         fmt = plan(args)

@@ -19,7 +19,7 @@ import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
 from mdrn_cli import parsers
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
-DTYPES = {'fp16': torch.float16, 'fp32': torch.float32}
+DTYPES = {name: torch.float16 if name == 'fp16' else torch.float32 for name in parsers.WEIGHT_DTYPES}
 
 
 def is_state_dict(obj):

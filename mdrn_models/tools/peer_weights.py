@@ -28,7 +28,7 @@ import torch
 import mdrn_arch  # noqa: F401  (registers DnCNN/FFDNet; before any basicsr import)
 from mdrn_cli import parsers
 
-ARCHS = ('DnCNN', 'FFDNet')
+ARCHS = parsers.PEER_ARCHS
 
 
 class MatFormatError(ValueError):
