@@ -11,8 +11,8 @@ project's tools, one sub-command each.
 This package imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
 torch threads, and only then imports the plugins (``mdrn_models.integration.plugins``) and the module that runs the
 command (``parsers.COMMANDS``, the one command table): ``mdrn_models.tools.pipelines`` for train/test, the tool's
-module otherwise, which gets the arguments as they were given. ``python -m mdrn_cli`` and ``python -m
-mdrn_models.cli`` are the same command (the latter imports torch before parsing anything).
+module otherwise, which gets the arguments as they were given. ``python -m mdrn_cli`` is the same command without
+the console script (``torchrun ... -m mdrn_cli train ...``).
 """
 import importlib
 import os
@@ -48,7 +48,7 @@ def set_default_threads(environ=os.environ):
     n = physical_cores()
     environ['OMP_NUM_THREADS'] = str(n)
     torch = sys.modules.get('torch')
-    if torch is not None:  # already started (python -m mdrn_models.cli imports it first): it reads the variable once
+    if torch is not None:  # already started (a caller imported it first): it reads the variable once
         torch.set_num_threads(n)
     return n
 

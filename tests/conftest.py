@@ -29,10 +29,10 @@ def shared_dir():
 
 
 def run_basicsr(*args, cwd, check=True, env=None, timeout=600):
-    """Run the real ``basicsr`` command (as ``python -m mdrn_models.cli``, so it works without the console script
+    """Run the real ``basicsr`` command (as ``python -m mdrn_cli``, so it works without the console script
     on PATH) in a subprocess; returns the CompletedProcess with stdout+stderr in ``.stdout``."""
     full_env = {**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': '', **(env or {})}
-    proc = subprocess.run([sys.executable, '-m', 'mdrn_models.cli', *map(str, args)], cwd=cwd, env=full_env,
+    proc = subprocess.run([sys.executable, '-m', 'mdrn_cli', *map(str, args)], cwd=cwd, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f'basicsr {" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-6000:]}')

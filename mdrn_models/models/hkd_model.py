@@ -246,7 +246,7 @@ class HKDModel(DenoiseModel):
             # BasicSR would wrap the nets in DataParallel, whose replicas each fire the feature hooks
             raise ValueError(f'num_gpu: {num_gpu} without a launcher means DataParallel, which HKDModel does not '
                              'support (its feature hooks fire once per replica): launch one process per GPU, '
-                             f'torchrun --nproc_per_node={num_gpu} -m mdrn_models.cli train -opt X.yml --launcher '
+                             f'torchrun --nproc_per_node={num_gpu} -m mdrn_cli train -opt X.yml --launcher '
                              'pytorch, or set num_gpu: 1')
         if not isinstance(opt.get('network_t'), dict):
             raise ValueError('HKDModel needs a teacher: add network_t (e.g. {type: MDRN, num_block: 8}) and '

@@ -41,7 +41,7 @@ TEST = 'demo_test_gray_s70'
 def basicsr(args, root, log):
     """Run ``basicsr`` as a subprocess (as users do) in ``root`` (the ``--root`` of train/test), its output to
     ``log``; raise with the log's tail on failure."""
-    cmd = [sys.executable, '-m', 'mdrn_models.cli', *args, *(['--root', root] if args[0] in ('train', 'test') else [])]
+    cmd = [sys.executable, '-m', 'mdrn_cli', *args, *(['--root', root] if args[0] in ('train', 'test') else [])]
     print(f'  basicsr {args[0]}: log in {log}', flush=True)  # (minutes for a training run: where to look meanwhile)
     with open(log, 'w') as f:
         proc = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)

@@ -115,7 +115,7 @@ class Session:
         env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
         if self.device == 'cpu':
             env['CUDA_VISIBLE_DEVICES'] = ''
-        cmd = [sys.executable, *(launcher or ['-m', 'mdrn_models.cli']), *map(str, args)]
+        cmd = [sys.executable, *(launcher or ['-m', 'mdrn_cli']), *map(str, args)]
         with open(log, 'w') as f:
             f.write(' '.join(cmd) + '\n')
             f.flush()
@@ -223,7 +223,7 @@ class Session:
         yml = osp.join(folder, 'hkd_tiny.yml')
         with open(yml, 'w') as f:
             yaml.safe_dump(opt, f, sort_keys=False)
-        launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_models.cli']
+        launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_cli']
         self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder], osp.join(folder, 'train.log'),
                      launcher=launcher, timeout=0.5 * self.left())
         log = self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder, '--auto_resume',

@@ -22,7 +22,7 @@ def test_sigkill_then_auto_resume_continues_schedule_and_optimizer(tmp_path, pai
     root = tmp_path / 'root'
     yml = train_yml(tmp_path / 'train.yml', pairs, 'crash', total_iter=100000)
     env = {**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}
-    proc = subprocess.Popen([sys.executable, '-m', 'mdrn_models.cli', 'train', '-opt', str(yml), '--root', str(root)],
+    proc = subprocess.Popen([sys.executable, '-m', 'mdrn_cli', 'train', '-opt', str(yml), '--root', str(root)],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_dir = root / 'experiments' / 'crash' / 'training_states'
     deadline = time.time() + 300

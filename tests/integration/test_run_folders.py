@@ -32,7 +32,7 @@ def test_a_live_run_is_not_archived_by_a_second_launch_and_sigterm_says_how_to_r
     yml = train_yml(tmp_path / 'train.yml', pairs, 'same', total_iter=10 ** 6)
     states = tmp_path / 'experiments' / 'same' / 'training_states'
     with open(tmp_path / 'first.log', 'w') as log:
-        first = subprocess.Popen([sys.executable, '-m', 'mdrn_models.cli', 'train', '-opt', str(yml), '--root',
+        first = subprocess.Popen([sys.executable, '-m', 'mdrn_cli', 'train', '-opt', str(yml), '--root',
                                   str(tmp_path), '--force_yml', 'logger:print_freq=1000'],
                                  cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -203,7 +203,7 @@ def test_a_full_disk_while_writing_is_one_line(tiny, tmp_path):
     big = (np.arange(300 * 300) % 251).reshape(300, 300).astype(np.uint8)  # a PNG of tens of kB
     cv2.imwrite(str(tmp_path / 'in' / 'big.png'), big)
     proc = subprocess.run(
-        [sys.executable, '-m', 'mdrn_models.cli', 'denoise', '-opt', str(tiny / 'mdrn.yml'), '-i',
+        [sys.executable, '-m', 'mdrn_cli', 'denoise', '-opt', str(tiny / 'mdrn.yml'), '-i',
          str(tmp_path / 'in'), '-o', str(tmp_path / 'out') + '/'],
         env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''}, cwd=tmp_path, capture_output=True,
         text=True, timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
