@@ -45,7 +45,6 @@ import basicsr.train
 import basicsr.utils.misc
 import basicsr.utils.options
 import torch
-import yaml
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, set_random_seed
 
@@ -55,6 +54,7 @@ from mdrn_models.integration import basicsr_fixes, run_folders
 from mdrn_models.integration.basicsr_fixes import (force_yml_args, force_yml_value, get_optimizer, init_dist,
                                                   load_resume_state, model_to_device, read_dist_params)
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
+from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.utils.checkpoints import CheckpointError, drop_kept, load_weights
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
@@ -130,13 +130,23 @@ def parse_options(root_path, is_train=True):
     return opt, args
 
 
+_option_trees = {}  # option file path -> what check_option_file read: one read for every check of one command
+
+
+def option_tree(path):
+    """The option file ``path`` as :func:`check_option_file` reads it (plain YAML, bounded, no key twice; a one-line
+    ``OptionFileError`` otherwise), read once per command (:func:`install` forgets it). Not to be changed."""
+    if path not in _option_trees:
+        _option_trees[path] = check_option_file(path)
+    return _option_trees[path]
+
+
 def _check_file_before_parse(opt_path, entries):
     """What BasicSR's parser itself uses, checked before it runs. The run's ``name`` (the option file's, or a
     ``--force_yml name=...``) must be one plain folder name: BasicSR joins it to experiments/ and results/ and
     archives what is there, so '../x' or '/tmp/x' would rename a folder outside --root. And the file's
     ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``."""
-    with open(opt_path, encoding='utf-8') as f:
-        tree = yaml.safe_load(f) or {}
+    tree = option_tree(opt_path)
     seed = tree.get('manual_seed')
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
     if problem:
@@ -182,8 +192,7 @@ def _force_yml_problem(argv):
     """The ``--force_yml`` entry whose key path misses a section, the section, and the sections there are; or None
     when every key path exists."""
     args = force_yml_args(argv)
-    with open(args.opt) as f:
-        tree = yaml.safe_load(f)
+    tree = option_tree(args.opt)
     for entry in args.force_yml:
         node, where = tree, 'the top level'
         for key in entry.split('=')[0].strip().split(':')[:-1]:
@@ -359,6 +368,7 @@ def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
     run_folders.forget_launch()
     drop_kept()
+    _option_trees.clear()
     SkipCountingLoader.skipped_reads[0] = 0
     forget_stop_requests()
     basicsr.train.load_resume_state = load_resume_state

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
-from mdrn_models.integration.option_files import OptionFileError, check_option_file
+from mdrn_models.integration.option_files import OptionFileError
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.utils.distributed import rank
 
@@ -36,11 +36,12 @@ def run(command, argv, root):
     """``basicsr train`` / ``basicsr test`` with ``argv`` (BasicSR's flags and ``--root``, whose value is ``root``),
     as parsed by ``mdrn_cli.parsers.train_test``; ``mdrn_cli.main`` has loaded the plugins."""
     malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
+    pipeline_fixes.install()
     passthrough = _basicsr_args(argv)
     opt_path = _option_path(passthrough)
     if opt_path is not None:
         try:
-            check_option_file(opt_path)
+            pipeline_fixes.option_tree(opt_path)  # plain YAML, bounded: read once for every check of the command
         except OptionFileError as exc:
             sys.exit(f'basicsr {command}: error: {exc}')
 
@@ -54,7 +55,6 @@ def run(command, argv, root):
     if not os.access(existing, os.W_OK | os.X_OK):
         sys.exit(f'basicsr {command}: error: --root {root}: cannot write to {existing} (BasicSR writes experiments/, '
                  'results/ and tb_logger/ there): choose a writable --root')
-    pipeline_fixes.install()
     sys.argv = [f'basicsr {command}', *passthrough]
     if command == 'train':
         from basicsr.train import train_pipeline as pipeline

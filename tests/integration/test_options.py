@@ -198,3 +198,16 @@ def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp
     pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'train:warmup_iter=-1',
                              'train:optim_g:lr=2e-4'], str(tmp_path))
     assert (tmp_path / 'experiments' / 'warmup' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_the_option_file_is_read_once_for_every_check_of_a_command(tmp_path, pairs, monkeypatch):
+    """Our checks read the option file once (``check_option_file``: plain YAML, bounded); BasicSR parses it itself."""
+    from mdrn_models.integration import option_files, pipeline_fixes
+    from mdrn_models.tools import pipelines
+    reads = []
+    real = option_files.check_option_file
+    monkeypatch.setattr(pipeline_fixes, 'check_option_file', lambda path: reads.append(path) or real(path))
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'read_once', total_iter=1)
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'name=read_once2'],
+                  str(tmp_path))
+    assert reads == [str(yml)]
