@@ -110,6 +110,9 @@ def compare(prog='python -m mdrn_models.tools.compare'):
     p.add_argument('--crop-size', type=int, default=64)
     p.add_argument('--zoom', type=int, default=3, help='nearest-neighbour zoom of the crops (default 3)')
     p.add_argument('--flops-size', type=int, default=256, help='input side for the FLOP count (default 256)')
+    p.add_argument('--max-megapixels', type=float, default=None, metavar='MP',
+                   help='refuse test images with more megapixels than this, read from their headers (raise it for '
+                        'very large images; the default bound is in the message)')
     p.add_argument('--device', default=None, choices=('cpu', 'cuda'), help=DEVICE_HELP)
     p.add_argument('--amp', action='store_true', help='run the models under autocast: fp16 on CUDA, bf16 on the CPU '
                    '(fast where the CPU has bf16 instructions, e.g. AVX512-BF16/AMX)')

@@ -237,8 +237,9 @@ class AWGNDenoisingDataset(data.Dataset):
         over each whole file (PNG chunk checksums: finds truncated files)."""
         sizes = {}
         for path in self.paths:
-            problem = too_large(path, self.max_pixels, f'set max_pixels in this dataset\'s options above '
-                                                       f'{self.max_pixels:g}')
+            problem = too_large(path, self.max_pixels, 'raise max_pixels (the dataset option; --max-megapixels of '
+                                                       'basicsr compare) if this machine has the memory, or split '
+                                                       'the image')
             if problem:
                 raise ValueError(problem + '.')
             try:

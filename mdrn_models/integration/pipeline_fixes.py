@@ -133,6 +133,12 @@ def parse_options(root_path, is_train=True):
 _option_trees = {}  # option file path -> what check_option_file read: one read for every check of one command
 
 
+# top-level sections BasicSR's parser (or its pipelines) index: (required?, an example of the mapping)
+SECTIONS = {'datasets': (True, '{test_1: {type: AWGNDenoisingDataset, ...}}'), 'path': (True, '{pretrain_network_g: ~}'),
+            'train': (False, '{total_iter: 1000, ...}'), 'val': (False, '{val_freq: 100, ...}'),
+            'logger': (False, '{print_freq: 100, save_checkpoint_freq: 1000}'), 'dist_params': (False, '{timeout: 3600}')}
+
+
 def option_tree(path):
     """The option file ``path`` as :func:`check_option_file` reads it (plain YAML, bounded, no key twice; a one-line
     ``OptionFileError`` otherwise), read once per command (:func:`install` forgets it). Not to be changed."""
@@ -145,8 +151,23 @@ def _check_file_before_parse(opt_path, entries):
     """What BasicSR's parser itself uses, checked before it runs. The run's ``name`` (the option file's, or a
     ``--force_yml name=...``) must be one plain folder name: BasicSR joins it to experiments/ and results/ and
     archives what is there, so '../x' or '/tmp/x' would rename a folder outside --root. And the file's
-    ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``."""
+    ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``. And the shape of what its parser
+    indexes (``SECTIONS``): a section that is missing or is no mapping would be a traceback from inside it."""
     tree = option_tree(opt_path)
+    for key, (required, example) in SECTIONS.items():
+        value = tree.get(key)
+        if value is None and not required:
+            continue
+        if not isinstance(value, dict):
+            got = 'it is missing' if key not in tree else f'got {type(value).__name__} {value!r:.40}'
+            raise SystemExit(f'error: {opt_path}: {key} must be a mapping, e.g. {example}; {got}')
+    for phase, dataset in tree['datasets'].items():
+        if not isinstance(dataset, dict):
+            raise SystemExit(f'error: {opt_path}: datasets.{phase} must be a mapping of dataset options (type, '
+                             f'dataroot_gt, ...), got {dataset!r:.40}; or drop it with --force_yml datasets:{phase}=~')
+    if 'num_gpu' not in tree:
+        raise SystemExit(f"error: {opt_path} has no num_gpu, which BasicSR reads first: set num_gpu: 0 for the CPU, "
+                         "'auto', or the number of GPUs")
     seed = tree.get('manual_seed')
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
     if problem:

@@ -225,7 +225,8 @@ def run(args):
                 try:
                     datasets[set_name, sigma, seed] = AWGNDenoisingDataset({
                         'dataroot_gt': folder, 'channels': channels, 'sigma': sigma, 'noise_seed': seed,
-                        'phase': 'test', 'io_backend': {'type': 'disk'}})
+                        'phase': 'test', 'io_backend': {'type': 'disk'},
+                        **({} if args.max_megapixels is None else {'max_pixels': args.max_megapixels * 1e6})})
                 except ValueError as err:
                     raise CompareError(f'--sets {set_name}: {err}') from None
     n_imgs = {key: len(ds) if args.max_images is None else min(len(ds), args.max_images)

@@ -95,10 +95,11 @@ def plan(inp, out, force, add_noise=False):
     return pairs
 
 
-def read_image(path, channels, max_pixels=MAX_PIXELS):
+def read_image(path, channels, max_pixels=MAX_PIXELS,
+               raise_it='pass --max-megapixels N if this machine has the memory, or split the image'):
     """uint8 HxWxC image in the model's channel order (gray, or RGB), as BasicSR's datasets feed it; an image larger
-    than ``max_pixels`` is refused from its header, before it is decoded."""
-    problem = too_large(path, max_pixels, 'pass --max-megapixels N')
+    than ``max_pixels`` is refused from its header, before it is decoded (``raise_it``: how to raise the bound)."""
+    problem = too_large(path, max_pixels, raise_it)
     if problem:
         raise DenoiseError(f'{problem} (nothing was written)')
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)

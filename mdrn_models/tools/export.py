@@ -218,7 +218,7 @@ def check_image(image, opt, channels):
         if not osp.isfile(image):
             raise ExportError(f"--image '{image}' does not exist: pass an image file")
         try:
-            return read_image(image, channels), image, None
+            return read_image(image, channels, raise_it='crop or downscale it for the check'), image, None
         except DenoiseError as err:
             raise ExportError(str(err).replace(' (nothing was written)', '')) from None
     ds = first_eval_dataset(opt)
@@ -231,7 +231,7 @@ def check_image(image, opt, channels):
         if name:
             path = osp.join(str(folder), name)
             try:
-                return read_image(path, channels), path, ds
+                return read_image(path, channels, raise_it='pass a smaller --image for the check'), path, ds
             except DenoiseError as err:
                 raise ExportError(f'{err.args[0].replace(" (nothing was written)", "")}, or pass --image') from None
     import skimage.data

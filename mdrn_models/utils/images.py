@@ -49,15 +49,14 @@ def declared_size(path):
 
 
 def too_large(path, max_pixels=MAX_PIXELS, raise_it='raise the bound'):
-    """Why the image at ``path`` is larger than ``max_pixels`` (one phrase naming ``raise_it``, how to raise the
-    bound), or None."""
+    """Why the image at ``path`` is larger than ``max_pixels``, ending in ``raise_it`` (how to raise the bound, in
+    the caller's terms) and the alternative, or None."""
     size = declared_size(path)
     if size is None or size[0] * size[1] <= max_pixels:
         return None
     h, w = size
     return (f'{path} declares {w}x{h} pixels ({h * w / 1e6:.0f} MP), more than the {max_pixels / 1e6:g} MP one image '
-            f'may have here (about {h * w * 16 / 2 ** 30:.0f} GB as a float colour tensor): {raise_it} if this machine '
-            'has the memory, or split the image')
+            f'may have here (about {h * w * 16 / 2 ** 30:.0f} GB as a float colour tensor): {raise_it}')
 
 
 def write_image(path, img, params=()):

@@ -442,3 +442,23 @@ def test_two_sets_of_one_name_are_one_line(tmp_path, pairs):
                               'and metrics reported per name, so one set would overwrite the other; give each its own '
                               'name')
     assert not (tmp_path / 'results').exists()
+
+
+@pytest.mark.parametrize('old, new, message', [
+    ('datasets:\n', 'datasets: [1]\nx_datasets:\n', 'datasets must be a mapping, e.g. {test_1: '),
+    ('path: {', 'x_path: {', 'path must be a mapping, e.g. {pretrain_network_g: ~}; it is missing'),
+    ('num_gpu: 0\n', '', 'has no num_gpu, which BasicSR reads first'),
+    ('  val:\n    name: pairs_val', '  val: 3\n  x_val:\n    name: pairs_val', 'datasets.val must be a mapping of '
+                                                                            'dataset options'),
+], ids=['datasets-list', 'no-path', 'no-num_gpu', 'dataset-number'])
+def test_a_section_basicsr_indexes_in_the_wrong_shape_is_one_line(tmp_path, pairs, old, new, message):
+    """What BasicSR's own parser indexes (a missing ``path``, ``datasets`` as a list) would be a traceback from inside
+    it: one line before it runs."""
+    from mdrn_models.tools import pipelines
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'shape', total_iter=2)
+    assert old in yml.read_text()
+    yml.write_text(yml.read_text().replace(old, new, 1))
+    with pytest.raises(SystemExit) as exc:
+        pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
+    assert not (tmp_path / 'experiments').exists()
