@@ -26,6 +26,7 @@ class DnCNN(nn.Module):
         if num_in_ch != num_out_ch:
             raise ValueError(f'DnCNN predicts the noise of its input: num_out_ch ({num_out_ch}) must equal '
                              f'num_in_ch ({num_in_ch}).')
+        self.num_in_ch = num_in_ch  # the image channels it takes (read by the tools: arch_util.in_channels)
         if num_conv < 2:
             raise ValueError(f'DnCNN needs num_conv >= 2 (first and last conv), got {num_conv}.')
         layers = [nn.Conv2d(num_in_ch, num_feat, 3, padding=1), nn.ReLU(inplace=True)]

@@ -36,6 +36,7 @@ class FFDNet(nn.Module):
         super().__init__()
         if num_conv < 2:
             raise ValueError(f'FFDNet needs num_conv >= 2, got {num_conv}.')
+        self.num_in_ch = num_in_ch  # the image channels (its first conv sees 4x them + the noise map)
         self.sigma = float(sigma)
         if not 0 <= self.sigma <= 255:
             raise ValueError(f'FFDNet sigma is the noise level on the 0..255 scale (e.g. 25), got {sigma!r}.')

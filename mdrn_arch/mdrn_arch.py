@@ -107,6 +107,7 @@ class MDRN(nn.Module):
         super().__init__()
         if num_level < 1 or num_block < 1:
             raise ValueError(f'MDRN needs num_level >= 1 and num_block >= 1, got {num_level} and {num_block}.')
+        self.num_in_ch = num_in_ch  # the image channels it takes (read by the tools: arch_util.in_channels)
         self.num_level = num_level
         self.residual = num_in_ch == num_out_ch
         self.head = nn.Conv2d(num_in_ch, num_feat, 3, padding=1)
