@@ -181,3 +181,28 @@ def check_options(opt, source='option file'):
             if ch is not None and ch != channels:
                 raise OptionError(f'{source}: datasets.{phase} is {kind} (channels: {channels}{given}) but {net_key} '
                                   f'has {key}: {ch}; set both to 1 (gray) or both to 3 (color)')
+
+
+# top-level sections BasicSR's parser (or its pipelines) index: (required?, an example of the mapping)
+SECTIONS = {'datasets': (True, '{test_1: {type: AWGNDenoisingDataset, ...}}'), 'path': (True, '{pretrain_network_g: ~}'),
+            'train': (False, '{total_iter: 1000, ...}'), 'val': (False, '{val_freq: 100, ...}'),
+            'logger': (False, '{print_freq: 100, save_checkpoint_freq: 1000}'), 'dist_params': (False, '{timeout: 3600}')}
+
+
+def check_sections(tree, source='option file'):
+    """The shape of what BasicSR's own parser indexes (``SECTIONS``, each dataset, ``num_gpu``): a section that is
+    missing or is no mapping would be a traceback from inside it."""
+    for key, (required, example) in SECTIONS.items():
+        value = tree.get(key)
+        if value is None and not required:
+            continue
+        if not isinstance(value, dict):
+            got = 'it is missing' if key not in tree else f'got {type(value).__name__} {value!r:.40}'
+            raise OptionError(f'{source}: {key} must be a mapping, e.g. {example}; {got}')
+    for phase, dataset in tree['datasets'].items():
+        if not isinstance(dataset, dict):
+            raise OptionError(f'{source}: datasets.{phase} must be a mapping of dataset options (type, dataroot_gt, '
+                              f'...), got {dataset!r:.40}; or drop it with --force_yml datasets:{phase}=~')
+    if 'num_gpu' not in tree:
+        raise OptionError(f"{source} has no num_gpu, which BasicSR reads first: set num_gpu: 0 for the CPU, 'auto', "
+                          'or the number of GPUs')

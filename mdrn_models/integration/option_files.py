@@ -98,3 +98,19 @@ def _unique_key_loader(path):
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
     return UniqueKeyLoader
+
+
+_option_trees = {}  # option file path -> what check_option_file read: one read for every check of one command
+
+
+def option_tree(path):
+    """The option file ``path`` as :func:`check_option_file` reads it (plain YAML, bounded, no key twice; a one-line
+    ``OptionFileError`` otherwise), read once per command (:func:`install` forgets it). Not to be changed."""
+    if path not in _option_trees:
+        _option_trees[path] = check_option_file(path)
+    return _option_trees[path]
+
+
+def forget_option_trees():
+    """A new command in this process (the tests run several): read the option files again."""
+    _option_trees.clear()

@@ -53,8 +53,8 @@ from mdrn_models.models.training_step import stop_if_non_finite, uses_cuda
 from mdrn_models.integration import basicsr_fixes, run_folders
 from mdrn_models.integration.basicsr_fixes import (force_yml_args, force_yml_value, get_optimizer, init_dist,
                                                   load_resume_state, model_to_device, read_dist_params)
-from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, number_problem
-from mdrn_models.integration.option_files import check_option_file
+from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, check_sections, number_problem
+from mdrn_models.integration.option_files import forget_option_trees, option_tree
 from mdrn_models.utils.checkpoints import CheckpointError, drop_kept, load_weights
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
@@ -130,23 +130,6 @@ def parse_options(root_path, is_train=True):
     return opt, args
 
 
-_option_trees = {}  # option file path -> what check_option_file read: one read for every check of one command
-
-
-# top-level sections BasicSR's parser (or its pipelines) index: (required?, an example of the mapping)
-SECTIONS = {'datasets': (True, '{test_1: {type: AWGNDenoisingDataset, ...}}'), 'path': (True, '{pretrain_network_g: ~}'),
-            'train': (False, '{total_iter: 1000, ...}'), 'val': (False, '{val_freq: 100, ...}'),
-            'logger': (False, '{print_freq: 100, save_checkpoint_freq: 1000}'), 'dist_params': (False, '{timeout: 3600}')}
-
-
-def option_tree(path):
-    """The option file ``path`` as :func:`check_option_file` reads it (plain YAML, bounded, no key twice; a one-line
-    ``OptionFileError`` otherwise), read once per command (:func:`install` forgets it). Not to be changed."""
-    if path not in _option_trees:
-        _option_trees[path] = check_option_file(path)
-    return _option_trees[path]
-
-
 def _check_file_before_parse(opt_path, entries):
     """What BasicSR's parser itself uses, checked before it runs. The run's ``name`` (the option file's, or a
     ``--force_yml name=...``) must be one plain folder name: BasicSR joins it to experiments/ and results/ and
@@ -154,20 +137,6 @@ def _check_file_before_parse(opt_path, entries):
     ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``. And the shape of what its parser
     indexes (``SECTIONS``): a section that is missing or is no mapping would be a traceback from inside it."""
     tree = option_tree(opt_path)
-    for key, (required, example) in SECTIONS.items():
-        value = tree.get(key)
-        if value is None and not required:
-            continue
-        if not isinstance(value, dict):
-            got = 'it is missing' if key not in tree else f'got {type(value).__name__} {value!r:.40}'
-            raise SystemExit(f'error: {opt_path}: {key} must be a mapping, e.g. {example}; {got}')
-    for phase, dataset in tree['datasets'].items():
-        if not isinstance(dataset, dict):
-            raise SystemExit(f'error: {opt_path}: datasets.{phase} must be a mapping of dataset options (type, '
-                             f'dataroot_gt, ...), got {dataset!r:.40}; or drop it with --force_yml datasets:{phase}=~')
-    if 'num_gpu' not in tree:
-        raise SystemExit(f"error: {opt_path} has no num_gpu, which BasicSR reads first: set num_gpu: 0 for the CPU, "
-                         "'auto', or the number of GPUs")
     seed = tree.get('manual_seed')
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
     if problem:
@@ -180,6 +149,10 @@ def _check_file_before_parse(opt_path, entries):
         raise SystemExit(f"error: {opt_path}: name {name!r} must be one plain folder name (letters, digits, '_', '-', "
                          f"'.', '+', '@'; not empty, '.' or '..'; at most {MAX_NAME} characters), the run's folder "
                          'under experiments/ and results/')
+    try:
+        check_sections(tree, opt_path)
+    except OptionError as exc:
+        raise SystemExit(f'error: {exc}') from None
 
 
 def _resolve_checkpoints(opt, root_path):
@@ -389,7 +362,7 @@ def install():
     """Point BasicSR's pipelines at the fixed functions above (idempotent), for a run about to start."""
     run_folders.forget_launch()
     drop_kept()
-    _option_trees.clear()
+    forget_option_trees()
     SkipCountingLoader.skipped_reads[0] = 0
     forget_stop_requests()
     basicsr.train.load_resume_state = load_resume_state

@@ -13,7 +13,7 @@ import signal
 import sys
 
 from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
-from mdrn_models.integration.option_files import OptionFileError
+from mdrn_models.integration.option_files import OptionFileError, option_tree
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.utils.distributed import rank
 
@@ -41,7 +41,7 @@ def run(command, argv, root):
     opt_path = _option_path(passthrough)
     if opt_path is not None:
         try:
-            pipeline_fixes.option_tree(opt_path)  # plain YAML, bounded: read once for every check of the command
+            option_tree(opt_path)  # plain YAML, bounded: read once for every check of the command
         except OptionFileError as exc:
             sys.exit(f'basicsr {command}: error: {exc}')
 

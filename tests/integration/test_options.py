@@ -202,11 +202,11 @@ def test_basicsrs_own_default_warmup_iter_minus_one_passes_through_force_yml(tmp
 
 def test_the_option_file_is_read_once_for_every_check_of_a_command(tmp_path, pairs, monkeypatch):
     """Our checks read the option file once (``check_option_file``: plain YAML, bounded); BasicSR parses it itself."""
-    from mdrn_models.integration import option_files, pipeline_fixes
+    from mdrn_models.integration import option_files
     from mdrn_models.tools import pipelines
     reads = []
     real = option_files.check_option_file
-    monkeypatch.setattr(pipeline_fixes, 'check_option_file', lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(option_files, 'check_option_file', lambda path: reads.append(path) or real(path))
     yml = train_yml(tmp_path / 'train.yml', pairs, 'read_once', total_iter=1)
     pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'name=read_once2'],
                   str(tmp_path))
