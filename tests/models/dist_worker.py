@@ -20,7 +20,7 @@ import mdrn_arch.basicsr_compat  # noqa: F401
 import basicsr.train  # noqa: E402
 import torch  # noqa: E402
 
-from mdrn_models import cli  # noqa: E402
+import mdrn_cli as cli  # noqa: E402
 
 RANK = int(os.environ['RANK'])
 out_dir, argv = sys.argv[1], sys.argv[2:]  # cli.main rewrites sys.argv for BasicSR's parser

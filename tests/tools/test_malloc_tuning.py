@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mdrn_models import cli
+import mdrn_cli as cli
 
 from mdrn_models.tools import compare
 
