@@ -1,6 +1,6 @@
-"""Network checkpoints, in one place: loading one without running code (``weights_only``), picking the state dict
-BasicSR would read from it, and saying in one line why it does not fit a network. Used by the preflight, the models
-(a distillation teacher) and the tools alike."""
+"""Network checkpoints, in one place: reading one without running code (``weights_only``) and once per command,
+picking the state dict BasicSR would read from it, saying in one line why it does not fit a network, and the one
+loader (``load_weights``) that BasicSR's ``load_network``, a distillation teacher and every tool go through."""
 import re
 import zipfile
 from collections import OrderedDict
