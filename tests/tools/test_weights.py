@@ -82,7 +82,7 @@ def test_set12_numbers_of_the_model_card_reproduce(shared_dir, tmp_path):
         sigmas.add(sigma)
         models.append(f'w{k}@{sigma}={yml}')
     assert compare.main(['--models', *models, '--sets', f'Set12={shared_dir / "datasets" / "test" / "Set12"}',
-                         '--sigmas', *map(str, sorted(sigmas)), '--figures-per-set', '0',
+                         '--sigmas', *map(str, sorted(sigmas)), '--figures-per-set', '0', '--flops-size', '32',
                          '--out', str(tmp_path / 'cmp')]) == 0
     rows = [r for r in csv.DictReader(open(tmp_path / 'cmp' / 'compare.csv')) if r['model'].startswith('w') and r['psnr']]
     assert len(rows) == len(WEIGHTS)
