@@ -8,6 +8,7 @@ import sys
 import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
+from mdrn_cli import sigterm_as_interrupt
 from mdrn_models.utils import images
 from mdrn_models.utils.images import too_large
 from mdrn_models.utils.messages import first_repeat
@@ -20,7 +21,7 @@ class PrepError(Exception):
 def run_main(main, argv=None):
     """Run ``main(argv)``; a PrepError, what the machine refuses (an OSError: a full disk, no permission) and Ctrl-C
     or SIGTERM end in one line (exit code 2, 2, 130/143). Outputs left unfinished stay marked incomplete."""
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         code = main(argv)
     except PrepError as err:
@@ -37,10 +38,6 @@ def run_main(main, argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(code or 0)
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt('SIGTERM')
 
 
 def list_images(folder):

@@ -87,7 +87,7 @@ def main(argv=None):
     module = importlib.import_module(parsers.COMMANDS[command].module)
     if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.pipelines)
         return _one_line_on_os_errors(command, lambda: module.run(command, args, ns.root))
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     try:
         return _one_line_on_os_errors(command, lambda: module.main(args))
     except KeyboardInterrupt as exc:
@@ -99,7 +99,9 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sigterm_as_interrupt(signum, frame):
+def sigterm_as_interrupt(signum, frame):
+    """SIGTERM (a scheduler's preemption, ``kill``) unwinds like Ctrl-C: a KeyboardInterrupt naming the signal, which
+    every command (and datasets_prep) turns into its one line."""
     raise KeyboardInterrupt('SIGTERM')
 
 

@@ -14,6 +14,7 @@ import sys
 
 from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
 from mdrn_models.integration.option_files import OptionFileError, option_tree
+from mdrn_cli import sigterm_as_interrupt
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.utils.distributed import rank
 
@@ -60,16 +61,15 @@ def run(command, argv, root):
         from basicsr.train import train_pipeline as pipeline
     else:
         from basicsr.test import test_pipeline as pipeline
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # SIGINT raises KeyboardInterrupt already
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # SIGINT raises KeyboardInterrupt already
     try:
         pipeline(root)
-    except (KeyboardInterrupt, Stopped) as exc:
+    except KeyboardInterrupt as exc:
         run_folders.restore_run_folders()
-        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        name = exc.args[0] if exc.args else 'SIGINT'
         if rank() == 0:
-            print(f'basicsr {command}: {_stopped(command, signal.Signals(signum).name, argv)}', file=sys.stderr,
-                  flush=True)
-        raise SystemExit(128 + signum) from None
+            print(f'basicsr {command}: {_stopped(command, name, argv)}', file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.Signals[name]) from None
     except BaseException:
         run_folders.restore_run_folders()
         raise
@@ -78,18 +78,6 @@ def run(command, argv, root):
         run_folders.unlock_run()
     if command == 'train':
         pipeline_fixes.report_skipped_reads()
-
-
-class Stopped(BaseException):
-    """A SIGTERM (a scheduler's preemption, ``kill``): unwinds the run like Ctrl-C's KeyboardInterrupt."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped(signum)
 
 
 def _stopped(command, signame, argv):

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import mdrn_cli
 from conftest import REPO, train_yml
 from mdrn_models.integration import pipeline_fixes
 from test_bad_inputs import _previous_run, tree
@@ -80,7 +81,7 @@ def test_sigterm_before_the_first_iteration_moves_the_archive_back(tmp_path, pai
         'basicsr train: stopped by SIGTERM before training started: the run folders are as they were before this '
         'launch; run the command again')
     assert tree(tmp_path) == before
-    assert signal.getsignal(signal.SIGTERM) is not pipelines._raise_stopped  # the handler is the process's own again
+    assert signal.getsignal(signal.SIGTERM) is not mdrn_cli.sigterm_as_interrupt  # the handler is the process's own again
 
 
 KILLED_LAUNCH = """

@@ -233,4 +233,4 @@ def test_ctrl_c_or_sigterm_in_a_tool_is_one_line(tiny, tmp_path, monkeypatch, ca
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f'basicsr denoise: stopped by {signame}; run the command again to finish (outputs it wrote before may need '
         '--force)')
-    assert signal.getsignal(signal.SIGTERM) is not mdrn_cli._sigterm_as_interrupt
+    assert signal.getsignal(signal.SIGTERM) is not mdrn_cli.sigterm_as_interrupt
