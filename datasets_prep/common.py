@@ -8,7 +8,7 @@ import sys
 import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
-from mdrn_cli import sigterm_as_interrupt
+from mdrn_cli.signals import sigterm_as_interrupt
 from mdrn_models.utils import images
 from mdrn_models.utils.images import too_large
 from mdrn_models.utils.messages import first_repeat

@@ -13,6 +13,7 @@ import math
 import os
 from numbers import Real
 
+from mdrn_models.utils.checkpoints import checkpoint_path
 from mdrn_models.utils.messages import did_you_mean
 
 KNOWN_TOP_LEVEL = {
@@ -206,3 +207,58 @@ def check_sections(tree, source='option file'):
     if 'num_gpu' not in tree:
         raise OptionError(f"{source} has no num_gpu, which BasicSR reads first: set num_gpu: 0 for the CPU, 'auto', "
                           'or the number of GPUs')
+
+
+PATH_KEYS = {'experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root', 'root',
+             'resume_state', 'ignore_resume_networks'}
+NETWORK_PATH_KEYS = ('pretrain_network_', 'strict_load_', 'param_key_')
+
+
+def check_path_keys(opt):
+    """``path`` keys: per-network keys must name a network of the options, and near-misses of known keys are typos
+    (``param_keys_t``). Other keys pass: another plugin may read its own."""
+    nets = [key[len('network_'):] for key in opt if key.startswith('network_')]
+    known = PATH_KEYS | {prefix + net for prefix in NETWORK_PATH_KEYS for net in nets}
+    for key in opt.get('path') or {}:
+        if key in known:
+            continue
+        prefix = next((p for p in NETWORK_PATH_KEYS if key.startswith(p)), None)
+        if prefix:
+            raise OptionError(f'path.{key}: the options have no network_{key[len(prefix):]} '
+                                 f'({did_you_mean(key, known) or "networks: " + ", ".join(nets)})')
+        hint = did_you_mean(key, known, cutoff=0.8)
+        if hint:
+            raise OptionError(f'path.{key} is not a path option ({hint})')
+
+
+def check_checkpoints_outside_run(opt):
+    """A fresh start archives (renames) an existing run folder before loading any network, so a checkpoint inside it
+    would be gone by then; refuse it while the folder is still where the user left it."""
+    path_opt = opt.get('path') or {}
+    root = path_opt.get('experiments_root')
+    if not (opt.get('is_train') and root and os.path.isdir(root)) or path_opt.get('resume_state'):
+        return
+    states = os.path.join(root, 'training_states')
+    if opt.get('auto_resume') and os.path.isdir(states) and any(f.endswith('.state') for f in os.listdir(states)):
+        return  # it resumes: nothing is archived
+    for key in opt:
+        if not key.startswith('network_'):
+            continue
+        net = key[len('network_'):]
+        load_path = checkpoint_path(opt, net)
+        if load_path and os.path.abspath(load_path).startswith(os.path.abspath(root) + os.sep):
+            raise OptionError(f'path.pretrain_network_{net} ({load_path}) lies inside this run\'s folder {root}, '
+                                 'which a fresh start archives before loading it: copy the checkpoint elsewhere, '
+                                 'change name, or resume with --auto_resume')
+
+
+def noise_level_mismatches(opt):
+    """Datasets adding a fixed sigma other than ``network_g.sigma``, the level a network with a noise-level input
+    (FFDNet) is told. Warned about, not refused: telling it another level can be the experiment."""
+    told = (opt.get('network_g') or {}).get('sigma')
+    if not isinstance(told, (int, float)) or isinstance(told, bool):
+        return []
+    return [f'datasets.{name}.sigma {ds["sigma"]} differs from network_g.sigma {told}, the noise level the network is '
+            'told (set them equal unless the mismatch is intended)'
+            for name, ds in (opt.get('datasets') or {}).items()
+            if isinstance(ds.get('sigma'), (int, float)) and ds['sigma'] != told]

@@ -116,10 +116,10 @@ def parse_options(root_path, is_train=True):
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
-    from mdrn_models.integration.preflight import PreflightError, preflight  # imports this module
+    from mdrn_models.integration.preflight import preflight  # imports this module
     try:
         preflight(opt)
-    except (PreflightError, CheckpointError) as exc:
+    except (OptionError, CheckpointError) as exc:
         raise SystemExit(f'error: {args.opt}: {exc}') from None
     if 'val' in opt:
         opt['val'].setdefault('suffix', None)

@@ -20,7 +20,7 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 and a warning (not an error) when a dataset adds a fixed sigma other than the one a noise-level input (FFDNet's
 ``network_g.sigma``) is told.
 
-Each failure is a ``PreflightError`` with one line: where, what, and the fix.
+Each failure is a ``OptionError`` with one line: where, what, and the fix.
 """
 import inspect
 import logging
@@ -38,15 +38,12 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
-from mdrn_models.integration.option_checks import KNOWN_TOP_LEVEL, number_problem  # noqa: E402
+from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError, check_checkpoints_outside_run,  # noqa: E402
+                                                   check_path_keys, noise_level_mismatches, number_problem)
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
 from mdrn_models.utils.distributed import read_on_rank0  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep,  # noqa: E402
                                            role, select_state)
-
-
-class PreflightError(ValueError):
-    """An option that cannot work, found before any folder is created."""
 
 
 def _check_type(section, cfg, registry, kind):
@@ -54,7 +51,7 @@ def _check_type(section, cfg, registry, kind):
     if name is None or name in registry:
         return
     hint = did_you_mean(name, registry._obj_map) or 'install/import the plugin that registers it, or fix the name'
-    raise PreflightError(f"{section}: {kind} type '{name}' is not registered ({hint})")
+    raise OptionError(f"{section}: {kind} type '{name}' is not registered ({hint})")
 
 
 def _check_kwargs(where, cfg, fn, own=()):
@@ -69,10 +66,10 @@ def _check_kwargs(where, cfg, fn, own=()):
     for arg in cfg:
         if arg != 'type' and arg not in params and arg not in own:
             hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
-            raise PreflightError(f"{where}: {cfg.get('type', fn.__name__)} has no argument '{arg}' ({hint})")
+            raise OptionError(f"{where}: {cfg.get('type', fn.__name__)} has no argument '{arg}' ({hint})")
         problem = arg in signature and _kind_problem(cfg[arg], signature[arg].default)
         if problem:
-            raise PreflightError(f'{where}.{arg}: {problem}')
+            raise OptionError(f'{where}.{arg}: {problem}')
 
 
 def _kind_problem(value, default):
@@ -107,9 +104,6 @@ UNUSABLE_OPTIMIZERS = {'Optimizer': 'is the base class, not an optimizer',
 TRAIN_REQUIRED = ('optim_g', 'scheduler', 'total_iter')  # indexed without a default: KeyError mid-setup
 SCHEDULERS = {'MultiStepLR': 'MultiStepRestartLR', 'MultiStepRestartLR': 'MultiStepRestartLR',
               'CosineAnnealingRestartLR': 'CosineAnnealingRestartLR'}  # BasicSR's names -> its classes
-PATH_KEYS = {'experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root', 'root',
-             'resume_state', 'ignore_resume_networks'}
-NETWORK_PATH_KEYS = ('pretrain_network_', 'strict_load_', 'param_key_')
 
 
 def known_section_keys(model_cls):
@@ -138,7 +132,7 @@ def check_distillation_keys(opt):
         ('datasets.train.sigma_teacher', (((opt.get('datasets') or {}).get('train') or {}).get('sigma_teacher')
                                           is not None))) if present]
     if set_keys:
-        raise PreflightError(f'{" and ".join(set_keys)} set but model_type {model_type} does not distil: set '
+        raise OptionError(f'{" and ".join(set_keys)} set but model_type {model_type} does not distil: set '
                              'model_type: HKDModel (HADS/HMDS), or remove them')
 
 
@@ -155,15 +149,15 @@ def check_section_keys(opt):
         for key in opt.get(section) or {}:
             if key not in keys:
                 hint = did_you_mean(key, keys) or f'{model_type} reads: {", ".join(sorted(keys))}'
-                raise PreflightError(f"{section}.{key} is not an option of model_type {model_type} ({hint})")
+                raise OptionError(f"{section}.{key} is not an option of model_type {model_type} ({hint})")
     train = opt.get('train') or {}
     if not opt.get('is_train'):
         return
     missing = [key for key in TRAIN_REQUIRED if key not in train]
     if missing:
-        raise PreflightError(f'train.{missing[0]} is required for training (see options/train_mdrn_gray_s25.yml)')
+        raise OptionError(f'train.{missing[0]} is required for training (see options/train_mdrn_gray_s25.yml)')
     if not (train.get('pixel_opt') or train.get('perceptual_opt')):
-        raise PreflightError('train has no loss: set train.pixel_opt, e.g. {type: L1Loss, loss_weight: 1.0}')
+        raise OptionError('train has no loss: set train.pixel_opt, e.g. {type: L1Loss, loss_weight: 1.0}')
     for key, cfg in train.items():
         if key.endswith('_opt') and isinstance(cfg, dict):
             loss = cfg.get('type', 'L1Loss' if key == 'kd_opt' else None)  # HKDModel's default
@@ -174,14 +168,14 @@ def check_section_keys(opt):
     optimizers = {name for name, cls in vars(torch.optim).items() if isinstance(cls, type)
                   and issubclass(cls, torch.optim.Optimizer) and name not in UNUSABLE_OPTIMIZERS}
     if optim in UNUSABLE_OPTIMIZERS:
-        raise PreflightError(f"train.optim_g: {optim} {UNUSABLE_OPTIMIZERS[optim]}: use e.g. Adam or AdamW")
+        raise OptionError(f"train.optim_g: {optim} {UNUSABLE_OPTIMIZERS[optim]}: use e.g. Adam or AdamW")
     if optim not in optimizers:
         hint = did_you_mean(optim, optimizers) or 'e.g. Adam, AdamW'
-        raise PreflightError(f"train.optim_g: type '{optim}' is not an optimizer of torch.optim ({hint})")
+        raise OptionError(f"train.optim_g: type '{optim}' is not an optimizer of torch.optim ({hint})")
     _check_kwargs('train.optim_g', train['optim_g'], getattr(torch.optim, optim))
     scheduler = train['scheduler'].get('type')
     if scheduler not in SCHEDULERS:
-        raise PreflightError(f"train.scheduler: type '{scheduler}' is not one of BasicSR's: {', '.join(SCHEDULERS)}")
+        raise OptionError(f"train.scheduler: type '{scheduler}' is not one of BasicSR's: {', '.join(SCHEDULERS)}")
     _check_kwargs('train.scheduler', train['scheduler'], getattr(lr_scheduler, SCHEDULERS[scheduler]))
     _build_on_a_dummy(train, getattr(torch.optim, optim), getattr(lr_scheduler, SCHEDULERS[scheduler]))
 
@@ -192,7 +186,7 @@ def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
     archived."""
     cfg = {k: v for k, v in train['optim_g'].items() if k != 'type'}
     if 'lr' not in cfg:  # BasicSR passes it positionally: required whatever the optimizer's default
-        raise PreflightError('train.optim_g.lr is required (the learning rate, e.g. lr: !!float 2e-4)')
+        raise OptionError('train.optim_g.lr is required (the learning rate, e.g. lr: !!float 2e-4)')
     for key in ('milestones', 'periods'):  # iteration lists without a default to compare with
         values = train['scheduler'].get(key)
         problem = values is not None and (
@@ -200,56 +194,18 @@ def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
             else next((f'[{i}]: {p}' for i, v in enumerate(values) if (p := number_problem(v, 1, integer=True))),
                       None))
         if problem:
-            raise PreflightError(f'train.scheduler.{key}: {problem}')
+            raise OptionError(f'train.scheduler.{key}: {problem}')
     param = torch.nn.Parameter(torch.zeros(1))
     try:
         optimizer = optimizer_cls([param], **cfg)
     except Exception as exc:  # torch's own checks: ValueError for ranges, TypeError for kinds
-        raise PreflightError(f"train.optim_g ({train['optim_g']['type']}): {first_line(exc)}") from None
+        raise OptionError(f"train.optim_g ({train['optim_g']['type']}): {first_line(exc)}") from None
     args = {k: v for k, v in train['scheduler'].items() if k != 'type'}
     try:
         scheduler_cls(optimizer, **args)
     except Exception as exc:
-        raise PreflightError(f"train.scheduler ({train['scheduler']['type']}): {first_line(exc)} (got {args})") \
+        raise OptionError(f"train.scheduler ({train['scheduler']['type']}): {first_line(exc)} (got {args})") \
             from None
-
-
-def check_path_keys(opt):
-    """``path`` keys: per-network keys must name a network of the options, and near-misses of known keys are typos
-    (``param_keys_t``). Other keys pass: another plugin may read its own."""
-    nets = [key[len('network_'):] for key in opt if key.startswith('network_')]
-    known = PATH_KEYS | {prefix + net for prefix in NETWORK_PATH_KEYS for net in nets}
-    for key in opt.get('path') or {}:
-        if key in known:
-            continue
-        prefix = next((p for p in NETWORK_PATH_KEYS if key.startswith(p)), None)
-        if prefix:
-            raise PreflightError(f'path.{key}: the options have no network_{key[len(prefix):]} '
-                                 f'({did_you_mean(key, known) or "networks: " + ", ".join(nets)})')
-        hint = did_you_mean(key, known, cutoff=0.8)
-        if hint:
-            raise PreflightError(f'path.{key} is not a path option ({hint})')
-
-
-def check_checkpoints_outside_run(opt):
-    """A fresh start archives (renames) an existing run folder before loading any network, so a checkpoint inside it
-    would be gone by then; refuse it while the folder is still where the user left it."""
-    path_opt = opt.get('path') or {}
-    root = path_opt.get('experiments_root')
-    if not (opt.get('is_train') and root and os.path.isdir(root)) or path_opt.get('resume_state'):
-        return
-    states = os.path.join(root, 'training_states')
-    if opt.get('auto_resume') and os.path.isdir(states) and any(f.endswith('.state') for f in os.listdir(states)):
-        return  # it resumes: nothing is archived
-    for key in opt:
-        if not key.startswith('network_'):
-            continue
-        net = key[len('network_'):]
-        load_path = checkpoint_path(opt, net)
-        if load_path and os.path.abspath(load_path).startswith(os.path.abspath(root) + os.sep):
-            raise PreflightError(f'path.pretrain_network_{net} ({load_path}) lies inside this run\'s folder {root}, '
-                                 'which a fresh start archives before loading it: copy the checkpoint elsewhere, '
-                                 'change name, or resume with --auto_resume')
 
 
 def check_types(opt):
@@ -275,14 +231,14 @@ def check_val_options(opt):
     model_cls = MODEL_REGISTRY.get(model_type)
     ignored = [key for key in used if key not in option_keys(model_cls).get('val', ())]
     if ignored:
-        raise PreflightError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
+        raise OptionError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
                              'DenoiseModel (SRModel plus tiling and self-ensemble)')
     check = getattr(model_cls, 'check_val_options', None)
     if check is not None:
         try:
             check(opt)
         except ValueError as exc:
-            raise PreflightError(str(exc)) from None
+            raise OptionError(str(exc)) from None
 
 
 def check_model_options(opt, nets):
@@ -292,7 +248,7 @@ def check_model_options(opt, nets):
         try:
             check(opt, nets)
         except ValueError as exc:
-            raise PreflightError(str(exc)) from None
+            raise OptionError(str(exc)) from None
 
 
 def check_datasets(opt):
@@ -303,14 +259,14 @@ def check_datasets(opt):
             # str(KeyError) is the repr of its argument (quoted): take the argument itself, and leave every other
             # message's quotes alone (it may start or end with a quoted path)
             msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
-            raise PreflightError(f'datasets.{name}: {first_line(exc, msg)}') from None
+            raise OptionError(f'datasets.{name}: {first_line(exc, msg)}') from None
         if name == 'train':
             check_batches(ds, len(dataset), opt.get('world_size', 1))
             teacher_input = ((opt.get('train') or {}).get('kd_opt') or {}).get('teacher_input')
             # AWGNDenoisingDataset without sigma_teacher: HKDModel.check_kd_options says more; other datasets: look
             if teacher_input == 'lq_teacher' and ds['type'] != 'AWGNDenoisingDataset' and \
                     'lq_teacher' not in dataset[0]:
-                raise PreflightError(f"datasets.train: {ds['type']} gives no lq_teacher, the teacher's input under "
+                raise OptionError(f"datasets.train: {ds['type']} gives no lq_teacher, the teacher's input under "
                                      'HMDS (train.kd_opt.teacher_input: lq_teacher): use AWGNDenoisingDataset with '
                                      'sigma_teacher set')
 
@@ -325,15 +281,15 @@ def check_batches(ds, num_images, world_size):
     ratio, batch = ds.get('dataset_enlarge_ratio', 1), ds.get('batch_size_per_gpu')
     for key, value in (('batch_size_per_gpu', batch), ('dataset_enlarge_ratio', ratio)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise PreflightError(f'datasets.train.{key} must be a positive integer, got {value!r}')
+            raise OptionError(f'datasets.train.{key} must be a positive integer, got {value!r}')
     if num_images * ratio > MAX_EPOCH_SAMPLES:
-        raise PreflightError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} = '
+        raise OptionError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} = '
                              f'{num_images * ratio:.3g} samples per epoch, which BasicSR\'s sampler lists in memory at '
                              f'the start of every epoch (about {num_images * ratio * 36 / 2 ** 30:.0f} GB of Python '
                              f'integers): lower dataset_enlarge_ratio to at most {MAX_EPOCH_SAMPLES // num_images}')
     per_process = math.ceil(num_images * ratio / world_size)
     if per_process < batch:
-        raise PreflightError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give each of the '
+        raise OptionError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give each of the '
                              f'{world_size} process(es) {per_process} samples per epoch, fewer than batch_size_per_gpu '
                              f'{batch}, so training would draw no batch: raise dataset_enlarge_ratio or lower '
                              'batch_size_per_gpu')
@@ -351,18 +307,6 @@ def unread_top_level_keys(opt):
             'this plugin): ignored; remove or fix'] if unread else []
 
 
-def noise_level_mismatches(opt):
-    """Datasets adding a fixed sigma other than ``network_g.sigma``, the level a network with a noise-level input
-    (FFDNet) is told. Warned about, not refused: telling it another level can be the experiment."""
-    told = (opt.get('network_g') or {}).get('sigma')
-    if not isinstance(told, (int, float)) or isinstance(told, bool):
-        return []
-    return [f'datasets.{name}.sigma {ds["sigma"]} differs from network_g.sigma {told}, the noise level the network is '
-            'told (set them equal unless the mismatch is intended)'
-            for name, ds in (opt.get('datasets') or {}).items()
-            if isinstance(ds.get('sigma'), (int, float)) and ds['sigma'] != told]
-
-
 def build_networks(opt):
     """``{net_key: network}`` for every ``network_*`` block, built as BasicSR builds them (random init); a
     constructor's complaint (e.g. an odd ``num_feat`` for MDRN) becomes one line."""
@@ -374,13 +318,13 @@ def build_networks(opt):
                 nets[key[len('network_'):]] = build_network(deepcopy(net_opt))
             except Exception as exc:  # any arch's constructor: e.g. RIDNet with 1 channel fails in a tensor view
                 kind = '' if isinstance(exc, (ValueError, TypeError, AssertionError)) else f'{type(exc).__name__}: '
-                raise PreflightError(f'{key} ({arch_desc(net_opt)}): {kind}{first_line(exc)}') from None
+                raise OptionError(f'{key} ({arch_desc(net_opt)}): {kind}{first_line(exc)}') from None
     return nets
 
 
 def _read_checkpoint(load_path, net_key):
     if not os.path.isfile(load_path):
-        raise PreflightError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
+        raise OptionError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
                              f"option file's header says, or set path.pretrain_network_{net_key})")
     return check_checkpoint(load_path)
 
@@ -398,7 +342,7 @@ def check_checkpoints(opt, nets):
         problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
                               opt[f'network_{net_key}'])
         if problem:
-            raise PreflightError(problem)
+            raise OptionError(problem)
 
 
 def _checks(opt):

@@ -10,7 +10,8 @@ from basicsr.archs import build_network
 from mdrn_arch import enable_fused_inference
 from mdrn_arch.capabilities import cpu_has_native_bf16
 from mdrn_models.integration.option_files import check_option_file
-from mdrn_models.integration.preflight import PreflightError, build_networks, check_network_args
+from mdrn_models.integration.option_checks import OptionError
+from mdrn_models.integration.preflight import build_networks, check_network_args
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, load_weights, select_state
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
@@ -73,7 +74,7 @@ def build_model(spec_path):
             # not a TypeError traceback from inside the arch
             check_network_args({'network_g': net_opt})
             net = build_networks({'network_g': net_opt})['g']
-        except PreflightError as err:
+        except OptionError as err:
             raise ModelLoadError(f"'{spec_path}': {err}.") from None
         except KeyError as err:
             raise ModelLoadError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "

@@ -14,7 +14,7 @@ import sys
 
 from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
 from mdrn_models.integration.option_files import OptionFileError, option_tree
-from mdrn_cli import sigterm_as_interrupt
+from mdrn_cli.signals import sigterm_as_interrupt
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.utils.distributed import rank
 

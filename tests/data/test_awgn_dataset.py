@@ -13,6 +13,7 @@ import mdrn_models  # noqa: F401  (registers the dataset; compat alias first)
 from basicsr.data import build_dataset
 from conftest import REPO, write_yml
 from mdrn_models.data.awgn_dataset import AWGNDenoisingDataset
+from mdrn_models.integration.option_checks import OptionError
 
 
 def textured(h, w, c, seed):
@@ -337,7 +338,7 @@ def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(
     cv2.imwrite(str(tmp_path / 'a.png'), textured(40, 40, 3, 0))
     (tmp_path / 'c.png').write_bytes(b'not a png')
     train = opt(tmp_path, phase='train', gt_size=32)
-    with pytest.raises(preflight.PreflightError) as err:
+    with pytest.raises(OptionError) as err:
         preflight.check_datasets({'datasets': {'train': train}})
     message = str(err.value)  # the opening quote of the path is kept
     assert message.startswith(f"datasets.train: '{tmp_path / 'c.png'}' is not a readable image (")
@@ -348,7 +349,7 @@ def test_preflight_keeps_the_quotes_of_a_message_and_drops_only_a_keyerror_repr(
             raise KeyError("no key 'gt' in the lmdb")
 
     monkeypatch.setattr(preflight.DATASET_REGISTRY, 'get', lambda name: KeyErrorDataset)
-    with pytest.raises(preflight.PreflightError) as err:
+    with pytest.raises(OptionError) as err:
         preflight.check_datasets({'datasets': {'val': train}})
     assert str(err.value) == "datasets.val: no key 'gt' in the lmdb"
 

@@ -18,7 +18,8 @@ import torch.distributed as dist
 import yaml
 
 from conftest import REPO, train_yml, write_yml
-from mdrn_models.integration import basicsr_fixes, option_files, pipeline_fixes
+from mdrn_models.integration import basicsr_fixes, option_checks, option_files, pipeline_fixes
+from mdrn_models.integration.option_checks import OptionError
 from mdrn_models.utils import checkpoints
 
 
@@ -218,11 +219,11 @@ def test_bad_section_keys_are_refused(tmp_path, pairs, edit, message):
     yml = train_yml(tmp_path / 'bad.yml', pairs, 'tiny_bad', total_iter=2)
     assert edit[0] in yml.read_text()
     opt = yaml.safe_load(yml.read_text().replace(*edit, 1)) | {'is_train': True}
-    with pytest.raises(preflight.PreflightError, match=re.escape(message)):
-        for check in (preflight.check_distillation_keys, preflight.check_section_keys, preflight.check_path_keys):
+    with pytest.raises(OptionError, match=re.escape(message)):
+        for check in (preflight.check_distillation_keys, preflight.check_section_keys, option_checks.check_path_keys):
             check(opt)
     opt = yaml.safe_load(yml.read_text()) | {'is_train': True}
-    for check in (preflight.check_distillation_keys, preflight.check_section_keys, preflight.check_path_keys):
+    for check in (preflight.check_distillation_keys, preflight.check_section_keys, option_checks.check_path_keys):
         check(opt)  # the unedited file passes
 
 
@@ -238,7 +239,7 @@ def test_training_set_must_give_every_process_a_batch(tmp_path, pairs, world_siz
     if ok:
         preflight.check_datasets(opt)
     else:
-        with pytest.raises(preflight.PreflightError, match=re.escape(
+        with pytest.raises(OptionError, match=re.escape(
                 f'datasets.train: 4 images x dataset_enlarge_ratio 1 give each of the {world_size} process(es) '
                 f'{4 // world_size} samples per epoch, fewer than batch_size_per_gpu {batch}')):
             preflight.check_datasets(opt)
@@ -250,7 +251,7 @@ def test_an_enlarge_ratio_past_what_the_sampler_can_list_is_one_line(tmp_path, p
     from mdrn_models.integration import preflight
     opt = yaml.safe_load(train_yml(tmp_path / 'b.yml', pairs, 'tiny_e', total_iter=2).read_text())
     opt['datasets'] = {'train': opt['datasets']['train'] | {'dataset_enlarge_ratio': 10 ** 12}}
-    with pytest.raises(preflight.PreflightError, match=re.escape(
+    with pytest.raises(OptionError, match=re.escape(
             'datasets.train: 4 images x dataset_enlarge_ratio 1000000000000 = 4e+12 samples per epoch, which BasicSR\'s '
             'sampler lists in memory at the start of every epoch (about ') + r'\d+ GB of Python integers\): lower '
             'dataset_enlarge_ratio to at most 12500000$'):
@@ -279,7 +280,7 @@ def test_kd_opt_arguments_are_the_losss_plus_the_distillation_keys():
                      'total_iter': 1, 'pixel_opt': {'type': 'L1Loss'}, 'kd_opt': kd_opt}}
     preflight.check_section_keys(opt)
     kd_opt['loss_wieght'] = kd_opt.pop('loss_weight')
-    with pytest.raises(preflight.PreflightError, match=re.escape(
+    with pytest.raises(OptionError, match=re.escape(
             "train.kd_opt: L1Loss has no argument 'loss_wieght' (did you mean 'loss_weight'?)")):
         preflight.check_section_keys(opt)
 

@@ -481,14 +481,15 @@ def test_e2e_hmds_train_then_auto_resume_keeps_adapters(tmp_path, basicsr_cli):
 def test_preflight_refuses_hmds_on_a_dataset_without_lq_teacher(tmp_path):
     """HMDS on a dataset that gives no lq_teacher (e.g. pre-noised pairs) is refused before any folder, not at the
     first training step with a traceback."""
-    from mdrn_models.integration.preflight import PreflightError, check_datasets
+    from mdrn_models.integration.option_checks import OptionError
+    from mdrn_models.integration.preflight import check_datasets
     _write_pngs(tmp_path / 'gt')
     _write_pngs(tmp_path / 'lq')
     paired = {'type': 'PairedImageDataset', 'name': 'p', 'dataroot_gt': str(tmp_path / 'gt'), 'phase': 'train',
               'dataroot_lq': str(tmp_path / 'lq'), 'io_backend': {'type': 'disk'}, 'gt_size': 16, 'scale': 1,
               'batch_size_per_gpu': 1, 'dataset_enlarge_ratio': 1, 'use_hflip': False, 'use_rot': False}
     opt = {'datasets': {'train': paired}, 'train': {'kd_opt': {'teacher_input': 'lq_teacher'}}}
-    with pytest.raises(PreflightError, match='PairedImageDataset gives no lq_teacher'):
+    with pytest.raises(OptionError, match='PairedImageDataset gives no lq_teacher'):
         check_datasets(opt)
     opt['train']['kd_opt']['teacher_input'] = 'lq'
     check_datasets(opt)

@@ -116,14 +116,14 @@ def test_benchmark_train_only_times_real_steps_and_reports_them(capsys, monkeypa
 
 def test_benchmark_relative_table_needs_dncnn():
     from argparse import Namespace
-    from mdrn_models.tools import benchmark
+    from mdrn_models.tools import benchmark_report
     row = {'model': 'MDRN-2B', 'mode': 'fp32', 'size': 32, 'macs': 1e6, 'peak': 0, 'params': 1, 'lat': 1e-3,
            'median': 1e-3, 'n': 1}
     args = Namespace(malloc='default malloc', modes=['fp32'], sizes=[32], models=['MDRN-2B'])
-    text = benchmark.report([row], None, torch.device('cpu'), args)
+    text = benchmark_report.report([row], None, torch.device('cpu'), args)
     assert 'relative to DnCNN (same' not in text and 'add DnCNN to --models' in text
     args.models = ['DnCNN', 'MDRN-2B']
-    text = benchmark.report([row | {'model': 'DnCNN', 'macs': 2e6}, row], None, torch.device('cpu'), args)
+    text = benchmark_report.report([row | {'model': 'DnCNN', 'macs': 2e6}, row], None, torch.device('cpu'), args)
     assert '| MDRN-2B | fp32 | 0.50× |' in text
 
 
