@@ -1,6 +1,6 @@
 """The ``basicsr`` command table and every sub-command's flags, in one light module (argparse only: no torch,
 basicsr, numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. ``COMMANDS`` is the one
-table: the dispatcher (``mdrn_cli.main``) and ``--help`` read it, and each tool parses its arguments with the parser
+table: the dispatcher (``mdrn_cli.command``) and ``--help`` read it, and each tool parses its arguments with the parser
 built here. The choice lists the flags offer (``TILE_ALIGN``, ``BENCHMARK_MODES``, ...) are defined here and read by
 the tools and models that use them: this module imports nothing of the project, so any layer may read it.
 """
@@ -121,6 +121,20 @@ def compare(prog='python -m mdrn_models.tools.compare'):
     return p
 
 
+def compare_seeds(prog='python -m mdrn_models.tools.compare_seeds'):
+    p = _parser(prog, 'compare-seeds')
+    p.add_argument('folders', nargs='*', metavar='DIR',
+                   help="one 'basicsr compare --out' folder per training seed (its per_image.csv); the folder's name "
+                        'labels the seed')
+    p.add_argument('--baseline', metavar='NAME', help='the model every other one is compared with, in each folder')
+    p.add_argument('--models', nargs='+', metavar='NAME', help='only these models (default: all but the baseline)')
+    p.add_argument('--sets', nargs='+', metavar='NAME', help='only these test sets (default: all)')
+    p.add_argument('--update', nargs='+', metavar='FILE',
+                   help='regenerate the tables between <!-- compare-seeds ARGS --> and <!-- /compare-seeds --> in '
+                        'these markdown files (run at the repository root)')
+    return p
+
+
 def benchmark(prog='python -m mdrn_models.tools.benchmark'):
     p = _parser(prog, 'benchmark')
     p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
@@ -220,6 +234,9 @@ COMMANDS = {
     'denoise': Command('mdrn_models.tools.denoise', 'denoise your own images with a trained model', denoise),
     'compare': Command('mdrn_models.tools.compare',
                        'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures', compare),
+    'compare-seeds': Command('mdrn_models.tools.compare_seeds',
+                             'pool paired comparisons over training seeds: a mean difference with an interval over '
+                             'seeds', compare_seeds),
     'benchmark': Command('mdrn_models.tools.benchmark',
                          'latency, throughput and peak memory of denoisers; training-step time', benchmark),
     'export': Command('mdrn_models.tools.export', 'export a network to ONNX or TorchScript, checked against PyTorch',
