@@ -55,6 +55,7 @@ from mdrn_models.integration.basicsr_fixes import (force_yml_args, force_yml_val
                                                   load_resume_state, model_to_device, read_dist_params)
 from mdrn_models.integration.option_checks import NUMBERS, OptionError, check_options, check_sections, number_problem
 from mdrn_models.integration.option_files import forget_option_trees, option_tree
+from mdrn_models.integration.preflight import built_dataset, forget_built_datasets, preflight
 from mdrn_models.utils.checkpoints import CheckpointError, drop_kept, load_weights
 from mdrn_models.utils.distributed import (all_ranks_agree, forget_stop_requests, rank, read_on_rank0, reduce_step,
                                            request_stop, stop_if_asked, world_size)
@@ -65,6 +66,7 @@ FORCE_YML_KEYS = re.compile(r'[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*')
 RUN_NAME = re.compile(r'[A-Za-z0-9_.+@-]+')
 MAX_NAME = 200  # file names hold 255 bytes; BasicSR's archive adds '_archived_YYYYMMDD_HHMMSS'
 _original_create_loaders = basicsr.train.create_train_val_dataloader
+_original_build_dataset = basicsr.train.build_dataset
 
 
 def parse_options(root_path, is_train=True):
@@ -116,7 +118,8 @@ def parse_options(root_path, is_train=True):
     if opt['num_gpu'] > visible:
         raise SystemExit(f"error: num_gpu: {opt['num_gpu']} in {args.opt}, but {visible} CUDA device(s) are "
                          "visible: set num_gpu: 0 for the CPU, 'auto', or at most the number of GPUs")
-    from mdrn_models.integration.preflight import preflight  # imports this module
+    if uses_cuda(opt) and 'train' in opt['datasets']:  # pinned batches: the models copy them to the GPU without
+        opt['datasets']['train'].setdefault('pin_memory', True)  # waiting (DenoiseModel.feed_data)
     try:
         preflight(opt)
     except (OptionError, CheckpointError) as exc:
@@ -261,13 +264,20 @@ def imwrite(img, file_path, params=None, auto_mkdir=True):
     write_image(file_path, img, params or ())
 
 
+def build_dataset(dataset_opt):
+    """BasicSR's ``build_dataset``, handing over the dataset the preflight built from the same options (built once)."""
+    dataset = built_dataset(dataset_opt)
+    if dataset is None:
+        return _original_build_dataset(dataset_opt)
+    get_root_logger().info(f'Dataset [{dataset.__class__.__name__}] - {dataset_opt["name"]} is built.')  # BasicSR's line
+    return dataset
+
+
 def create_train_val_dataloader(opt, logger):
     """BasicSR's loaders, with enough epochs for ``total_iter`` at the batches per epoch the loader really yields
     (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), pinned training batches on
-    CUDA (``pin_memory`` unless set), and the training loader
+    CUDA (``pin_memory``, set by ``parse_options``), and the training loader
     counting the images its dataset skipped as unreadable (:class:`SkipCountingLoader`)."""
-    if uses_cuda(opt):  # pinned batches: the models copy them to the GPU without waiting (DenoiseModel.feed_data)
-        opt['datasets']['train'].setdefault('pin_memory', True)
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _original_create_loaders(opt, logger)
     needed = math.ceil(total_iters / len(train_loader))  # the preflight made sure there is at least one batch
     if needed > total_epochs:
@@ -368,6 +378,8 @@ def install():
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.parse_options = parse_options
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    forget_built_datasets()
+    basicsr.train.build_dataset = basicsr.test.build_dataset = build_dataset
     basicsr.train.build_model = basicsr.test.build_model = build_model
     # (make_exp_dirs calls the one in basicsr.utils.misc)
     basicsr.train.mkdir_and_rename = basicsr.utils.misc.mkdir_and_rename = run_folders.mkdir_and_rename

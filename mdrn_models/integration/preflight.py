@@ -251,6 +251,23 @@ def check_model_options(opt, nets):
             raise OptionError(str(exc)) from None
 
 
+_built = []  # (the options, the dataset built from them) for BasicSR's build_dataset: built_dataset()
+
+
+def built_dataset(dataset_opt):
+    """The dataset the preflight built from these very options, handed over once so that BasicSR does not build it
+    again (for a disk validation set that reads every image); None when there is none."""
+    for k, (built_from, dataset) in enumerate(_built):
+        if built_from == dataset_opt:
+            del _built[k]
+            return dataset
+    return None
+
+
+def forget_built_datasets():
+    _built.clear()
+
+
 def check_datasets(opt):
     for name, ds in (opt.get('datasets') or {}).items():
         try:
@@ -269,6 +286,8 @@ def check_datasets(opt):
                 raise OptionError(f"datasets.train: {ds['type']} gives no lq_teacher, the teacher's input under "
                                      'HMDS (train.kd_opt.teacher_input: lq_teacher): use AWGNDenoisingDataset with '
                                      'sigma_teacher set')
+        if getattr(dataset, 'file_client', None) is None:  # (an opened file client, e.g. an LMDB handle, must not
+            _built.append((deepcopy(ds), dataset))       # cross into the loader's forked workers: built again)
 
 
 MAX_EPOCH_SAMPLES = 50_000_000  # ~1.7 GB as the Python list EnlargedSampler builds; DIV2K's 32,592 sub-images x 100:

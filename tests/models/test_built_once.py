@@ -1,5 +1,6 @@
-"""One read per checkpoint along every command: the preflight's read is handed to the load that builds the model,
-the resume check's to the resume, the tools load what they read (``mdrn_models/utils/checkpoints.py``)."""
+"""Built once along every command: one read per checkpoint (the preflight's read is handed to the load that builds
+the model, the resume check's to the resume, the tools load what they read: ``mdrn_models/utils/checkpoints.py``),
+and each dataset built once (the preflight's is handed to BasicSR's ``build_dataset``)."""
 import collections
 import os
 
@@ -43,3 +44,23 @@ def test_each_checkpoint_is_read_once_along_every_command(tmp_path, pairs, monke
         reads.clear()
         run()
         assert reads == {'net_g_4.pth': 1}
+
+
+def test_each_dataset_is_built_once_along_train_and_test(tmp_path, pairs, monkeypatch):
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    from mdrn_models.tools import pipelines
+    built, real = [], PairedImageDataset.__init__
+
+    def counting(self, opt):
+        built.append(opt['name'])
+        real(self, opt)
+    monkeypatch.setattr(PairedImageDataset, '__init__', counting)
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'built_once', total_iter=2)
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    assert sorted(built) == ['pairs', 'pairs_val']
+    weights = tmp_path / 'experiments' / 'built_once' / 'models' / 'net_g_2.pth'
+    test_yml = train_yml(tmp_path / 'test.yml', pairs, 'built_once_test', total_iter=2)
+    test_yml.write_text(test_yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {weights}'))
+    built.clear()
+    pipelines.run('test', ['-opt', str(test_yml), '--root', str(tmp_path)], str(tmp_path))
+    assert sorted(built) == ['pairs', 'pairs_val']  # a test run builds every dataset of the file, as BasicSR does
