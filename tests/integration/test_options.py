@@ -99,8 +99,6 @@ def test_demo_options_build_their_datasets(tmp_path, monkeypatch):
 
 # ---- the short Train400 runs behind the shipped weights (weights/README.md)
 TRAIN400 = sorted(OPTIONS.glob('train_*_train400.yml'))
-KD_PAIRS = [('train_mdrn_gray_s50_train400.yml', 'train_mdrn_hmds_gray_s25to50_train400.yml'),
-            ('train_mdrn2b_gray_s25_train400.yml', 'train_mdrn2b_hads_gray_s25_train400.yml')]
 
 
 def shipped_weight_test_options(weight_path):
@@ -126,29 +124,6 @@ def test_train400_file_matches_its_test_file_and_weight(path):
         assert shipped_weight_test_options(init)['network_g'] == opt['network_g']
 
 
-@pytest.mark.parametrize('plain, kd', KD_PAIRS, ids=[p[1] for p in KD_PAIRS])
-def test_distillation_run_differs_from_its_baseline_only_by_distillation(plain, kd):
-    """The plain and KD weights compare the strategy alone: same data, seed, init, schedule, student."""
-    a, b = load(OPTIONS / plain), load(OPTIONS / kd)
-    assert a['model_type'] == 'SRModel' and b['model_type'] == 'HKDModel'
-    teacher = b['path']['pretrain_network_t']
-    assert teacher.startswith('weights/')
-    teacher_opt = shipped_weight_test_options(teacher)
-    assert teacher_opt['network_g'] == b['network_t']
-    compared_below = {'name', 'model_type', 'network_t', 'path', 'train', 'datasets'}
-    assert {k: v for k, v in a.items() if k not in compared_below} == \
-        {k: v for k, v in b.items() if k not in compared_below}
-    assert {k: v for k, v in b['train'].items() if k != 'kd_opt'} == a['train']
-    assert {k: v for k, v in b['path'].items() if not k.endswith('_t')} == a['path']
-    train_b = {k: v for k, v in b['datasets']['train'].items() if k != 'sigma_teacher'}
-    assert train_b == a['datasets']['train'] and b['datasets']['val_1'] == a['datasets']['val_1']
-    # HMDS: the teacher sees the noise level it was trained at; HADS: the student's own
-    teacher_sigma = {d['sigma'] for d in teacher_opt['datasets'].values()}
-    hmds = b['train']['kd_opt']['teacher_input'] == 'lq_teacher'
-    assert teacher_sigma == {b['datasets']['train']['sigma_teacher'] if hmds else b['datasets']['train']['sigma']}
-    assert ('sigma_teacher' in b['datasets']['train']) == hmds
-
-
 @pytest.mark.parametrize('kind', ['hads', 'hmds'])
 def test_distillation_file_has_a_test_file_for_its_student(kind):
     """test_mdrn_{hads,hmds}.yml test what train_mdrn_{hads,hmds}.yml trains, on the noise it was trained for."""
@@ -164,20 +139,39 @@ def test_distillation_file_has_a_test_file_for_its_student(kind):
 KD_EXPERIMENTS = OPTIONS / 'kd_experiments'
 
 
-@pytest.mark.parametrize('path', sorted(p for p in KD_EXPERIMENTS.glob('kd_*.yml') if '_plain_' not in p.name),
+def baseline_of(path):
+    """The plain run a distillation run is paired with: same experiment (the name's first part: kd at sigma 25, hmds
+    at sigma 50, long at 4x the iterations), same seed."""
+    experiment, seed = path.name.split('_')[0], re.search(r'_s(\d+)\.yml$', path.name).group(1)
+    return KD_EXPERIMENTS / f'{experiment}_plain_s{seed}.yml'
+
+
+@pytest.mark.parametrize('path', sorted(p for p in KD_EXPERIMENTS.glob('*.yml') if '_plain_' not in p.name),
                          ids=lambda p: p.name)
 def test_controlled_kd_run_differs_from_its_baseline_only_by_distillation(path):
     seed = int(re.search(r'_s(\d+)\.yml$', path.name).group(1))
-    plain, kd = load(KD_EXPERIMENTS / f'kd_plain_s{seed}.yml'), load(path)
+    plain, kd = load(baseline_of(path)), load(path)
     assert plain['model_type'] == 'DenoiseModel' and kd['model_type'] == 'HKDModel'
     assert plain['manual_seed'] == kd['manual_seed'] == seed
-    compared_below = {'name', 'model_type', 'network_t', 'path', 'train'}
+    compared_below = {'name', 'model_type', 'network_t', 'path', 'train', 'datasets'}
     assert {k: v for k, v in plain.items() if k not in compared_below} == \
         {k: v for k, v in kd.items() if k not in compared_below}
     assert {k: v for k, v in kd['train'].items() if k != 'kd_opt'} == plain['train']
     assert {k: v for k, v in kd['path'].items() if not k.endswith('_t')} == plain['path']
-    for p in (path, KD_EXPERIMENTS / f'kd_plain_s{seed}.yml'):
+    # HMDS: the teacher's input, a scaled copy of the student's noise draw (no draw of its own), is the one difference
+    hmds = kd['train']['kd_opt']['teacher_input'] == 'lq_teacher'
+    assert hmds == (path.name.startswith('hmds_') and 'sigma_teacher' in kd['datasets']['train'])
+    assert {**kd['datasets'], 'train': {k: v for k, v in kd['datasets']['train'].items() if k != 'sigma_teacher'}} == \
+        plain['datasets']
+    for p in (path, baseline_of(path)):
         assert f'basicsr train -opt options/kd_experiments/{p.name}' in p.read_text().split('\n\n')[0]
+    teacher = kd['path']['pretrain_network_t']
+    if teacher.startswith('weights/'):  # a shipped teacher: its arch, and the noise it was trained at (HMDS: sigma_t)
+        teacher_opt = shipped_weight_test_options(teacher)
+        assert teacher_opt['network_g'] == kd['network_t']
+        train = kd['datasets']['train']
+        assert {d['sigma'] for d in teacher_opt['datasets'].values()} == \
+            {train['sigma_teacher'] if hmds else train['sigma']}
 
 
 def test_controlled_kd_runs_choose_on_training_images_only():
@@ -185,7 +179,7 @@ def test_controlled_kd_runs_choose_on_training_images_only():
     disjoint, together all 400, and every run trains on the first and validates on the second."""
     fit, held_out = ((KD_EXPERIMENTS / f'train400_{part}.txt').read_text().split() for part in ('fit', 'holdout'))
     assert len(fit) == 360 and len(held_out) == 40 and not set(fit) & set(held_out)
-    for path in KD_EXPERIMENTS.glob('kd_*.yml'):
+    for path in KD_EXPERIMENTS.glob('*.yml'):
         opt = load(path)
         assert opt['datasets']['train']['meta_info'] == 'options/kd_experiments/train400_fit.txt'
         assert [d['meta_info'] for k, d in opt['datasets'].items() if k != 'train'] == \
