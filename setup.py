@@ -25,12 +25,15 @@ setup(
         'pillow',  # image headers and full integrity checks (awgn_dataset, datasets_prep)
         'h5py',  # reads the published DnCNN/FFDNet MatConvNet weights (MATLAB v7.3 = HDF5)
         'scikit-image',  # the demo data set is built from scikit-image's bundled images
+        'safetensors',  # weights that hold only tensors, with a header saying what they are (export-weights)
     ],
     extras_require={
         'test': ['pytest', 'pytest-xdist', 'import-linter'],  # xdist: the suite runs one worker per core
         # basicsr export / the benchmark's onnxruntime mode: torch's ONNX exporter needs onnx, the check and the
         # benchmark run the file in onnxruntime (TorchScript export needs neither)
         'export': ['onnx', 'onnxruntime'],
+        # MDRN/DnCNN/FFDNet weights through spandrel's ModelLoader (chaiNNer, ComfyUI): mdrn_arch.spandrel_support
+        'spandrel': ['spandrel>=0.4'],
     },
     entry_points={
         # mdrn_cli imports nothing heavy: --help and usage errors answer before torch is imported

@@ -169,6 +169,11 @@ def export_weights(prog='python -m mdrn_models.tools.export_weights'):
     p.add_argument('out', help='weight file to write')
     p.add_argument('--key', default='params', help='which state dict of the checkpoint (params or params_ema)')
     p.add_argument('--dtype', choices=WEIGHT_DTYPES, default='fp16', help='stored precision (default fp16)')
+    p.add_argument('--format', choices=('pth', 'safetensors'), default=None,
+                   help="default: from OUT's extension (.safetensors, else pth)")
+    p.add_argument('-opt', default=None, metavar='X.yml',
+                   help="the run's option file: network_g, sigma, data and iterations for the safetensors header "
+                        '(default: the network read from the tensors)')
     p.add_argument('--force', action='store_true', help='overwrite an existing output')
     return p
 

@@ -5,7 +5,7 @@
     basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i clean.png -o denoised.png --add_noise 25
 
 ``-opt`` is the ``basicsr test`` option file of a weight (its ``network_g`` and ``path.pretrain_network_g``; any
-registered arch works, and a bare MDRN/DnCNN/FFDNet ``.pth`` too). ``-i`` is an image or a folder of images, ``-o``
+registered arch works), a ``.safetensors`` weight, or a bare MDRN/DnCNN/FFDNet ``.pth``. ``-i`` is an image or a folder of images, ``-o``
 the output image or folder (a trailing ``/`` names a folder to create); existing outputs are refused unless
 ``--force``, and an output that is one of the inputs always. Every input is decoded before anything is written. Gray
 models read images as gray, color models as RGB, 8 bits per channel as BasicSR's datasets read them (a 16-bit image
@@ -17,7 +17,8 @@ the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FF
 ``--add_noise``. ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams); an image
 whose header declares more than 100 MP is refused before it is decoded (``--max-megapixels`` raises the bound).
 An option file runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under
-``model_type: DenoiseModel`` and ``val.self_ensemble: true``.
+``model_type: DenoiseModel`` and ``val.self_ensemble: true``. The network runs through ``Denoiser``
+(``mdrn_models.tools.denoiser``), the object scripts use: this module adds the files, ``--add_noise`` and the checks.
 """
 import os.path as osp
 import sys
@@ -26,22 +27,17 @@ import cv2
 import numpy as np
 import torch
 
-import mdrn_models  # noqa: F401  (compat alias + registrations)
+import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
 from basicsr.utils import img2tensor, tensor2img
 
 from mdrn_cli import parsers
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.data.awgn_dataset import parse_sigma
 from mdrn_models.integration.option_files import OptionFileError
-from mdrn_arch.arch_util import in_channels
-from mdrn_models.tools.model_loading import RANDOM_INIT, ModelLoadError, build_model, set_sigma, takes_sigma
-from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.tools.denoiser import Denoiser, DenoiseError
+from mdrn_models.tools.model_loading import ModelLoadError
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.utils.images import MAX_PIXELS, list_images, too_large, write_image
-
-
-class DenoiseError(ValueError):
-    """Bad command-line input, reported as one line before any compute."""
 
 
 def noisy_path(dst):
@@ -108,39 +104,18 @@ def read_image(path, channels, max_pixels=MAX_PIXELS,
     return img[..., None] if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def denoise(forward, img, add_noise=None, seed=0, device='cpu'):
-    """uint8 image -> (noisy input actually fed, ``forward``'s output), both uint8 in the image's channel order."""
-    x = img2tensor(img.astype(np.float32) / 255., bgr2rgb=False, float32=True)[None].to(device)
-    if add_noise:
-        gen = torch.Generator().manual_seed(seed)
-        x = x + (torch.randn(x.shape, generator=gen) * add_noise / 255.).to(device)  # not clipped, as in training
-    with torch.no_grad():
-        y = forward(x)
-    return tensor2img(x.clamp(0, 1), rgb2bgr=False), tensor2img(y, rgb2bgr=False)
-
-
-def noise_level(net, opt, args):
-    """The sigma to tell ``net`` (None for a network without a noise-level input): --sigma, else --add_noise, else
-    the option file's (the network as built from network_g)."""
-    if not takes_sigma(net):
-        if args.sigma is not None:
-            raise DenoiseError(f'--sigma is for networks with a noise-level input (FFDNet); {type(net).__name__} '
-                               'has none, so it would do nothing: remove --sigma')
-        return None
-    if args.sigma is not None or args.add_noise is not None:
-        return args.sigma if args.sigma is not None else args.add_noise
-    if not opt:  # a bare checkpoint: the 25 its network was built with is a placeholder, not the weight's level
-        raise DenoiseError(f'{args.opt} is a bare {type(net).__name__} checkpoint with a noise-level input: pass '
-                           '--sigma SIGMA, the noise level of your images (0-255 scale, e.g. 25)')
-    return float(net.sigma)
+def add_noise(img, sigma, seed=0):
+    """uint8 image -> float [1, C, H, W] in 0..1 plus AWGN of ``sigma`` drawn with ``seed`` (not clipped, as in
+    training), and the noisy input as a uint8 image."""
+    x = img2tensor(img.astype(np.float32) / 255., bgr2rgb=False, float32=True)[None]
+    x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * sigma / 255.
+    return x, tensor2img(x.clamp(0, 1), rgb2bgr=False)
 
 
 def main(argv=None):
     args = parsers.denoise().parse_args(argv)
     malloc_tuning.keep_freed_memory()
     try:
-        if args.tile is not None and (args.tile <= 0 or args.tile % parsers.TILE_ALIGN):
-            raise DenoiseError(f'--tile must be a positive multiple of {parsers.TILE_ALIGN}, got {args.tile}')
         # the dataset's own range check ([1, 255]; it also refuses nan/inf, which would write black images)
         for key in ('add_noise', 'sigma'):
             if getattr(args, key) is not None:
@@ -149,12 +124,8 @@ def main(argv=None):
                 except ValueError as exc:
                     raise DenoiseError(str(exc)) from None
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
-        net, weights, opt = build_model(args.opt)
-        if weights == RANDOM_INIT:
-            raise DenoiseError(f'{args.opt} has no path.pretrain_network_g: a randomly initialised network does not '
-                               'denoise; set it to a trained checkpoint (.pth)')
-        sigma = noise_level(net, opt, args)
-        channels = in_channels(net) or 3
+        denoiser = Denoiser(args.opt, tile=args.tile, sigma=args.sigma, added_sigma=args.add_noise)
+        channels = denoiser.channels
         # every input is decoded once up front, so a bad file late in a folder stops the run before the first
         # output is written (and the rerun needs no --force); decoding is cheap next to the network
         if args.max_megapixels is not None and not args.max_megapixels > 0:
@@ -164,16 +135,16 @@ def main(argv=None):
             read_image(src, channels, max_pixels)
     except (DenoiseError, ModelLoadError, OptionFileError, CheckpointError) as exc:
         sys.exit(f'basicsr denoise: error: {exc}')
-    if sigma is not None:
-        set_sigma(net, sigma)
-        print(f'noise level given to the network: sigma {sigma:g}', flush=True)
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    net = net.to(device)
-    forward = eval_forward(net, opt, tile=args.tile and (args.tile, 32))
+    if denoiser.sigma is not None:
+        print(f'noise level given to the network: sigma {denoiser.sigma:g}', flush=True)
     written = []
     for src, dst in pairs:
         img = read_image(src, channels, max_pixels)
-        noisy, out = denoise(forward, img, args.add_noise, args.seed, device)
+        if args.add_noise:
+            x, noisy = add_noise(img, args.add_noise, args.seed)
+            out = tensor2img(denoiser.run(x), rgb2bgr=False)
+        else:
+            out = denoiser(img if channels != 1 else img[..., 0])
         try:
             write_image(dst, out if channels == 1 else cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
             if args.add_noise:

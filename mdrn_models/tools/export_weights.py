@@ -1,7 +1,16 @@
 """Turn a training checkpoint into a small weight file to ship: ``{'params': state_dict}`` only, fp16 by default.
 
-    python -m mdrn_models.tools.export_weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
-    python -m mdrn_models.tools.export_weights CKPT OUT --key params_ema --dtype fp32 --force
+    basicsr export-weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
+    basicsr export-weights CKPT OUT --key params_ema --dtype fp32 --force
+    basicsr export-weights CKPT weights/NAME.safetensors -opt options/train_NAME.yml
+
+A ``.safetensors`` output (or ``--format safetensors``) holds the tensors and a metadata header saying what they
+are: ``network_g`` (the arch and its arguments, JSON), and from the option file (``-opt``, the run's training file)
+``sigma``, ``channels`` (gray/color), ``train_data``, ``iterations`` and ``init``; always ``source`` (the
+checkpoint and key) and ``version`` (this project's). Without ``-opt`` the network is read from the tensors' names
+and shapes (MDRN, DnCNN, FFDNet). Every loader of the project reads both formats, and a ``.safetensors`` weight needs
+no option file (``basicsr denoise -opt weights/NAME.safetensors``); spandrel loads both
+(``mdrn_arch.spandrel_support``).
 
 BasicSR's ``net_g_*.pth`` already holds ``params`` (and ``params_ema`` when EMA is on); shipping means picking one,
 casting it (fp16 halves the file; BasicSR's ``load_network`` casts it back to the network's fp32 on load) and
@@ -9,14 +18,18 @@ storing it under ``params``, the key every ``basicsr test`` option file of this 
 dict (``torch.save(net.state_dict(), ...)``) is exported as it is. An existing output is refused unless ``--force``.
 Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
 """
+import json
 import os
 import os.path as osp
 import sys
+from importlib import metadata
 
 import torch
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
 from mdrn_cli import parsers
+from mdrn_models.integration.option_files import OptionFileError, check_option_file
+from mdrn_models.tools.model_loading import infer_network_opt
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
 DTYPES = {name: torch.float16 if name == 'fp16' else torch.float32 for name in parsers.WEIGHT_DTYPES}
@@ -27,8 +40,41 @@ def is_state_dict(obj):
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def export(ckpt, out, key='params', dtype='fp16', force=False):
-    """Write ``{'params': ckpt[key] cast to dtype}`` to ``out``; returns the number of parameters written."""
+def output_format(out, fmt=None):
+    """'pth' or 'safetensors': ``fmt`` when given, else from ``out``'s extension (.safetensors; anything else: pth)."""
+    return fmt or ('safetensors' if str(out).endswith('.safetensors') else 'pth')
+
+
+def weight_metadata(params, opt_path=None, source=''):
+    """The safetensors header of a weight: what the network is (from ``opt_path``'s ``network_g``, else read from the
+    tensors) and, from the option file, the noise, colour, training data and length; str -> str."""
+    opt = {}
+    if opt_path:
+        try:
+            opt = check_option_file(opt_path)
+        except OptionFileError as exc:
+            raise CheckpointError(str(exc)) from None
+    net = opt.get('network_g') or infer_network_opt(params)
+    if not isinstance(net, dict):
+        raise CheckpointError('cannot tell the network from the tensors (not MDRN, DnCNN or FFDNet): pass -opt, the '
+                              "option file of the run, for the safetensors header's network_g")
+    datasets = opt.get('datasets') or {}
+    data = datasets.get('train') or next(iter(datasets.values()), {})
+    train = opt.get('train') or {}
+    try:
+        version = metadata.version('mdrn-basicsr')
+    except metadata.PackageNotFoundError:  # run from a checkout that was not pip-installed
+        version = 'unknown'
+    meta = {'network_g': json.dumps(net), 'channels': 'gray' if net.get('num_in_ch', 1) == 1 else 'color',
+            'sigma': data.get('sigma'), 'train_data': datasets.get('train', {}).get('name'),
+            'iterations': train.get('total_iter'), 'init': (opt.get('path') or {}).get('pretrain_network_g'),
+            'source': source, 'version': f'mdrn-basicsr {version}'}
+    return {k: str(v) for k, v in meta.items() if v is not None}
+
+
+def export(ckpt, out, key='params', dtype='fp16', force=False, fmt=None, opt_path=None):
+    """Write ``ckpt[key]`` cast to ``dtype`` to ``out``: ``{'params': ...}`` (torch.save) or a safetensors file with
+    its metadata header (:func:`weight_metadata`); returns the number of parameters written."""
     if osp.isdir(out):  # even with --force: torch.save cannot replace a folder
         raise CheckpointError(f'{out} is a folder: give the weight file to write, e.g. {osp.join(out, "NAME.pth")}')
     # even with --force: the checkpoint is the user's (a training checkpoint cast to fp16 in place would be lost)
@@ -49,15 +95,21 @@ def export(ckpt, out, key='params', dtype='fp16', force=False):
                 'it holds no state dict: pass a BasicSR net_g_*.pth or a torch.save(net.state_dict()) file')
         raise CheckpointError(f'{ckpt} has no "{key}" state dict; {hint}')
     params = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v) for k, v in state[key].items()}
-    os.makedirs(osp.dirname(out) or '.', exist_ok=True)
-    torch.save({'params': params}, out)
+    if output_format(out, fmt) == 'safetensors':
+        from safetensors.torch import save_file
+        header = weight_metadata(params, opt_path, f'{osp.basename(ckpt)}[{key}]')
+        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+        save_file({k: v.contiguous() for k, v in params.items()}, out, metadata=header)
+    else:
+        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+        torch.save({'params': params}, out)
     return sum(v.numel() for v in params.values())
 
 
 def main(argv=None):
     args = parsers.export_weights().parse_args(argv)
     try:
-        n = export(args.ckpt, args.out, args.key, args.dtype, args.force)
+        n = export(args.ckpt, args.out, args.key, args.dtype, args.force, args.format, args.opt)
     except CheckpointError as exc:
         sys.exit(f'export_weights: error: {exc}')
     print(f'{args.out}: {n:,} values ({args.dtype}) from {args.ckpt}["{args.key}"], {osp.getsize(args.out):,} bytes')

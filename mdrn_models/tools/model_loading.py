@@ -2,17 +2,18 @@
 strictness and param key, with the preflight's checks as one-line errors), for the tools that run models outside
 BasicSR's pipeline: ``compare``, ``denoise``, ``export`` and ``benchmark``. Also what those tools share about running
 one: the autocast dtype per device, the noise level of a network that takes one (FFDNet), the FLOP count."""
+import json
 import os.path as osp
 
 import torch
 
-from basicsr.archs import build_network
 from mdrn_arch import enable_fused_inference
 from mdrn_arch.capabilities import cpu_has_native_bf16
 from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.integration.option_checks import OptionError
 from mdrn_models.integration.preflight import build_networks, check_network_args
-from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, load_weights, select_state
+from mdrn_models.utils.checkpoints import (CheckpointError, check_checkpoint, is_safetensors, load_weights,
+                                           safetensors_metadata, select_state)
 
 # --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
 AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
@@ -95,16 +96,29 @@ def build_model(spec_path):
                 weights = f'{weights} (strict_load_g: false; {loaded} of {total} tensors loaded)'
         enable_fused_inference(net)
         return net.eval(), weights or RANDOM_INIT, opt
-    ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml) or a torch.save checkpoint')
+    ckpt = check_checkpoint(spec_path, fix='pass a BasicSR option file (.yml), a torch.save checkpoint or a '
+                            'safetensors weight')
     state, _ = select_state(ckpt, spec_path, 'params_ema')  # (a training state, or no weights: one line)
-    net_opt = infer_network_opt(state)
-    if net_opt is None:
+    opt = {}
+    if is_safetensors(spec_path):  # a weight that says what it is (export-weights' header): no guessing
+        meta = safetensors_metadata(spec_path)
+        try:
+            net_opt = json.loads(meta['network_g'])
+        except (KeyError, ValueError):
+            net_opt = infer_network_opt(state)
+        opt = {'network_g': net_opt, 'weights_metadata': meta}
+    else:
+        net_opt = infer_network_opt(state)  # a bare .pth says nothing of its arch: read from names and shapes
+    if not isinstance(net_opt, dict):
         raise ModelLoadError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
                            'network_g and path.pretrain_network_g instead.')
-    net = build_network(net_opt)
+    try:
+        net = build_networks({'network_g': dict(net_opt)})['g']
+    except (OptionError, KeyError) as err:
+        raise ModelLoadError(f"'{spec_path}': network_g {net_opt}: {err}") from None
     load_weights(net, spec_path, True, 'params_ema', 'g', net_opt, ckpt=ckpt)
     enable_fused_inference(net)
-    return net.eval(), spec_path, {}
+    return net.eval(), spec_path, opt
 
 
 def count_flops(forward, channels, size=256, device='cpu'):

@@ -1,7 +1,10 @@
-"""Network checkpoints, in one place: reading one without running code (``weights_only``) and once per command,
-picking the state dict BasicSR would read from it, saying in one line why it does not fit a network, and the one
-loader (``load_weights``) that BasicSR's ``load_network``, a distillation teacher and every tool go through."""
+"""Network checkpoints, in one place: reading one without running code (``weights_only`` for ``torch.save`` files;
+``.safetensors`` files, which hold only tensors, read as ``{'params': tensors}``) and once per command, picking the
+state dict BasicSR would read from it, saying in one line why it does not fit a network, and the one loader
+(``load_weights``) that BasicSR's ``load_network``, a distillation teacher and every tool go through."""
+import json
 import re
+import struct
 import zipfile
 from collections import OrderedDict
 from os import path as osp
@@ -63,19 +66,42 @@ def load_weights(net, path, strict=True, param_key='params', net_key='g', net_op
     return used, sum(k in state for k in own)
 
 
+def is_safetensors(path):
+    """Whether ``path`` is a safetensors file: an 8-byte little-endian header length, then a JSON header (read from
+    the bytes, whatever the file is called)."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b'{' and 2 <= struct.unpack('<Q', head[:8])[0] <= osp.getsize(path) - 8
+
+
+def safetensors_metadata(path):
+    """The ``__metadata__`` of a safetensors file (``{}`` without one): str -> str, as the format stores it."""
+    with open(path, 'rb') as f:
+        size = struct.unpack('<Q', f.read(8))[0]
+        return dict(json.loads(f.read(size)).get('__metadata__') or {})
+
+
 def _load_checked(path, fix):
     if not osp.isfile(path):
         raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
     with open(path, 'rb') as f:
         pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
-    if not (zipfile.is_zipfile(path) or pickle_magic):
-        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file): {fix}')
+    safetensors = is_safetensors(path)
+    if not (zipfile.is_zipfile(path) or pickle_magic or safetensors):
+        raise CheckpointError(f'{path} is not a PyTorch checkpoint (a torch.save file) nor a safetensors file: '
+                              f'{fix}')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        if safetensors:
+            from safetensors.torch import load_file
+            ckpt = {'params': load_file(path, device='cpu')}  # tensors only: nothing in it can run
+        else:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
         # torch's message opens with generic advice (with terminal colour codes); the reason is its Unpickler line
         lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip() for line in str(exc).splitlines() if line.strip()]
         first = next((line for line in lines if 'Unpickler error' in line), lines[0] if lines else type(exc).__name__)
+        if safetensors:
+            raise CheckpointError(f'{path} is not a readable safetensors file ({first}): {fix}') from None
         raise CheckpointError(f'refused to load {path} with weights_only=True ({first}); it holds Python objects '
                               'besides tensors. Re-save only its state dict, e.g. {"params": net.state_dict()}, '
                               'from code you trust') from None

@@ -8,7 +8,19 @@ import torch
 
 from conftest import declared_png
 from mdrn_arch import FFDNet, MDRN
-from mdrn_models.tools.denoise import denoise, read_image
+from basicsr.utils import tensor2img
+from mdrn_models.tools.denoise import read_image
+
+
+def denoise(net, img, add_noise=None, seed=0):
+    """The reference: ``net`` on a uint8 HxWx1 image (plus the AWGN ``basicsr denoise --add_noise`` draws, not
+    clipped) -> (noisy input, 8-bit output), written out here rather than taken from the tool."""
+    x = torch.from_numpy(img.astype(np.float32) / 255.).permute(2, 0, 1)[None]
+    if add_noise:
+        x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * add_noise / 255.
+    with torch.no_grad():
+        y = net(x)
+    return tensor2img(x.clamp(0, 1)), tensor2img(y)
 
 
 @pytest.fixture(scope='module')
@@ -220,13 +232,13 @@ def test_ctrl_c_or_sigterm_in_a_tool_is_one_line(tiny, tmp_path, monkeypatch, ca
     import os
     import signal
     import mdrn_cli
-    from mdrn_models.tools import denoise as tool
+    from mdrn_models.tools.denoiser import Denoiser
 
     def stopped(*args, **kwargs):
         if signame == 'SIGINT':
             raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGTERM)
-    monkeypatch.setattr(tool, 'denoise', stopped)
+    monkeypatch.setattr(Denoiser, 'run', stopped)  # the network's run on the first image
     with pytest.raises(SystemExit) as exc:
         mdrn_cli.main(['denoise', '-opt', str(tiny / 'mdrn.yml'), '-i', str(tiny / 'imgs'), '-o', str(tmp_path / 'o')])
     assert exc.value.code == 128 + signal.Signals[signame]

@@ -51,6 +51,25 @@ def test_params_only_and_loads_into_its_option_file(weight):
     assert len(card_row(weight.name)) == 4
 
 
+@pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
+def test_each_weight_ships_as_safetensors_too_with_the_same_tensors_and_its_settings(weight):
+    """weights/NAME.safetensors: bit-identical tensors to NAME.pth, and a header naming the network of the weight's
+    test option file and its noise level (basicsr export-weights ... -opt options/train_NAME.yml)."""
+    import json
+    from safetensors.torch import load_file
+    from mdrn_models.utils.checkpoints import safetensors_metadata
+    st = weight.with_suffix('.safetensors')
+    assert st.is_file(), f'no {st.name}: basicsr export-weights {weight} {st} -opt options/train_{weight.stem}.yml'
+    pth = torch.load(weight, map_location='cpu', weights_only=True)['params']
+    tensors = load_file(st)
+    assert sorted(tensors) == sorted(pth) and all(torch.equal(tensors[k], v) and tensors[k].dtype == v.dtype
+                                              for k, v in pth.items())
+    meta, test_opt = safetensors_metadata(st), yaml.safe_load(option_files()[weight.name].read_text())
+    assert json.loads(meta['network_g']) == test_opt['network_g']
+    assert {float(meta['sigma'])} == {d['sigma'] for d in test_opt['datasets'].values()}
+    assert meta['channels'] == 'gray' and meta['train_data'] == 'Train400'
+
+
 def set12_option_file(weight_name, shared_dir, tmp_path):
     """The weight's test option file, testing only Set12 from ../shared, with the weight's absolute path."""
     opt = yaml.safe_load(option_files()[weight_name].read_text())
@@ -159,7 +178,7 @@ def test_export_weights_takes_a_bare_state_dict(tmp_path):
     (['{ckpt}', '{tmp}', '--force'], r'is a folder: give the weight file to write, e\.g\. \S+NAME\.pth$'),
     (['{tmp}', 'x.pth'], r'is a folder: give a checkpoint file'),
     (['{tmp}/missing.pth', 'x.pth'], r'not found: \S+ \(fix the CKPT argument: a \.pth written by torch\.save\)$'),
-    (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\): fix the CKPT argument'),
+    (['{tmp}/text.pth', 'x.pth'], r'is not a PyTorch checkpoint \(a torch.save file\) nor a safetensors file: fix the CKPT argument'),
     (['{tmp}/empty.pth', 'x.pth'], r'has no "params" state dict; it holds no state dict: pass a BasicSR'),
     (['{ckpt}', '{ckpt}', '--force'], r'ckpt\.pth is the checkpoint being exported: give another output file$'),
 ])

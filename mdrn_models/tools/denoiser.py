@@ -1,0 +1,100 @@
+"""``Denoiser``: a trained denoiser as a Python object, what ``basicsr denoise`` runs (the command is built on it).
+
+    from mdrn_models import Denoiser
+    denoiser = Denoiser('weights/mdrn_gray_s25_train400.safetensors')   # or an option file, or a .pth
+    clean = denoiser(noisy)     # uint8 NumPy image, HxW or HxWxC (gray; RGB for colour models) -> the same shape
+    batch = denoiser(tensor)    # float tensor in 0..1, [C, H, W] or [N, C, H, W] -> float, the same shape
+
+``weights``: what ``basicsr test``/``denoise`` take (an option file with ``network_g`` and
+``path.pretrain_network_g``, any registered arch), a ``.safetensors`` weight (its header says which network), or a
+bare MDRN/DnCNN/FFDNet ``.pth``. ``device``: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``.
+``tile``: side of the tiles large images run in (32 pixels of context, no seams; a multiple of 8), else the option
+file's ``val.tile``. ``half``: autocast (fp16 on CUDA, bf16 on the CPU, fast only where it has bf16 instructions).
+``sigma``: the noise level told to a network with a noise-level input (FFDNet; default: the option file's).
+``self_ensemble``: the ×8 flips/rotations (MDRN+); default: the option file's ``val.self_ensemble``.
+``added_sigma``: the level of the noise the caller added to clean images itself (``basicsr denoise --add_noise``),
+told to a noise-level input when ``sigma`` is not given.
+Every problem is a ``ValueError`` with one line, raised by the constructor or the call, before any compute.
+"""
+from copy import deepcopy
+
+import numpy as np
+import torch
+
+import mdrn_models  # noqa: F401  (compat alias + registrations)
+from basicsr.utils import img2tensor, tensor2img
+
+from mdrn_cli import parsers
+from mdrn_arch.arch_util import in_channels
+from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.tools.model_loading import AMP_DTYPE, RANDOM_INIT, build_model, set_sigma, takes_sigma
+
+TILE_CONTEXT = 32  # pixels of context around each tile
+
+
+class DenoiseError(ValueError):
+    """Bad input to a denoiser, reported as one line before any compute."""
+
+
+class Denoiser:
+    def __init__(self, weights, device='auto', tile=None, half=False, sigma=None, self_ensemble=None,
+                 added_sigma=None):
+        if tile is not None and (not isinstance(tile, int) or tile <= 0 or tile % parsers.TILE_ALIGN):
+            raise DenoiseError(f'--tile must be a positive multiple of {parsers.TILE_ALIGN}, got {tile!r} (in '
+                               'Python: tile=)')
+        net, source, opt = build_model(str(weights))
+        if source == RANDOM_INIT:
+            raise DenoiseError(f'{weights} has no path.pretrain_network_g: a randomly initialised network does not '
+                               'denoise; set it to a trained checkpoint (.pth)')
+        self.sigma = self._noise_level(net, opt, weights, sigma, added_sigma)
+        if self.sigma is not None:
+            set_sigma(net, self.sigma)
+        if self_ensemble is not None:  # as basicsr test runs it: DenoiseModel's val.self_ensemble
+            opt = deepcopy(opt)
+            opt.setdefault('val', {})['self_ensemble'] = bool(self_ensemble)
+            if self_ensemble:
+                opt['model_type'] = 'DenoiseModel'
+        self.device = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
+                                   'cpu' if device == 'auto' else device)
+        self.net, self.source, self.options = net.to(self.device), source, opt
+        self.channels = in_channels(net) or 3
+        self.half = half
+        self._forward = eval_forward(self.net, opt, tile=tile and (tile, TILE_CONTEXT))
+
+    @staticmethod
+    def _noise_level(net, opt, weights, sigma, added_sigma):
+        """The sigma to tell ``net`` (None for a network without a noise-level input): ``sigma``, else the level of
+        noise the caller added itself (``basicsr denoise --add_noise``), else the one its options built it with (an
+        option file's or a safetensors header's ``network_g.sigma``)."""
+        if not takes_sigma(net):
+            if sigma is not None:
+                raise DenoiseError(f'--sigma is for networks with a noise-level input (FFDNet); '
+                                   f'{type(net).__name__} has none, so it would do nothing: remove --sigma (in Python: '
+                                   'sigma=)')
+            return None
+        if sigma is not None or added_sigma is not None:
+            return float(sigma if sigma is not None else added_sigma)
+        if not opt:  # a bare .pth: the 25 its network was built with is a placeholder, not the weight's level
+            raise DenoiseError(f'{weights} is a bare {type(net).__name__} checkpoint with a noise-level input: pass '
+                               '--sigma SIGMA, the noise level of your images (0-255 scale, e.g. 25)')
+        return float(net.sigma)
+
+    def run(self, x):
+        """float [N, C, H, W] batch (0..1, not clipped) -> the denoised batch, on the batch's device."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=AMP_DTYPE[self.device.type], enabled=self.half):
+            return self._forward(x.to(self.device)).float().to(x.device)
+
+    def __call__(self, image):
+        if isinstance(image, torch.Tensor):
+            if image.dim() not in (3, 4) or image.shape[-3] != self.channels or not image.is_floating_point():
+                raise DenoiseError(f'a tensor input must be float [C, H, W] or [N, C, H, W] with C={self.channels} '
+                                   f'in 0..1, got {image.dtype} {list(image.shape)}')
+            return self.run(image[None] if image.dim() == 3 else image)[0 if image.dim() == 3 else slice(None)]
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != self.channels):
+            raise DenoiseError(f'an image must be uint8 HxW{"" if self.channels == 1 else "x3 (RGB)"} or '
+                               f'HxWx{self.channels}, got {image.dtype} {list(image.shape)}')
+        x = img2tensor((image[..., None] if image.ndim == 2 else image).astype(np.float32) / 255., bgr2rgb=False,
+                       float32=True)[None]
+        out = tensor2img(self.run(x), rgb2bgr=False)
+        return out.reshape(image.shape)
