@@ -29,7 +29,7 @@ import torch
 import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import)
 from mdrn_cli import parsers
 from mdrn_models.integration.option_files import OptionFileError, check_option_file
-from mdrn_models.tools.model_loading import infer_network_opt
+from mdrn_arch.state_dicts import network_options
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
 DTYPES = {name: torch.float16 if name == 'fp16' else torch.float32 for name in parsers.WEIGHT_DTYPES}
@@ -54,7 +54,7 @@ def weight_metadata(params, opt_path=None, source=''):
             opt = check_option_file(opt_path)
         except OptionFileError as exc:
             raise CheckpointError(str(exc)) from None
-    net = opt.get('network_g') or infer_network_opt(params)
+    net = opt.get('network_g') or network_options(params)
     if not isinstance(net, dict):
         raise CheckpointError('cannot tell the network from the tensors (not MDRN, DnCNN or FFDNet): pass -opt, the '
                               "option file of the run, for the safetensors header's network_g")

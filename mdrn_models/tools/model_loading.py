@@ -9,6 +9,7 @@ import torch
 
 from mdrn_arch import enable_fused_inference
 from mdrn_arch.capabilities import cpu_has_native_bf16
+from mdrn_arch.state_dicts import network_options
 from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.integration.option_checks import OptionError
 from mdrn_models.integration.preflight import build_networks, check_network_args
@@ -36,27 +37,6 @@ def amp_note(device_type):
 def amp_dtype_name(device_type):
     """'float16' / 'bfloat16': the autocast dtype of ``AMP_DTYPE`` for the report headers."""
     return str(AMP_DTYPE[device_type]).removeprefix('torch.')
-
-
-def infer_network_opt(state):
-    """network_g options of an MDRN / DnCNN / FFDNet state_dict (for bare ``.pth`` checkpoints)."""
-    if 'head.weight' in state and any(k.startswith('msag_') for k in state):
-        num_level = sum(1 for k in state if k.startswith('down_') and k.endswith('.weight'))
-        blocks = {int(k.split('.')[2]) for k in state if k.startswith('msag_0_0.body.')}
-        branches = {k.split('.')[4] for k in state if k.startswith('msag_0_0.body.0.branches.')}
-        if len(branches) != 2:  # the dilation values are not in the weights: only the default (1, 2) is a guess
-            return None
-        return {'type': 'MDRN', 'num_in_ch': state['head.weight'].shape[1], 'num_out_ch': state['tail.weight'].shape[0],
-                'num_feat': state['head.weight'].shape[0], 'num_block': len(blocks), 'num_level': num_level}
-    convs = sorted((int(k.split('.')[1]) for k in state if k.startswith('body.') and k.endswith('.weight')))
-    if convs and len(state) == 2 * len(convs):
-        first, last = state[f'body.{convs[0]}.weight'], state[f'body.{convs[-1]}.weight']
-        if (first.shape[1] - 1) % 4 == 0 and first.shape[1] > 1 and last.shape[0] % 4 == 0 and last.shape[0] >= 4:
-            return {'type': 'FFDNet', 'num_in_ch': (first.shape[1] - 1) // 4, 'num_out_ch': last.shape[0] // 4,
-                    'num_feat': first.shape[0], 'num_conv': len(convs), 'sigma': 25}
-        return {'type': 'DnCNN', 'num_in_ch': first.shape[1], 'num_out_ch': last.shape[0],
-                'num_feat': first.shape[0], 'num_conv': len(convs)}
-    return None
 
 
 def build_model(spec_path):
@@ -105,10 +85,10 @@ def build_model(spec_path):
         try:
             net_opt = json.loads(meta['network_g'])
         except (KeyError, ValueError):
-            net_opt = infer_network_opt(state)
+            net_opt = network_options(state)
         opt = {'network_g': net_opt, 'weights_metadata': meta}
     else:
-        net_opt = infer_network_opt(state)  # a bare .pth says nothing of its arch: read from names and shapes
+        net_opt = network_options(state)  # a bare .pth says nothing of its arch: read from names and shapes
     if not isinstance(net_opt, dict):
         raise ModelLoadError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
                            'network_g and path.pretrain_network_g instead.')
