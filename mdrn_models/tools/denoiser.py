@@ -21,7 +21,8 @@ from copy import deepcopy
 import numpy as np
 import torch
 
-import mdrn_models  # noqa: F401  (compat alias + registrations)
+import mdrn_arch.basicsr_compat  # noqa: F401  (before the first basicsr import; importing this module ran mdrn_models,
+# the package, which registers the archs, datasets and models)
 from basicsr.utils import img2tensor, tensor2img
 
 from mdrn_cli import parsers
