@@ -129,6 +129,7 @@ def compare_seeds(prog='python -m mdrn_models.tools.compare_seeds'):
     p.add_argument('--baseline', metavar='NAME', help='the model every other one is compared with, in each folder')
     p.add_argument('--models', nargs='+', metavar='NAME', help='only these models (default: all but the baseline)')
     p.add_argument('--sets', nargs='+', metavar='NAME', help='only these test sets (default: all)')
+    p.add_argument('--brief', action='store_true', help='only the difference pooled over seeds and the verdict')
     p.add_argument('--update', nargs='+', metavar='FILE',
                    help='regenerate the tables between <!-- compare-seeds ARGS --> and <!-- /compare-seeds --> in '
                         'these markdown files (run at the repository root)')

@@ -21,7 +21,7 @@ FLAGS = {
     'compare': ['--models', '--sets', '--sigmas', '--out', '--channels', '--noise-seed', '--noise-seeds', '--baseline',
                 '--max-images',
                 '--figures-per-set', '--crop', '--crop-size', '--zoom', '--flops-size', '--device', '--amp', '--force'],
-    'compare-seeds': ['DIR', '--baseline', '--models', '--sets', '--update'],
+    'compare-seeds': ['DIR', '--baseline', '--models', '--sets', '--brief', '--update'],
     'benchmark': ['--sizes', '--models', '--modes', '--repeats', '--device', '--threads', '--keep-freed-memory',
                   '--breakdown', '--train', '--train-only', '--train-batch', '--train-size', '--out', '--force'],
     'export': ['-opt', '--output', '--format', '--force'],

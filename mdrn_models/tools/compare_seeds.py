@@ -93,8 +93,8 @@ def pool(runs, baseline, model, column):
     return per_seed, pooled
 
 
-def table(folders, baseline, models=None, sets=None):
-    """The markdown table: one row per model and (set, sigma)."""
+def table(folders, baseline, models=None, sets=None, brief=False):
+    """The markdown table: one row per model and (set, sigma); ``brief``: the pooled ΔPSNR and the verdict only."""
     runs = [(osp.basename(osp.normpath(folder)), read_scores(folder)) for folder in folders]
     columns = [c for c in runs[0][1] if sets is None or c[0] in sets]
     if not columns:
@@ -102,16 +102,19 @@ def table(folders, baseline, models=None, sets=None):
     if models is None:
         models = [m for m in runs[0][1][columns[0]] if m not in (baseline, 'noisy')]
     pct = f'{CONFIDENCE:.0%}'
-    lines = [f'| model | set | seeds | ΔPSNR (dB), mean over seeds [{pct} CI over seeds] | ΔPSNR per seed '
-             f'[{pct} CI over images] | ΔSSIM, mean over seeds [{pct} CI over seeds] | verdict |',
-             '| --- | --- | ---: | --- | --- | --- | --- |']
+    lines = ([f'| model | set | seeds | ΔPSNR (dB), mean over seeds [{pct} CI over seeds] | verdict |',
+              '| --- | --- | ---: | --- | --- |'] if brief else
+             [f'| model | set | seeds | ΔPSNR (dB), mean over seeds [{pct} CI over seeds] | ΔPSNR per seed '
+              f'[{pct} CI over images] | ΔSSIM, mean over seeds [{pct} CI over seeds] | verdict |',
+              '| --- | --- | ---: | --- | --- | --- | --- |'])
     for model in models:
         for column in columns:
             per_seed, pooled = pool(runs, baseline, model, column)
             seeds = '; '.join(f"{s['seed']}: {_ci(s['psnr']['delta'], s['psnr']['low'], s['psnr']['high'], 2)}"
                               for s in per_seed)
-            lines.append(f'| {model} | {column[0]} σ={column[1]} | {len(runs)} | {_ci(*pooled["psnr"], 2)} | {seeds} | '
-                         f'{_ci(*pooled["ssim"], 4)} | {verdict(*pooled["psnr"][1:])} |')
+            middle = '' if brief else f' {seeds} | {_ci(*pooled["ssim"], 4)} |'
+            lines.append(f'| {model} | {column[0]} σ={column[1]} | {len(runs)} | {_ci(*pooled["psnr"], 2)} |{middle} '
+                         f'{verdict(*pooled["psnr"][1:])} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -122,7 +125,7 @@ def _ci(mean, low, high, digits):
 def table_of(args):
     if not args.folders or not args.baseline:
         raise SeedsError('give the compare folder of each seed and --baseline NAME (or --update FILE ...)')
-    return table(args.folders, args.baseline, args.models, args.sets)
+    return table(args.folders, args.baseline, args.models, args.sets, args.brief)
 
 
 def marked_table(marker_args):

@@ -106,6 +106,9 @@ def test_update_rewrites_only_the_marked_tables(tmp_path, monkeypatch):
     assert text.startswith('Intro.\n\n<!-- compare-seeds runs/seed1') and text.endswith('<!-- /compare-seeds -->\n\nOutro.\n')
     assert '| stale |' not in text and '| kd | BSD68 σ=25 | 2 |' in text and 'Set12' not in text
     assert not compare_seeds.update(str(doc))  # regenerated from the same data: unchanged
+    brief = compare_seeds.table([str(tmp_path / 'runs' / 'seed1'), str(tmp_path / 'runs' / 'seed2')], 'plain',
+                                brief=True)
+    assert brief.splitlines()[0].count('|') == 6 and '| kd | BSD68 σ=25 | 2 |' in brief
 
 
 @pytest.mark.parametrize('doc', DOCS)
