@@ -123,3 +123,19 @@ def test_every_table_of_the_docs_matches_its_committed_data(doc, monkeypatch):
             f'basicsr compare-seeds --update {doc}'
     if doc == 'docs/distillation.md':
         assert len(re.findall('<!-- compare-seeds ', text)) >= 3
+
+
+def test_the_weight_choice_table_matches_the_training_logs():
+    """docs/distillation.md's held-out PSNRs of the seed-10 runs are those in their committed training logs, and the
+    chosen (bold) weight of each strategy is the best of its rows."""
+    import gzip
+    text = (REPO / 'docs' / 'distillation.md').read_text()
+    rows = re.findall(r'\| (\S+) \| `([\w.]+_s10)` \| ([^|]+) \| ([0-9.]+) \|', text)
+    assert len(rows) >= 5
+    for strategy, run, weight, psnr in rows:
+        log = gzip.open(REPO / 'docs' / 'kd_results' / 'logs' / f'{run}.log.gz', 'rt').read()
+        logged = float(re.search(r'Validation Train400_holdout\s+# psnr: ([0-9.]+)', log).group(1))
+        assert f'{logged:.2f}' == psnr, (run, logged, psnr)
+    for strategy in {s for s, *_ in rows if s != 'none'}:
+        mine = [(float(p), '**' in w) for s, _, w, p in rows if s == strategy]
+        assert max(mine)[1], f'{strategy}: the bold weight is not the best on the held-out images'
