@@ -1,4 +1,4 @@
-"""Built once along every command: one read per checkpoint (the preflight's read is handed to the load that builds
+"""Built once along every command (and read in either weight format): one read per checkpoint (the preflight's read is handed to the load that builds
 the model, the resume check's to the resume, the tools load what they read: ``mdrn_models/utils/checkpoints.py``),
 and each dataset built once (the preflight's is handed to BasicSR's ``build_dataset``)."""
 import collections
@@ -64,3 +64,28 @@ def test_each_dataset_is_built_once_along_train_and_test(tmp_path, pairs, monkey
     built.clear()
     pipelines.run('test', ['-opt', str(test_yml), '--root', str(tmp_path)], str(tmp_path))
     assert sorted(built) == ['pairs', 'pairs_val']  # a test run builds every dataset of the file, as BasicSR does
+
+
+def test_training_distilling_and_testing_read_safetensors_weights(tmp_path, pairs, basicsr_cli):
+    """BasicSR's pretrain_network_g and a teacher's pretrain_network_t may be .safetensors (basicsr export-weights):
+    the one loader reads them; the test run scores what the .pth of the same tensors scores."""
+    import re
+    from mdrn_models.tools import pipelines
+    from mdrn_models.tools.export_weights import export
+    gt = tmp_path / 'toy'
+    _write_pngs(gt)
+    wide = {**STUDENT, 'num_feat': 16, 'num_block': 2}
+    teacher = save_net(wide, tmp_path / 'teacher.pth')
+    export(teacher, str(tmp_path / 'teacher.safetensors'), dtype='fp32')
+    yml = tmp_path / 'hmds.yml'
+    yml.write_text(yaml.safe_dump(_e2e_opt('st', gt, str(tmp_path / 'teacher.safetensors'), wide, 2)))
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
+    weights = tmp_path / 'experiments' / 'st' / 'models' / 'net_g_2.pth'
+    export(str(weights), str(tmp_path / 'student.safetensors'), dtype='fp32')
+    scores = []
+    for name, path in (('pth', weights), ('st', tmp_path / 'student.safetensors')):
+        test_yml = train_yml(tmp_path / f'test_{name}.yml', pairs, f'st_test_{name}', total_iter=2)
+        test_yml.write_text(test_yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {path}'))
+        log = basicsr_cli('test', '-opt', test_yml, '--root', tmp_path, cwd=tmp_path).stdout
+        scores.append(re.findall(r'# psnr: ([0-9.]+)', log)[-1])
+    assert scores[0] == scores[1]
