@@ -1,6 +1,7 @@
-"""Built once along every command (and read in either weight format): one read per checkpoint (the preflight's read is handed to the load that builds
+"""Built once along every command: one read per checkpoint (the preflight's read is handed to the load that builds
 the model, the resume check's to the resume, the tools load what they read: ``mdrn_models/utils/checkpoints.py``),
-and each dataset built once (the preflight's is handed to BasicSR's ``build_dataset``)."""
+each dataset built once (the preflight's is handed to BasicSR's ``build_dataset``); and that loader reads either
+weight format (.pth, .safetensors)."""
 import collections
 import os
 
