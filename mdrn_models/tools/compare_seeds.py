@@ -48,8 +48,12 @@ def read_scores(folder):
         raise SeedsError(f"{folder}: no per_image.csv: pass the --out folder of a 'basicsr compare' run")
     draws = defaultdict(list)
     with open(path, newline='') as f:
-        for r in csv.DictReader(f):
-            draws[(r['set'], r['sigma']), r['model'], r['image']].append((float(r['psnr']), float(r['ssim'])))
+        try:
+            for r in csv.DictReader(f):
+                draws[(r['set'], r['sigma']), r['model'], r['image']].append((float(r['psnr']), float(r['ssim'])))
+        except (KeyError, TypeError, ValueError) as exc:  # another CSV, or a row cut short
+            raise SeedsError(f"{path} is not a 'basicsr compare' per_image.csv (set, sigma, noise_seed, image, model, "
+                             f'psnr, ssim): {type(exc).__name__} {exc}; rerun the compare') from None
     scores = defaultdict(lambda: defaultdict(dict))
     for (column, model, image), values in draws.items():
         scores[column][model][image] = tuple(np.mean(values, axis=0))
@@ -98,7 +102,7 @@ def table(folders, baseline, models=None, sets=None, brief=False):
     runs = [(osp.basename(osp.normpath(folder)), read_scores(folder)) for folder in folders]
     columns = [c for c in runs[0][1] if sets is None or c[0] in sets]
     if not columns:
-        raise SeedsError(f"{folders[0]}: none of the sets {', '.join(sets)} is in its per_image.csv")
+        raise SeedsError(f"{folders[0]}: its per_image.csv has {'none of the sets ' + ', '.join(sets) if sets else 'no scores'}")
     if models is None:
         models = [m for m in runs[0][1][columns[0]] if m not in (baseline, 'noisy')]
     pct = f'{CONFIDENCE:.0%}'
@@ -151,7 +155,9 @@ def main(argv=None):
     try:
         if args.update:
             for path in args.update:
-                if not MARKER.search(open(path, encoding='utf-8').read()):
+                with open(path, encoding='utf-8') as f:
+                    marked = MARKER.search(f.read())
+                if not marked:
                     raise SeedsError(f'{path}: no <!-- compare-seeds ARGS --> ... <!-- /compare-seeds --> table')
                 print(f"{path}: {'updated' if update(path) else 'up to date'}")
             return 0

@@ -72,6 +72,7 @@ def test_noise_draws_are_averaged_per_image_before_pooling(tmp_path):
     ('unknown_model', "no model 'nope' on Set12 σ=25 (it has kd, plain)"),
     ('other_images', "'kd' and 'plain' were scored on different images of Set12"),
     ('no_baseline', 'give the compare folder of each seed and --baseline NAME'),
+    ('other_csv', "is not a 'basicsr compare' per_image.csv"),
 ])
 def test_bad_inputs_are_one_line(tmp_path, capsys, case, message):
     folder = tmp_path / 'seed1'
@@ -87,6 +88,8 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, case, message):
         (folder / 'per_image.csv').write_text(text.replace('Set12,25,0,03.png,kd,', 'Set12,25,0,99.png,kd,'))
     elif case == 'no_baseline':
         argv = argv[:1]
+    elif case == 'other_csv':
+        (folder / 'per_image.csv').write_text('a,b\n1,2\n')
     with pytest.raises(SystemExit) as exc:
         mdrn_cli.main(['compare-seeds', *argv])  # the dispatcher, in this process
     assert isinstance(exc.value.code, str) and exc.value.code.startswith('basicsr compare-seeds: error: ')
