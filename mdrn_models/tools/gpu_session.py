@@ -162,7 +162,8 @@ class Session:
         too: the table then says that none fits), and memory is freed before the next try."""
         import gc
         import torch
-        from mdrn_models.tools.benchmark import bench_train, device_desc
+        from mdrn_models.tools.benchmark import bench_train
+        from mdrn_models.tools.benchmark_report import device_desc
         device = torch.device(self.device)
         out = osp.join(self.out, 'benchmark_train.md')
         rows, batch, too_big = {}, self.cfg['batch'], None
@@ -309,7 +310,7 @@ class Session:
         return out
 
     def summary(self):
-        from mdrn_models.tools.benchmark import device_desc
+        from mdrn_models.tools.benchmark_report import device_desc
         import torch
         lines = [f'# GPU session: {device_desc(torch.device(self.device))}', '',
                  f'`basicsr gpu-session --data {self.args.data} --out {self.args.out} --minutes {self.args.minutes:g}'

@@ -188,7 +188,7 @@ def test_ffdnet_gray_sigma25_reproduces_published_bsd68(shared_dir, peers, tmp_p
 def test_basicsr_test_warns_when_ffdnet_is_told_another_sigma_than_the_data_has(pairs, tmp_path, basicsr_cli):
     """A noise level told to FFDNet other than the one the dataset adds is allowed (it can be the experiment) but
     warned about; equal levels are not."""
-    from mdrn_models.integration.preflight import noise_level_mismatches
+    from mdrn_models.integration.option_checks import noise_level_mismatches
     pth = tmp_path / 'ffdnet.pth'
     torch.save({'params': FFDNet().state_dict()}, pth)
     opt = yaml.safe_load((REPO / 'options' / 'test_ffdnet_gray_sigma25.yml').read_text())

@@ -209,9 +209,10 @@ def test_peer_weights_refuses_folders_with_one_line(tmp_path, capsys, args, mess
 
 @pytest.mark.parametrize('weight', WEIGHTS, ids=lambda p: p.name)
 def test_readme_table_matches_the_model_card(weight):
-    """README.md's "Trained weights" table repeats the card's numbers; they must not drift apart."""
+    """README.md's weights table repeats the card's numbers (a row per weight, named without the extension: each ships
+    as .pth and .safetensors); they must not drift apart."""
     rows = [line for line in (REPO / 'README.md').read_text().splitlines()
-            if line.startswith(f'| `{weight.name}` |')]
-    assert len(rows) == 1, f'README.md "Trained weights" has no (or several) rows for {weight.name}'
+            if line.startswith(f'| `{weight.stem}` |')]
+    assert len(rows) == 1, f'README.md\'s weights table has no (or several) rows for {weight.stem}'
     readme = [float(v) for v in re.findall(r'\b[0-9]+\.[0-9]{2,4}\b', rows[0])]
     assert readme == card_row(weight.name)
