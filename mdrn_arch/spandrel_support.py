@@ -15,7 +15,7 @@ CPU fp16 convolutions are slow, bf16 is fast only with AVX512-BF16/AMX). FFDNet'
 the model is told 25; set another with ``model.model.sigma = 50``. Outputs are clamped to 0..1 (spandrel's call). spandrel's own DnCNN reads KAIR's layout
 (``model.<i>``), ours is ``body.<i>`` (the MatConvNet weights ``basicsr peers`` imports): both load.
 """
-from .state_dicts import ARCHS, network_options
+from .state_dicts import ARCHS, network_options, unwrapped
 
 IDS = {'MDRN': 'MDRN', 'FFDNet': 'FFDNet', 'DnCNN': 'DnCNN (body.<i> layout)'}  # spandrel's own DnCNN is 'DnCNN'
 
@@ -32,7 +32,7 @@ def _architecture(arch_type):
             opt = network_options(state_dict)
             args = {k: v for k, v in opt.items() if k != 'type'}
             model = ARCHS[arch_type](**args)
-            model.load_state_dict({(k[7:] if k.startswith('module.') else k): v for k, v in state_dict.items()})
+            model.load_state_dict(unwrapped(state_dict))
             tags = [f"{args['num_feat']}nf"] + [f'{args[k]}{k[4:]}' for k in ('num_block', 'num_level', 'num_conv')
                                                 if k in args]
             return ImageModelDescriptor(model, state_dict, architecture=self, purpose='Restoration', tags=tags,

@@ -38,10 +38,15 @@ def _plain_convs(state):
             'num_conv': len(convs)}
 
 
+def unwrapped(state):
+    """``state`` with the ``module.`` prefix that DataParallel/DDP add to every name removed."""
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
 def network_options(state):
     """``network_g`` options (``type`` and arguments) of the network ``state`` is the state dict of, or None. An
     FFDNet's noise level is not in its weights: ``sigma`` is 25 (tell it the level of your images)."""
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    state = unwrapped(state)
     for guess in (_mdrn, _plain_convs):
         try:
             opt = guess(state)

@@ -95,13 +95,13 @@ def export(ckpt, out, key='params', dtype='fp16', force=False, fmt=None, opt_pat
                 'it holds no state dict: pass a BasicSR net_g_*.pth or a torch.save(net.state_dict()) file')
         raise CheckpointError(f'{ckpt} has no "{key}" state dict; {hint}')
     params = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v) for k, v in state[key].items()}
-    if output_format(out, fmt) == 'safetensors':
+    safetensors = output_format(out, fmt) == 'safetensors'
+    header = weight_metadata(params, opt_path, f'{osp.basename(ckpt)}[{key}]') if safetensors else None  # (may refuse)
+    os.makedirs(osp.dirname(out) or '.', exist_ok=True)
+    if safetensors:
         from safetensors.torch import save_file
-        header = weight_metadata(params, opt_path, f'{osp.basename(ckpt)}[{key}]')
-        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
         save_file({k: v.contiguous() for k, v in params.items()}, out, metadata=header)
     else:
-        os.makedirs(osp.dirname(out) or '.', exist_ok=True)
         torch.save({'params': params}, out)
     return sum(v.numel() for v in params.values())
 

@@ -11,6 +11,7 @@ from os import path as osp
 
 import torch
 
+from mdrn_arch.state_dicts import unwrapped
 from mdrn_models.utils.distributed import read_on_rank0
 from mdrn_models.utils.messages import example
 
@@ -154,7 +155,7 @@ def select_state(ckpt, load_path, param_key, net_key='g'):
                              f'{example(ckpt, 6)}); set path.param_key_{net_key}')
     else:
         state = ckpt[used]
-    return OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in state.items()), used
+    return OrderedDict(unwrapped(state)), used
 
 
 def shape_mismatches(own, state):
