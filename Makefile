@@ -17,7 +17,7 @@ install: .installed
 	touch $@
 
 demo: install
-	$(PYTHON) -m mdrn_models.tools.demo
+	$(PYTHON) -m mdrn_cli demo
 
 # one single-threaded pytest worker per core (up to 4): on 2 cores about twice as fast as one multi-threaded run
 test: install

@@ -3,12 +3,11 @@ import json
 import os
 import os.path as osp
 import shutil
-import signal
 import sys
 import time
 
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
-from mdrn_cli.signals import sigterm_as_interrupt
+from mdrn_cli.signals import run_stoppable
 from mdrn_models.utils import images
 from mdrn_models.utils.images import too_large
 from mdrn_models.utils.messages import first_repeat
@@ -21,23 +20,17 @@ class PrepError(Exception):
 def run_main(main, argv=None):
     """Run ``main(argv)``; a PrepError, what the machine refuses (an OSError: a full disk, no permission) and Ctrl-C
     or SIGTERM end in one line (exit code 2, 2, 130/143). Outputs left unfinished stay marked incomplete."""
-    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
-    try:
-        code = main(argv)
-    except PrepError as err:
-        print(f'error: {err}', file=sys.stderr)
-        code = 2
-    except OSError as err:
-        print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}: fix the path or free "
-              'space, then rerun (--force replaces an output left incomplete)', file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt as exc:
-        name = exc.args[0] if exc.args else 'SIGINT'
-        print(f'stopped by {name}: outputs it was writing are marked incomplete; rerun with --force', file=sys.stderr)
-        code = 128 + signal.Signals[name]
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    sys.exit(code or 0)
+    def run():
+        try:
+            return main(argv)
+        except PrepError as err:
+            print(f'error: {err}', file=sys.stderr)
+        except OSError as err:
+            print(f"error: {err.filename + ': ' if err.filename else ''}{err.strerror or err}: fix the path or free "
+                  'space, then rerun (--force replaces an output left incomplete)', file=sys.stderr)
+        return 2
+    sys.exit(run_stoppable(run, lambda name: f'stopped by {name}: outputs it was writing are marked incomplete; rerun '
+                                             'with --force') or 0)
 
 
 def list_images(folder):

@@ -13,7 +13,6 @@ the same ``--noise-seed`` and ``--channels`` (noise of image k = function of (se
 rounded to 8 bits, as any PNG must be; BasicSR validation itself uses the unclipped float input.
 """
 import argparse
-import os
 import os.path as osp
 
 import cv2
@@ -98,10 +97,7 @@ def main(argv=None):
         # write_noisy would leave that folder behind and the rerun would need --force
         from mdrn_models.data.awgn_dataset import parse_sigma
         for s in args.noisy:
-            try:
-                parse_sigma(s, '--noisy sigma')
-            except ValueError as exc:
-                raise PrepError(str(exc)) from None
+            parse_sigma(s, '--noisy sigma', PrepError)
     if args.noise_seed < 0:
         raise PrepError('--noise-seed must be >= 0')
     inp, out = osp.normpath(args.input), osp.normpath(args.out)

@@ -16,11 +16,10 @@ the console script (``torchrun ... -m mdrn_cli train ...``).
 """
 import importlib
 import os
-import signal
 import sys
 
 from . import parsers
-from .signals import sigterm_as_interrupt
+from .signals import run_stoppable
 
 
 def physical_cores(sysfs='/sys/devices/system/cpu'):
@@ -75,7 +74,7 @@ def main(argv=None):
         args = ['--root', top.root, *args]
     if command in ('train', 'test'):  # torch.distributed.launch passes --local-rank=N; BasicSR knows --local_rank
         args = [a.replace('--local-rank', '--local_rank', 1) if a.startswith('--local-rank') else a for a in args]
-    ns = parsers.COMMANDS[command].parser(f'basicsr {command}').parse_args(args)  # --help, usage errors: no torch
+    ns = parsers.COMMANDS[command].parser().parse_args(args)  # --help, usage errors: no torch
     set_default_threads()
     refuse_unsafe_loads()
     if command != 'demo':  # (the demo only starts `basicsr` processes)
@@ -88,16 +87,9 @@ def main(argv=None):
     module = importlib.import_module(parsers.COMMANDS[command].module)
     if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.pipelines)
         return _one_line_on_os_errors(command, lambda: module.run(command, args, ns.root))
-    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
-    try:
-        return _one_line_on_os_errors(command, lambda: module.main(args))
-    except KeyboardInterrupt as exc:
-        name = exc.args[0] if exc.args else 'SIGINT'
-        print(f'basicsr {command}: stopped by {name}; run the command again to finish (outputs it wrote before may '
-              'need --force)', file=sys.stderr)
-        raise SystemExit(128 + signal.Signals[name]) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_stoppable(lambda: _one_line_on_os_errors(command, lambda: module.main(args)),
+                         lambda name: f'basicsr {command}: stopped by {name}; run the command again to finish (outputs '
+                                      'it wrote before may need --force)')
 
 
 def _one_line_on_os_errors(command, run):

@@ -19,9 +19,9 @@ DEVICE_HELP = 'default: cuda when available, else cpu'
 ONNX_OPSET = 17  # onnxruntime >= 1.12 and most other runtimes read it
 
 
-def _parser(prog, command, **kwargs):
+def _parser(command, **kwargs):
     summary = COMMANDS[command].summary
-    return argparse.ArgumentParser(prog=prog, description=summary[:1].upper() + summary[1:] + '.',
+    return argparse.ArgumentParser(prog=f'basicsr {command}', description=summary[:1].upper() + summary[1:] + '.',
                                    formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
@@ -42,11 +42,11 @@ def top():
     return p
 
 
-def train_test(command, prog=None):
+def train_test(command):
     """``basicsr train`` / ``basicsr test``: BasicSR's own flags (``basicsr.utils.options.parse_options``, which
     parses them again from the unchanged command line) plus ``--root``. Used for ``--help`` and to report a usage
     error before torch is imported."""
-    p = _parser(prog or f'basicsr {command}', command, epilog=(
+    p = _parser(command, epilog=(
         "Every flag but --root is BasicSR's own, passed to it unchanged.\n"
         'Several processes: torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch\n'
         '(gloo on the CPU, NCCL on GPUs); with several, torchrun sets OMP_NUM_THREADS=1 unless it is set.'))
@@ -67,8 +67,8 @@ def train_test(command, prog=None):
     return p
 
 
-def denoise(prog='basicsr denoise'):
-    p = _parser(prog, 'denoise')
+def denoise():
+    p = _parser('denoise')
     p.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
     p.add_argument('-i', '--input', required=True, help='image file or folder of images')
     p.add_argument('-o', '--output', required=True, help='output image file, or folder')
@@ -87,8 +87,8 @@ def denoise(prog='basicsr denoise'):
     return p
 
 
-def compare(prog='python -m mdrn_models.tools.compare'):
-    p = _parser(prog, 'compare')
+def compare():
+    p = _parser('compare')
     p.add_argument('--models', nargs='+', required=True, metavar='NAME[@SIGMA]=PATH',
                    help='option file (.yml) or checkpoint (.pth) per model; @SIGMA restricts it to one tested sigma')
     p.add_argument('--sets', nargs='+', required=True, metavar='NAME=FOLDER', help='folders of clean test images')
@@ -121,8 +121,8 @@ def compare(prog='python -m mdrn_models.tools.compare'):
     return p
 
 
-def compare_seeds(prog='python -m mdrn_models.tools.compare_seeds'):
-    p = _parser(prog, 'compare-seeds')
+def compare_seeds():
+    p = _parser('compare-seeds')
     p.add_argument('folders', nargs='*', metavar='DIR',
                    help="one 'basicsr compare --out' folder per training seed (its per_image.csv); the folder's name "
                         'labels the seed')
@@ -136,8 +136,8 @@ def compare_seeds(prog='python -m mdrn_models.tools.compare_seeds'):
     return p
 
 
-def benchmark(prog='python -m mdrn_models.tools.benchmark'):
-    p = _parser(prog, 'benchmark')
+def benchmark():
+    p = _parser('benchmark')
     p.add_argument('--sizes', type=int, nargs='+', default=[256, 512, 1024])
     p.add_argument('--models', nargs='+', default=['DnCNN', 'FFDNet', 'MDRN', 'MDRN-2B'])
     p.add_argument('--modes', nargs='+', default=None, choices=BENCHMARK_MODES,
@@ -164,8 +164,8 @@ def benchmark(prog='python -m mdrn_models.tools.benchmark'):
     return p
 
 
-def export_weights(prog='python -m mdrn_models.tools.export_weights'):
-    p = _parser(prog, 'export-weights')
+def export_weights():
+    p = _parser('export-weights')
     p.add_argument('ckpt', help="BasicSR network checkpoint, e.g. experiments/NAME/models/net_g_latest.pth")
     p.add_argument('out', help='weight file to write')
     p.add_argument('--key', default='params', help='which state dict of the checkpoint (params or params_ema)')
@@ -179,8 +179,8 @@ def export_weights(prog='python -m mdrn_models.tools.export_weights'):
     return p
 
 
-def peers(prog='python -m mdrn_models.tools.peer_weights'):
-    p = _parser(prog, 'peers')
+def peers():
+    p = _parser('peers')
     p.add_argument('--mat', required=True, help='published MatConvNet .mat (v7.3/HDF5) file')
     p.add_argument('--arch', required=True, choices=PEER_ARCHS)
     p.add_argument('--out', required=True, help='output BasicSR checkpoint (.pth), {"params": state_dict}')
@@ -188,16 +188,15 @@ def peers(prog='python -m mdrn_models.tools.peer_weights'):
     return p
 
 
-def demo(prog='python -m mdrn_models.tools.demo'):
-    p = _parser(prog, 'demo')
+def demo():
+    p = _parser('demo')
     p.add_argument('--root', default=os.getcwd(), help='where datasets/demo, experiments/, results/ go')
     p.add_argument('--iters', type=int, default=None, help='override total_iter of every training run')
     return p
 
 
-# command -> its parser builder(prog); a command not here (export) builds its own parser in its module
-def export(prog='basicsr export'):
-    p = _parser(prog, 'export')
+def export():
+    p = _parser('export')
     p.add_argument('-opt', required=True, help='basicsr test option file of the weight (or a .pth checkpoint)')
     p.add_argument('-o', '--output', required=True, help='file to write: .onnx (ONNX) or .pt/.ts (TorchScript)')
     p.add_argument('--format', choices=('onnx', 'torchscript'), default=None, help="default: from -o's extension")
@@ -212,8 +211,8 @@ def export(prog='basicsr export'):
     return p
 
 
-def gpu_session(prog='basicsr gpu-session'):
-    p = _parser(prog, 'gpu-session')
+def gpu_session():
+    p = _parser('gpu-session')
     p.add_argument('--data', required=True, help='folder holding Train400/, Set12/ and BSD68/ (clean gray PNGs)')
     p.add_argument('--out', required=True, help='new (or empty) folder for every result of the session')
     p.add_argument('--minutes', type=float, default=12, help='wall-time budget of the whole session (default 12): '
@@ -227,16 +226,16 @@ def gpu_session(prog='basicsr gpu-session'):
 class Command(NamedTuple):
     module: str  # the module whose main(argv) runs it (train/test: pipelines.run)
     summary: str  # one line, for `basicsr --help` and the command's own
-    parser: Callable  # prog -> its argparse parser (--help, usage errors, and the tool's own parsing)
+    parser: Callable  # () -> its argparse parser (--help, usage errors, and the tool's own parsing)
 
 
 # `basicsr --help` lists them in this order
 COMMANDS = {
     'train': Command('mdrn_models.tools.pipelines', "train a network: BasicSR's train pipeline on an option file",
-                     lambda prog: train_test('train', prog)),
+                     lambda: train_test('train')),
     'test': Command('mdrn_models.tools.pipelines',
                     "test trained weights: BasicSR's test pipeline (PSNR/SSIM, denoised images)",
-                    lambda prog: train_test('test', prog)),
+                    lambda: train_test('test')),
     'denoise': Command('mdrn_models.tools.denoise', 'denoise your own images with a trained model', denoise),
     'compare': Command('mdrn_models.tools.compare',
                        'compare denoisers on identical noisy inputs: a PSNR/SSIM table and figures', compare),

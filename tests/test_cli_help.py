@@ -81,7 +81,7 @@ def test_the_command_table_is_the_dispatch_and_the_help():
     """One table: every command's module exists and its parser is the one the command parses with."""
     for name, command in parsers.COMMANDS.items():
         assert importlib.util.find_spec(command.module) is not None, name
-        assert command.parser(f'basicsr {name}').prog == f'basicsr {name}'
+        assert command.parser().prog == f'basicsr {name}'
 
 
 def test_physical_cores_counts_hyperthreads_once(tmp_path, monkeypatch):

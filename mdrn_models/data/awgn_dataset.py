@@ -1,33 +1,17 @@
-"""AWGN denoising dataset on BasicSR's data pipeline.
+"""AWGN denoising dataset on BasicSR's data pipeline. Option keys and conventions: docs/training.md (The dataset).
 
 Clean images are read through BasicSR's ``FileClient`` (``disk`` folder, ``disk`` + ``meta_info`` list, or an
 ``lmdb`` written by ``basicsr.utils.lmdb_util``); the noisy input is made on the fly:
 
     lq = gt + n,   n ~ N(0, (sigma / 255)^2),   gt float32 in [0, 1]
 
-Convention: the noisy input is **not clipped** to [0, 1] (as in DnCNN/FFDNet's synthetic AWGN protocol), so the
-noise is exactly Gaussian with the stated std; only saved images (``tensor2img``) are clipped and quantised.
-
-* ``phase: train`` -- random ``gt_size`` crop (``basicsr.data.transforms.paired_random_crop``), flips/rotations
-  (``augment``), noise drawn per sample from torch's global RNG (BasicSR seeds every worker). ``sigma`` is a number,
-  or ``[low, high]`` for blind training (sigma ~ U(low, high) per sample).
-* ``phase: val`` / ``test`` -- the whole image, and the noise of image ``k`` is a pure function of
-  ``(noise_seed, k)``: ``numpy.random.default_rng([noise_seed, k])``. Rerunning, changing ``num_worker_per_gpu``
-  or testing another model gives bit-identical noisy inputs. ``k`` is the index in the sorted image list.
-* ``sigma_teacher`` (optional, HMDS distillation): also returns ``lq_teacher = gt + (sigma_teacher / sigma) * n``,
-  the *same* clean image with the *same* noise draw scaled down to the teacher's lower level. Because student and
-  teacher see one noise realisation (only its amplitude differs), the teacher's features differ from the
-  student's only through the noise level, not through an unrelated random pattern, which is what HMDS transfers.
-
-Returned keys match BasicSR's paired datasets: ``lq``, ``gt`` (CHW float32 tensors), ``lq_path``, ``gt_path``
-(plus ``sigma`` as a float, and ``lq_teacher`` when requested), so ``SRModel`` validation, metrics and image
-saving work unchanged.
-
-Option keys: ``dataroot_gt``, ``meta_info`` (optional), ``io_backend`` (``{type: disk}`` or ``{type: lmdb}``),
-``channels`` (1 or 3; gray is read with OpenCV's grayscale conversion), ``sigma``, ``sigma_teacher``,
-``noise_seed`` (val/test, default 0), ``gt_size`` (train), ``use_hflip``, ``use_rot``, ``max_pixels`` (the most pixels
-one image may declare, default ``mdrn_models.utils.images.MAX_PIXELS``; refused from the header before decoding),
-plus BasicSR's loader keys.
+and **not clipped** to [0, 1] (as in DnCNN/FFDNet's synthetic AWGN protocol), so the noise is exactly Gaussian with
+the stated std. Training draws the noise per sample from torch's global RNG (BasicSR seeds every worker); at
+val/test the noise of image ``k`` is ``numpy.random.default_rng([noise_seed, k])``'s, so every rerun and every model
+sees bit-identical inputs. ``sigma_teacher`` (HMDS) adds ``lq_teacher``: the same clean image with the same noise
+draw scaled down to the teacher's level, so that teacher and student differ only by the noise level. Returned keys
+match BasicSR's paired datasets (``lq``, ``gt``, ``lq_path``, ``gt_path``, plus ``sigma``), so ``SRModel``
+validation, metrics and image saving work unchanged.
 """
 import os.path as osp
 import re
@@ -46,7 +30,6 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from mdrn_models.utils.messages import did_you_mean, first_repeat
 from mdrn_models.utils.images import IMG_EXTENSIONS, MAX_PIXELS, pil_unbounded, too_large
 
-# image files a folder set lists, compared in lower case (also datasets_prep's and denoise's lists of a folder)
 # (first bytes, last bytes) of a whole PNG (its IEND chunk) and a whole JPEG (its EOI marker)
 IMAGE_BOUNDS = ((b'\x89PNG\r\n\x1a\n', b'IEND\xaeB`\x82'), (b'\xff\xd8', b'\xff\xd9'))
 PREP_HINT = ('make it as the option file\'s header says (python -m datasets_prep.demo / .div2k / .testset, or a link '
@@ -64,22 +47,23 @@ class TrainingDataUnreadable(RuntimeError):
     """Training cannot go on: image after image is unreadable (a folder unmounted or deleted mid-run)."""
 
 
-def parse_sigma(sigma, key='sigma'):
-    """``sigma`` option -> (low, high) in 0..255 units (low == high for a fixed level). Raises ValueError."""
+def parse_sigma(sigma, key='sigma', error=ValueError):
+    """``sigma`` option (or flag ``key``) -> (low, high) in 0..255 units (low == high for a fixed level); ``error``
+    (one line) for a value that is not a noise level."""
     if isinstance(sigma, (list, tuple)):
         if len(sigma) != 2 or not all(isinstance(s, Real) and not isinstance(s, bool) for s in sigma):
-            raise ValueError(f'{key} must be a number or [low, high], got {sigma!r}.')
+            raise error(f'{key} must be a number or [low, high], got {sigma!r}.')
         low, high = float(sigma[0]), float(sigma[1])
         if low > high:
-            raise ValueError(f'{key} range [low, high] needs low <= high, got {sigma!r}.')
+            raise error(f'{key} range [low, high] needs low <= high, got {sigma!r}.')
     elif isinstance(sigma, Real) and not isinstance(sigma, bool):
         low = high = float(sigma)
     else:
-        raise ValueError(f'{key} must be a number or [low, high] (0..255 scale), got {sigma!r}.')
+        raise error(f'{key} must be a number or [low, high] (0..255 scale), got {sigma!r}.')
     if not (0 < low <= 255 and 0 < high <= 255):
-        raise ValueError(f'{key} must lie in [1, 255] (pixel scale, e.g. 25), got {sigma!r}.')
+        raise error(f'{key} must lie in [1, 255] (pixel scale, e.g. 25), got {sigma!r}.')
     if low < 1:  # below one grey level: almost surely a level on the 0..1 scale (25/255 = 0.098)
-        raise ValueError(f'{key} {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25 '
+        raise error(f'{key} {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25 '
                          f'for 0.098 on the 0..1 scale ({low:g} x 255 = {low * 255:g}).')
     return low, high
 

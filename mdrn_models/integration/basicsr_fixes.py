@@ -48,14 +48,13 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from mdrn_models.integration.option_checks import number_problem
-from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint, fit_mismatches, keep, select_state
+from mdrn_models.utils.checkpoints import (CheckpointError, check_checkpoint, fit_mismatches, keep, select_state,
+                                           training_states)
 from mdrn_models.utils.distributed import read_on_rank0
 from mdrn_models.utils.messages import first_line
 
 _original_yml_value = basicsr.utils.options._postprocess_yml_value
 FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or saves (distillation teachers)
-
-STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
 
 
 def load_resume_state(opt):
@@ -81,8 +80,7 @@ def _find_resume_state(opt):
     """(path, state) of the state to resume from, or None to start afresh."""
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
-        names = [n for n in os.listdir(state_dir) if STATE_NAME.fullmatch(n)] if osp.isdir(state_dir) else []
-        for it in sorted((int(n[:-len('.state')]) for n in names), reverse=True):
+        for it in training_states(state_dir):
             path = osp.join(state_dir, f'{it}.state')
             try:
                 state = _load_state(path)
@@ -141,8 +139,7 @@ def _refuse_states_elsewhere(opt):
     here = osp.abspath(opt['path']['training_states'])
     for project in dict.fromkeys([osp.dirname(osp.dirname(opt_file)), osp.dirname(opt_file)]):
         states = osp.join(project, 'experiments', opt['name'], 'training_states')
-        if osp.abspath(states) != here and osp.isdir(states) and any(STATE_NAME.fullmatch(n)
-                                                                      for n in os.listdir(states)):
+        if osp.abspath(states) != here and training_states(states):
             raise SystemExit(f"error: --auto_resume found no training state in {here}, but {states} holds states of "
                              f"run '{opt['name']}': add --root {project} to resume it, or drop --auto_resume to "
                              f"start afresh under {opt['root_path']}")
@@ -165,6 +162,7 @@ def _check_resume(opt, resume_iter):
 
 
 def force_yml_args(argv):
+    """``-opt`` and ``--force_yml`` of ``argv`` as BasicSR's own parser reads them (abbreviations included)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])

@@ -13,7 +13,7 @@ import math
 import os
 from numbers import Real
 
-from mdrn_models.utils.checkpoints import checkpoint_path
+from mdrn_models.utils.checkpoints import checkpoint_path, training_states
 from mdrn_models.utils.messages import did_you_mean
 
 KNOWN_TOP_LEVEL = {
@@ -238,8 +238,7 @@ def check_checkpoints_outside_run(opt):
     root = path_opt.get('experiments_root')
     if not (opt.get('is_train') and root and os.path.isdir(root)) or path_opt.get('resume_state'):
         return
-    states = os.path.join(root, 'training_states')
-    if opt.get('auto_resume') and os.path.isdir(states) and any(f.endswith('.state') for f in os.listdir(states)):
+    if opt.get('auto_resume') and training_states(os.path.join(root, 'training_states')):
         return  # it resumes: nothing is archived
     for key in opt:
         if not key.startswith('network_'):

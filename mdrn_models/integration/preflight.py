@@ -25,7 +25,6 @@ Each failure is a ``OptionError`` with one line: where, what, and the fix.
 import inspect
 import logging
 import math
-import os
 import sys
 from copy import deepcopy
 from numbers import Real
@@ -41,7 +40,6 @@ from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGIST
 from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError, check_checkpoints_outside_run,  # noqa: E402
                                                    check_path_keys, noise_level_mismatches, number_problem)
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
-from mdrn_models.utils.distributed import read_on_rank0  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep,  # noqa: E402
                                            role, select_state)
 
@@ -341,13 +339,6 @@ def build_networks(opt):
     return nets
 
 
-def _read_checkpoint(load_path, net_key):
-    if not os.path.isfile(load_path):
-        raise OptionError(f'{role(net_key)} checkpoint not found: {load_path} (train or import it as the '
-                             f"option file's header says, or set path.pretrain_network_{net_key})")
-    return check_checkpoint(load_path)
-
-
 def check_checkpoints(opt, nets):
     """Each network checkpoint loads and fits its network; in a distributed run rank 0 reads them (as training
     does), so every rank finds the same problems."""
@@ -356,7 +347,8 @@ def check_checkpoints(opt, nets):
         if not load_path:
             continue
         path_opt = opt['path']
-        ckpt = keep(load_path, read_on_rank0(lambda: _read_checkpoint(load_path, net_key)))  # for the load: one read
+        ckpt = keep(load_path, check_checkpoint(load_path, what=role(net_key), fix="train or import it as the option "
+                                                f"file's header says, or set path.pretrain_network_{net_key}"))
         state, _ = select_state(ckpt, load_path, path_opt.get(f'param_key_{net_key}', 'params'), net_key)
         problem = fit_problem(net, state, path_opt.get(f'strict_load_{net_key}', True), load_path, net_key,
                               opt[f'network_{net_key}'])

@@ -102,6 +102,25 @@ def _partial(fn, net, *args):
     return lambda x: fn(net, x, *args)
 
 
+class _TestForward(torch.nn.Module):
+    def __init__(self, net, forward):
+        super().__init__()
+        self.net, self._forward = net, forward
+
+    def forward(self, x):
+        return self._forward(x)
+
+
+def network_forward(net, opt=None):
+    """``eval_forward`` of ``opt``'s network alone (no tile, no self-ensemble: e.g. SwinIR inside its window padding)
+    as a module, so that ``.to``, ``channels_last``, ``torch.compile`` and tracing apply to it; ``net`` itself when
+    it needs no padding (or is such a module already)."""
+    if isinstance(net, _TestForward):
+        return net
+    forward = eval_forward(net, {'network_g': (opt or {}).get('network_g') or {}})
+    return net if forward is net else _TestForward(net, forward).eval()
+
+
 @MODEL_REGISTRY.register()
 class DenoiseModel(TrainingStep, SRModel):
     """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),

@@ -1,4 +1,5 @@
-"""``HKDModel``: heterogeneous knowledge distillation (paper §3.2-3.3, eq. 2-4) as a BasicSR model type.
+"""``HKDModel``: heterogeneous knowledge distillation (paper §3.2-3.3, eq. 2-4) as a BasicSR model type. Options and
+behaviour: docs/distillation.md.
 
 A frozen, pretrained teacher (``network_t`` / ``path.pretrain_network_t``) runs next to the student ``network_g``;
 forward hooks capture named features of both, and the student minimises
@@ -6,34 +7,16 @@ forward hooks capture named features of both, and the student minimises
     L_total = L_pix(student(lq), gt) + sum_pairs loss_weight * KD(adapter(S_layer), T_layer)
 
 * HADS: teacher = a bigger net (MDRN, ``num_block: 8``), student = MDRN-2B, same noise level and input ``lq``.
-* HMDS: same architecture; the teacher was trained at a lower sigma_t and sees ``lq_teacher`` (the dataset's
-  ``sigma_teacher``), set with ``train.kd_opt.teacher_input: lq_teacher``.
-* Beyond the paper: layer pairs may name any modules of any two registered archs; where channel counts differ a
-  learnable 1x1 conv (``adapter``) maps the student feature to the teacher's width. Adapters are optimised with
-  ``net_g`` and saved in the student's checkpoint under the key ``adapters`` (so resuming restores them from
-  ``pretrain_network_g``, which BasicSR's ``check_resume`` already rewrites to the latest ``net_g_<iter>.pth``).
-
-Option keys (besides SRModel's)::
-
-    network_t: {type: MDRN, num_in_ch: 1, num_out_ch: 1, num_feat: 64, num_block: 8, num_level: 3}
-    path: {pretrain_network_t: teacher.pth, param_key_t: params, strict_load_t: true}
-    train:
-      kd_opt:
-        type: L1Loss              # any loss in BasicSR's LOSS_REGISTRY taking (pred, target)
-        loss_weight: 1.0          # per layer pair
-        layers: ~                 # default: the student's paper_kd_taps() (MSAG-2/3/4); or [names] or {student: teacher};
-                                  # '' names the network itself: {'': ''} distils the teacher's output
-        teacher_input: lq         # lq (HADS) | lq_teacher (HMDS)
-        dry_run_size: ~           # side of the init-time dry run (default: datasets.train.gt_size; a size
-                                  # above 96 is run as the one of 64..127 with the same remainder modulo 64)
-    val: {self_ensemble: false}   # x8 self-ensemble (MDRN+) when testing
+* HMDS: the teacher was trained at a lower sigma_t and sees ``lq_teacher`` (the dataset's ``sigma_teacher``), set with
+  ``train.kd_opt.teacher_input: lq_teacher``.
+* Beyond the paper: layer pairs may name any modules of any two registered archs (``KDLayout``); where channel counts
+  differ a learnable 1x1 conv (``adapter``) maps the student feature to the teacher's width. Adapters are optimised
+  with ``net_g`` and saved in the student's checkpoint under ``adapters``, so resuming restores them from
+  ``pretrain_network_g`` (which BasicSR's ``check_resume`` rewrites to the latest ``net_g_<iter>.pth``).
 
 The teacher is frozen: ``eval()``, ``requires_grad_(False)``, run under ``no_grad``, in no optimiser, moved with a
-plain ``.to(device)`` (never DDP), never saved. Its checkpoint is loaded with ``weights_only=True``; a relative
-``pretrain_network_t`` is looked up in the current directory, then under the ``--root`` of the run.
-
-Before any training step, one dry forward pass of both nets validates the layer names, checks that each pair has the
-same spatial size and sizes the adapters, so configuration mistakes stop the run with a one-line error.
+plain ``.to(device)`` (never DDP), never saved. Before any training step one dry forward pass of both nets validates
+the layer pairs and sizes the adapters, so configuration mistakes stop the run with a one-line error.
 """
 import os
 import re

@@ -34,6 +34,7 @@ from mdrn_models.utils.distributed import all_ranks_agree, reduce_step, stop_if_
 from mdrn_models.utils.messages import first_line
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+INFERENCE_AMP = {'cuda': torch.float16, 'cpu': torch.bfloat16}  # bf16 on the CPU: fp16 convs are not fast there
 TRAIN_KEYS = ('amp', 'grad_clip', 'compile')
 
 
@@ -65,6 +66,11 @@ def check_training_step_options(opt):
     for key, value in (('train.compile', train.get('compile', False)), ('val.amp', val.get('amp', False))):
         if not isinstance(value, bool):
             raise ValueError(f'{key} must be true or false, got {value!r}')
+
+
+def inference_autocast(device_type, enabled=True, dtype=None):
+    """Autocast for inference (validation, test, the tools' --amp): ``dtype``, else ``INFERENCE_AMP``'s."""
+    return torch.autocast(device_type, dtype=dtype or INFERENCE_AMP[device_type], enabled=enabled)
 
 
 def stop_if_non_finite(log):
@@ -206,9 +212,8 @@ class TrainingStep:
     def test_autocast(self):
         """Autocast for validation and testing, only with ``val.amp``: to ``train.amp``'s dtype, else fp16 on CUDA and
         bf16 on the CPU."""
-        dtype = AMP_DTYPES.get((self.opt.get('train') or {}).get('amp')) or \
-            (torch.float16 if self.device.type == 'cuda' else torch.bfloat16)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=bool((self.opt.get('val') or {}).get('amp')))
+        return inference_autocast(self.device.type, bool((self.opt.get('val') or {}).get('amp')),
+                                  AMP_DTYPES.get((self.opt.get('train') or {}).get('amp')))
 
     @master_only
     def save_training_state(self, epoch, current_iter):

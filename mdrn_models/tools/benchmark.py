@@ -1,37 +1,10 @@
-"""Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run; training-step time of
-plain vs HADS vs HMDS.
+"""Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run, and the training-step
+time of plain vs HADS vs HMDS: ``basicsr benchmark``. Flags, method and results: docs/benchmarks.md.
 
-    python -m mdrn_models.tools.benchmark [--sizes 256 512 1024] [--models DnCNN FFDNet MDRN MDRN-2B NAME=X.yml]
-                                    [--modes fp32 channels_last] [--device cpu|cuda] [--breakdown] [--train]
-                                    [--out bench.md]
-
-Models (random weights: speed does not depend on them): ``DnCNN`` (17 convs, 64 features), ``FFDNet`` (gray, 15 convs),
-``MDRN`` (num_block 8), ``MDRN-2B`` (num_block 2), and ``MDRN-unfused`` / ``MDRN-2B-unfused``: the network's own
-forward without the oneDNN fused inference path (``mdrn_arch/fused_inference.py``). ``NAME=PATH``: the network of any BasicSR option file (RIDNet,
-SwinIR, a HADS/HMDS student, a color model, ...) or MDRN/DnCNN/FFDNet checkpoint, loaded as ``mdrn_models.tools.compare``
-loads it (its weights and channels; SwinIR padded to its window), listed as NAME. Modes: ``fp32`` (NCHW input),
-``channels_last`` (model and input), ``amp`` (autocast, channels_last: fp16 on CUDA, bf16 on the CPU), on CUDA
-``compile`` (``torch.compile`` of the fp32 model), and on the CPU ``onnxruntime``: the model exported to ONNX as
-``basicsr export`` exports it (once per model, to a temporary file), run by an onnxruntime CPU session with
-``intra_op_num_threads`` = torch's threads (needs ``pip install -e ".[export]"``; its peak memory is onnxruntime's
-own, not tracked: ``—``).
-
-Method: batch 1, ``no_grad``, gray for the built-in models; one warm-up forward per (model, mode, size) which also
-measures peak memory (CUDA: ``max_memory_allocated``; CPU: peak bytes of live tensors created during the forward,
-tracked at the dispatcher -- activations and outputs, not weights nor oneDNN scratch); then ``--repeats`` rounds, each
-timing every (model, mode) once in turn (interleaved, so load from other processes hits all alike). Reported
-latency: the minimum over rounds (the median next to it, with the count). MACs come from
-``torch.utils.flop_counter`` (FLOPs / 2); GMAC/s = MACs / latency.
-
-``--breakdown``: one more fp32 forward per model and size under ``OpTimer``: each op timed on its own, convs grouped
-by kind with their MACs, so the table shows which convs run slower than the others (GMAC/s per kind).
-
-``--train``: one optimisation step (forward, losses, backward, Adam step) of MDRN-2B as plain ``DenoiseModel``, HADS
-(``HKDModel``, teacher MDRN num_block 8, same input) and HMDS (``HKDModel``, teacher MDRN-2B at a lower sigma on
-``lq_teacher``), all built through BasicSR's ``build_model`` with random teacher weights, timed interleaved: one
-warm-up step each, then ``--repeats`` rounds (default 3).
-
-The table of GMAC/s relative to DnCNN needs ``DnCNN`` in ``--models``; without it the report says so instead.
+Built-in models have random weights (speed does not depend on them); ``NAME=PATH`` loads any option file or checkpoint
+as ``basicsr compare`` does. Each (model, mode, size) gets one warm-up forward, which also measures peak memory
+(``benchmark_probes``); then every round times each of them once in turn (interleaved, so load from other processes
+hits all alike), and the row reports the minimum over rounds with the median. The report is ``benchmark_report``.
 """
 import os
 import statistics
@@ -51,8 +24,9 @@ from mdrn_models.tools import malloc_tuning
 from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, sync as _sync
 from mdrn_models.tools.benchmark_report import label, report
 from mdrn_arch.arch_util import in_channels
-from mdrn_models.tools.model_loading import AMP_DTYPE, amp_note, build_model, count_flops
-from mdrn_models.models.denoise_model import eval_forward
+from mdrn_models.tools.model_loading import amp_note, build_model, count_flops
+from mdrn_models.models.denoise_model import network_forward
+from mdrn_models.models.training_step import inference_autocast
 from mdrn_models.utils.compiling import compile_static
 from mdrn_models.utils.messages import first_repeat
 
@@ -62,30 +36,16 @@ MODELS = {
     'MDRN': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 8, 'num_level': 3},
     'MDRN-2B': {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 64, 'num_block': 2, 'num_level': 3},
 }
-MODES = parsers.BENCHMARK_MODES
 
 
 VARIANTS = ('-unfused',)  # MDRN only: the forward without the oneDNN fused inference path
-
-
-class TestForward(torch.nn.Module):
-    """A network with the padding its test forward needs (``eval_forward``: SwinIR's window), as a module, so that
-    ``.to``, ``channels_last`` and ``torch.compile`` apply to it."""
-
-    def __init__(self, net, forward):
-        super().__init__()
-        self.net, self._forward = net, forward
-
-    def forward(self, x):
-        return self._forward(x)
 
 
 def build(name):
     """A built-in model (random weights, seed 0), or the network of ``NAME=PATH`` (an option file or checkpoint)."""
     if '=' in name:
         net, _, opt = build_model(name.split('=', 1)[1])  # ModelLoadError (a ValueError): one line
-        forward = eval_forward(net, {'network_g': opt.get('network_g') or {}})  # no tile or self-ensemble
-        return net if forward is net else TestForward(net, forward).eval()
+        return network_forward(net, opt)
     variant = next((v for v in VARIANTS if name.endswith(v)), '')
     base = name[:len(name) - len(variant)]
     if base not in MODELS:
@@ -122,7 +82,7 @@ def prepare(net, mode, device):
     def run(x):
         with torch.no_grad():
             if mode == 'amp':
-                with torch.autocast(device.type, dtype=AMP_DTYPE[device.type]):
+                with inference_autocast(device.type):
                     return net(x)
             return net(x)
     return run, fmt
@@ -142,7 +102,7 @@ class OnnxRuntimeModels:
             if self.folder is None:
                 self.folder = tempfile.TemporaryDirectory(prefix='bench_onnx_')
             net = build(name)
-            module = net if isinstance(net, TestForward) else export.export_module(net)
+            module = export.export_module(net)
             sigma = float(net.sigma) if export.takes_sigma(net) else None
             path = os.path.join(self.folder.name, f'model{len(self.runs)}.onnx')
             export.export_onnx(module, path, in_channels(net) or 1, sigma is not None)
@@ -365,7 +325,3 @@ def main(argv=None):
     print(text)
     write(text)
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -14,6 +14,7 @@ def label(name):
 
 
 def device_desc(device):
+    """The device a measurement ran on, for the reports of benchmark, compare and gpu-session."""
     if device.type == 'cuda':
         return f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}'
     return f'CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}'

@@ -1,42 +1,12 @@
-"""Side-by-side comparison of denoisers on identical noisy inputs: one Markdown + CSV table and zoomed-crop figures.
+"""Side-by-side comparison of denoisers on identical noisy inputs, ``basicsr compare``: one Markdown + CSV table,
+per-image scores and zoomed-crop figures. Flags, outputs and examples: docs/comparing.md.
 
-    python -m mdrn_models.tools.compare \
-        --models MDRN-2B@25=options/test_mdrn2b_gray_s25.yml DnCNN@25=options/test_dncnn_gray_sigma25.yml \
-                 FFDNet=options/test_ffdnet_gray_sigma25.yml \
-        --sets Set12=datasets/test/Set12 BSD68=datasets/test/BSD68 --sigmas 25 --out results/compare
-
-``--models`` entries are ``NAME[@SIGMA]=PATH``:
-
-* ``PATH`` is a BasicSR option file (its ``network_g`` is built through ARCH_REGISTRY -- MDRN, DnCNN, FFDNet or any
-  BasicSR arch such as RIDNet or SwinIR -- and ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g`` are
-  loaded with BasicSR's own ``load_network``, ``weights_only=True``; no ``pretrain_network_g`` = random init, marked
-  ``(random init)`` after the model's name in the table), or a ``.pth`` checkpoint of MDRN/DnCNN/FFDNet whose arch
-  options are inferred from its tensors.
-* ``@SIGMA`` restricts an entry to one tested sigma, so per-sigma models (DnCNN-S, MDRN trained at one level) form one
-  row: ``DnCNN@15=... DnCNN@25=... DnCNN@50=...``. Entries without ``@`` run at every sigma (blind / FFDNet). The
-  per-sigma models of one name must share one architecture (the row shows one params / GFLOPs / ms/MP); give
-  different architectures different names. The CSV's ``weights`` column names the weights behind each row.
-* A network with a numeric ``sigma`` attribute (FFDNet) gets it set to the sigma under test.
-
-Noisy inputs come from ``AWGNDenoisingDataset`` in test phase (noise of image k = f(noise_seed, k), not clipped), so
-they are bit-identical to ``basicsr test`` with the same ``noise_seed``; PSNR/SSIM are BasicSR's
-``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as SRModel does.
-Also reported: parameters, GFLOPs of what the row runs on one 256x256 image (``torch.utils.flop_counter``; 1 MAC = 2
-FLOPs; the ×8 self-ensemble counts 8 forwards) and milliseconds per megapixel measured on this device during the run.
-``--amp`` runs every model under autocast (fp16 on CUDA, bf16 on the CPU), to see what mixed precision costs in PSNR
-and gains in speed.
-
-``--noise-seeds 0 1 2`` repeats the noise draw: the table gives the mean over draws and the spread (standard
-deviation) of each set mean across them. ``--baseline NAME`` adds, for every other model, the paired difference to
-NAME on the same images and noise, with a 95% bootstrap confidence interval over images and the number of images it
-improves (``compare_stats``): a difference whose interval holds 0 is reported as "no difference shown".
-
-Outputs: ``OUT/compare.md``, ``OUT/compare.csv``, ``OUT/per_image.csv`` (set, sigma, noise_seed, image, model, PSNR,
-SSIM: every score the table averages), ``OUT/figures/<set>_sigma<s>_<image>.png`` (noisy | each model | clean,
-zoomed crop of the first noise draw, each label the PSNR over the model's name; characters other than letters,
-digits, ``.``, ``_`` and ``-`` in the file name become ``_``). If ``OUT`` already holds any of them the command
-refuses, unless ``--force``: then it replaces the three tables and first deletes the figures a previous run left there (files named
-``*_sigma<s>_*.png`` in ``OUT/figures``), so none is stale.
+Its scores are ``basicsr test``'s: each model is built and loaded by ``model_loading.build_model`` and runs its option
+file's test forward (``denoise_model.eval_forward``); the noisy inputs come from ``AWGNDenoisingDataset`` in test
+phase (the noise of image k is a function of (noise_seed, k), not clipped); PSNR/SSIM are BasicSR's
+``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as ``SRModel``
+computes them. A network with a noise-level input (FFDNet) is told the sigma under test. The paired statistics live in
+``compare_stats``, the tables in ``compare_tables``, the figures in ``compare_figures``.
 """
 import os
 import os.path as osp
@@ -60,9 +30,10 @@ from mdrn_models.models.denoise_model import eval_forward
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.tools.compare_figures import figure_name, pick_crop, save_figure
 from mdrn_models.tools.compare_stats import draw_spread, paired_difference
-from mdrn_models.tools.compare_tables import (device_name, markdown, paired_markdown, row_weights, write_csv,
-                                              write_per_image_csv)
-from mdrn_models.tools.model_loading import (AMP_DTYPE, ModelLoadError, amp_dtype_name, amp_note,
+from mdrn_models.tools.benchmark_report import device_desc
+from mdrn_models.tools.compare_tables import markdown, paired_markdown, row_weights, write_csv, write_per_image_csv
+from mdrn_models.models.training_step import inference_autocast
+from mdrn_models.tools.model_loading import (ModelLoadError, amp_dtype_name, amp_note,
                                              build_model, count_flops, set_sigma)
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.utils.messages import first_line, first_repeat
@@ -140,10 +111,7 @@ def check_args(args):
     models = parse_models(args.models)
     sets = parse_sets(args.sets)
     for sigma in args.sigmas:
-        try:
-            parse_sigma(sigma, '--sigmas')
-        except ValueError as err:
-            raise CompareError(str(err)) from None
+        parse_sigma(sigma, '--sigmas', CompareError)
     sigmas = [float(s) for s in args.sigmas]
     repeated = first_repeat(sigmas)
     if repeated is not None:
@@ -281,7 +249,7 @@ def run(args):
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                    with torch.autocast(device.type, dtype=AMP_DTYPE[device.type], enabled=args.amp):
+                    with inference_autocast(device.type, args.amp):
                         out = forward(lq).float()
                     if device.type == 'cuda':
                         torch.cuda.synchronize()
@@ -319,8 +287,8 @@ def run(args):
     header = (f'PSNR (dB) / SSIM on identical noisy inputs (AWGN, {draws}, not clipped; '
               f'{channels}-channel' + (f'; first {args.max_images} images per set' if args.max_images else '') + '). '
               f'GFLOPs: what the row runs on one {args.flops_size}×{args.flops_size} image (torch.utils.flop_counter; '
-              f'a ×8 self-ensemble counts 8 forwards). ms/MP: time per megapixel on {device_name(device)}, torch '
-              f'{torch.__version__}, measured during this run'
+              f'a ×8 self-ensemble counts 8 forwards). ms/MP: time per megapixel on {device_desc(device)}, '
+              'measured during this run'
               + (f'; autocast to {amp_dtype_name(device.type)} (--amp)' if args.amp else '') + '.')
     text = markdown(header, rows, info, figures, args.flops_size)
     if args.baseline:
@@ -391,7 +359,3 @@ def main(argv=None):
         print(fin.read())
     print(f'wrote {out_md}, {osp.splitext(out_md)[0]}.csv and {len(figures)} figure(s) in {args.out}/figures')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

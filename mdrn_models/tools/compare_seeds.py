@@ -31,7 +31,7 @@ import numpy as np
 from scipy import stats
 
 from mdrn_cli import parsers
-from mdrn_models.tools.compare_stats import CONFIDENCE, paired_difference
+from mdrn_models.tools.compare_stats import CONFIDENCE, interval_text, paired_difference
 
 MARKER = re.compile(r'(<!-- compare-seeds (.*?) -->\n)(.*?)(<!-- /compare-seeds -->)', re.S)
 
@@ -114,16 +114,12 @@ def table(folders, baseline, models=None, sets=None, brief=False):
     for model in models:
         for column in columns:
             per_seed, pooled = pool(runs, baseline, model, column)
-            seeds = '; '.join(f"{s['seed']}: {_ci(s['psnr']['delta'], s['psnr']['low'], s['psnr']['high'], 2)}"
+            seeds = '; '.join(f"{s['seed']}: {interval_text(*(s['psnr'][k] for k in ('delta', 'low', 'high')), 2)}"
                               for s in per_seed)
-            middle = '' if brief else f' {seeds} | {_ci(*pooled["ssim"], 4)} |'
-            lines.append(f'| {model} | {column[0]} σ={column[1]} | {len(runs)} | {_ci(*pooled["psnr"], 2)} |{middle} '
-                         f'{verdict(*pooled["psnr"][1:])} |')
+            middle = '' if brief else f' {seeds} | {interval_text(*pooled["ssim"], 4)} |'
+            lines.append(f'| {model} | {column[0]} σ={column[1]} | {len(runs)} | {interval_text(*pooled["psnr"], 2)} |'
+                         f'{middle} {verdict(*pooled["psnr"][1:])} |')
     return '\n'.join(lines) + '\n'
-
-
-def _ci(mean, low, high, digits):
-    return f'{mean:+.{digits}f}' + ('' if math.isnan(low) else f' [{low:+.{digits}f}, {high:+.{digits}f}]')
 
 
 def table_of(args):
@@ -165,7 +161,3 @@ def main(argv=None):
     except SeedsError as err:
         sys.exit(f'basicsr compare-seeds: error: {err}')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

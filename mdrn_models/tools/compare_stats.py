@@ -50,6 +50,13 @@ def verdict(diff):
     return 'no difference shown'
 
 
+def interval_text(mean, low, high, digits, missing=''):
+    """``+0.12 [+0.05, +0.19]``: a signed difference with its interval (``digits`` decimals), ``missing`` in place of
+    the interval where there is none (NaN bounds)."""
+    interval = missing if math.isnan(low) else f' [{low:+.{digits}f}, {high:+.{digits}f}]'
+    return f'{mean:+.{digits}f}{interval}'
+
+
 def draw_spread(per_draw_means):
     """Standard deviation (ddof 1) of a model's set mean across noise draws; NaN for one draw."""
     values = np.asarray(per_draw_means, dtype=np.float64)

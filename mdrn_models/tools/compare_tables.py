@@ -5,9 +5,7 @@ import csv
 import math
 import os.path as osp
 
-import torch
-
-from mdrn_models.tools.compare_stats import CONFIDENCE, verdict
+from mdrn_models.tools.compare_stats import CONFIDENCE, interval_text, verdict
 from mdrn_models.tools.model_loading import RANDOM_INIT
 
 PER_IMAGE_FIELDS = ('set', 'sigma', 'noise_seed', 'image', 'model', 'psnr', 'ssim')
@@ -63,12 +61,6 @@ def markdown(header, rows, info, figures, flops_size):
     return '\n'.join(lines)
 
 
-def device_name(device):
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'CPU ({torch.get_num_threads()} threads)'
-
-
 def paired_markdown(rows, baseline):
     """The table of paired differences to ``baseline``: per model and column, ΔPSNR [CI] and ΔSSIM [CI], on how
     many images the model scores higher, and the verdict."""
@@ -88,7 +80,9 @@ def paired_markdown(rows, baseline):
             if r.get('d_psnr') is None:
                 cells.append('—')
                 continue
-            cells.append(f"{_interval(r, 'd_psnr', 2)} / {_interval(r, 'd_ssim', 4)}; {r['improved']} better; "
+            psnr, ssim = (interval_text(r[k], r[f'{k}_low'], r[f'{k}_high'], d, ' (no CI)')
+                          for k, d in (('d_psnr', 2), ('d_ssim', 4)))
+            cells.append(f"{psnr} / {ssim}; {r['improved']} better; "
                          f"{verdict({'low': r['d_psnr_low'], 'high': r['d_psnr_high']})}")
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
@@ -96,12 +90,6 @@ def paired_markdown(rows, baseline):
 
 def _spread(std, digits):
     return '' if std is None or math.isnan(std) else f' ± {std:.{digits}f}'
-
-
-def _interval(row, key, digits):
-    low, high = row[f'{key}_low'], row[f'{key}_high']
-    ci = '(no CI)' if math.isnan(low) else f'[{low:+.{digits}f}, {high:+.{digits}f}]'
-    return f'{row[key]:+.{digits}f} {ci}'
 
 
 def write_per_image_csv(path, scores):

@@ -12,7 +12,7 @@ Every step is the ``basicsr`` command on an option file in ``options/`` (named i
 or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists) when they ran the same number of
 iterations, and refused otherwise; nothing is overwritten.
 
-    python -m mdrn_models.tools.demo [--root DIR] [--iters N]
+    basicsr demo [--root DIR] [--iters N]
 """
 import csv
 import math
@@ -26,7 +26,7 @@ from os import path as osp
 import yaml
 
 from mdrn_cli import parsers
-from mdrn_models.tools.compare_stats import verdict
+from mdrn_models.tools.compare_stats import interval_text, verdict
 
 OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options')  # the repository's
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
@@ -125,14 +125,9 @@ def main(argv=None):
     for (label, psnr, ssim, images), key in zip(rows, labels):
         r = paired[key]
         low, high = (float(r[k]) if r[k] else math.nan for k in ('d_psnr_low', 'd_psnr_high'))
-        ci = '' if math.isnan(low) else f' [{low:+.2f}, {high:+.2f}]'
-        delta = '—' if not r['d_psnr'] else (f"{float(r['d_psnr']):+.2f}{ci}, {r['improved']} images better: "
-                                             + verdict({'low': low, 'high': high}))
+        delta = '—' if not r['d_psnr'] else (f"{interval_text(float(r['d_psnr']), low, high, 2)}, {r['improved']} "
+                                             f"images better: {verdict({'low': low, 'high': high})}")
         print(f'| {label} | {psnr:.2f} | {ssim:.4f} | {delta} | {images} |')
     print(f'Paired table, per-image scores and figures: {compare_out}')
     print(f'\nTensorBoard: tensorboard --logdir {osp.join(root, "tb_logger")}   logs: {logs}')
     print(f'demo finished in {time.time() - start:.0f} s')
-
-
-if __name__ == '__main__':
-    main()

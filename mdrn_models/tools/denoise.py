@@ -1,24 +1,8 @@
-"""Denoise your own images with a trained model: ``basicsr denoise``.
+"""Denoise your own images with a trained model: ``basicsr denoise``. Flags and behaviour: docs/cli.md.
 
-    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i noisy.png -o denoised.png
-    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i photos/ -o denoised/ --tile 512
-    basicsr denoise -opt options/test_mdrn_gray_s25_train400.yml -i clean.png -o denoised.png --add_noise 25
-
-``-opt`` is the ``basicsr test`` option file of a weight (its ``network_g`` and ``path.pretrain_network_g``; any
-registered arch works), a ``.safetensors`` weight, or a bare MDRN/DnCNN/FFDNet ``.pth``. ``-i`` is an image or a folder of images, ``-o``
-the output image or folder (a trailing ``/`` names a folder to create); existing outputs are refused unless
-``--force``, and an output that is one of the inputs always. Every input is decoded before anything is written. Gray
-models read images as gray, color models as RGB, 8 bits per channel as BasicSR's datasets read them (a 16-bit image
-is reduced to 8 bits and an alpha channel is dropped); outputs are 8-bit, in the format of ``-o``'s extension (PNG in
-an output folder; a ``.jpg`` is lossy). The shipped weights were trained for additive
-white Gaussian noise of one sigma: ``--add_noise SIGMA`` adds exactly that noise (fixed ``--seed``) to a clean image
-first, to see what the model does. A network with a noise-level input (FFDNet) is told ``--sigma SIGMA``: by default
-the ``--add_noise`` level, else the option file's ``network_g.sigma``; a bare FFDNet ``.pth`` needs ``--sigma`` or
-``--add_noise``. ``--tile SIZE`` runs large images tile by tile with 32 pixels of context (bounded memory, no seams); an image
-whose header declares more than 100 MP is refused before it is decoded (``--max-megapixels`` raises the bound).
-An option file runs as ``basicsr test`` runs it (``denoise_model.eval_forward``): e.g. with the ×8 self-ensemble under
-``model_type: DenoiseModel`` and ``val.self_ensemble: true``. The network runs through ``Denoiser``
-(``mdrn_models.tools.denoiser``), the object scripts use: this module adds the files, ``--add_noise`` and the checks.
+The network runs through ``Denoiser`` (``mdrn_models.tools.denoiser``), the object scripts use; this module adds the
+files: every path problem is found before the model is built (:func:`plan`), every input is decoded before anything
+is written, inputs are never overwritten, and ``--add_noise`` draws the AWGN the model was trained for.
 """
 import os.path as osp
 import sys
@@ -119,10 +103,7 @@ def main(argv=None):
         # the dataset's own range check ([1, 255]; it also refuses nan/inf, which would write black images)
         for key in ('add_noise', 'sigma'):
             if getattr(args, key) is not None:
-                try:
-                    parse_sigma(getattr(args, key), f'--{key}')
-                except ValueError as exc:
-                    raise DenoiseError(str(exc)) from None
+                parse_sigma(getattr(args, key), f'--{key}', DenoiseError)
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
         denoiser = Denoiser(args.opt, tile=args.tile, sigma=args.sigma, added_sigma=args.add_noise)
         channels = denoiser.channels
@@ -155,7 +136,3 @@ def main(argv=None):
                      '--force)')
         written.append(dst)
         print(f'{src} -> {dst}', flush=True)
-
-
-if __name__ == '__main__':
-    main()

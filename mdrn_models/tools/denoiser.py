@@ -28,7 +28,8 @@ from basicsr.utils import img2tensor, tensor2img
 from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.models.denoise_model import eval_forward
-from mdrn_models.tools.model_loading import AMP_DTYPE, RANDOM_INIT, build_model, set_sigma, takes_sigma
+from mdrn_models.models.training_step import inference_autocast
+from mdrn_models.tools.model_loading import RANDOM_INIT, build_model, set_sigma, takes_sigma
 
 TILE_CONTEXT = 32  # pixels of context around each tile
 
@@ -82,7 +83,7 @@ class Denoiser:
 
     def run(self, x):
         """float [N, C, H, W] batch (0..1, not clipped) -> the denoised batch, on the batch's device."""
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=AMP_DTYPE[self.device.type], enabled=self.half):
+        with torch.no_grad(), inference_autocast(self.device.type, self.half):
             return self._forward(x.to(self.device)).float().to(x.device)
 
     def __call__(self, image):

@@ -1,31 +1,11 @@
 """Export the network of a test option file (or checkpoint) to ONNX or TorchScript and check the file against PyTorch:
-``basicsr export``.
+``basicsr export``. What the file holds, the check and its limits: docs/cli.md (Export).
 
-    basicsr export -opt options/test_mdrn_gray_s25_train400.yml -o mdrn_gray_s25.onnx
-    basicsr export -opt options/test_ffdnet_gray_sigma25.yml -o ffdnet_gray.pt          (TorchScript, from .pt)
-    basicsr export -opt weights/mdrn_gray_s25_train400.pth -o mdrn.onnx --image photo.png --force
-
-``-opt`` is what ``basicsr test`` / ``basicsr denoise`` take: an option file (its ``network_g`` and
-``path.pretrain_network_g``, any registered arch) or a bare MDRN/DnCNN/FFDNet ``.pth``; the network is built and
-loaded exactly as ``mdrn_models.tools.model_loading`` builds it (``build_model``), in eval mode, fp32, on the CPU. The
-exported graph is the network alone, with the input padding its forward does (MDRN to a multiple of
-``2**num_level``, FFDNet to even sizes, SwinIR to its window): not ``basicsr test``'s ×8 self-ensemble nor its
-``val.tile``. Batch, height and width are dynamic. Input ``input``: float32 ``[N, C, H, W]``, 0..1, gray or RGB as the
-model was trained (not clipped: noisy values may leave 0..1); output ``output``: the same shape. A network with a
-noise-level input (FFDNet) gets a second input ``sigma``: float32 ``[1]`` (or ``[N]``), 0..255 scale, so one file
-serves every noise level.
-
-Format: from ``-o``'s extension (``.onnx`` -> ONNX, ``.pt`` / ``.ts`` -> TorchScript), or ``--format``. After
-writing, the file is loaded back (``onnxruntime.InferenceSession``, ``torch.jit.load``) and run next to the PyTorch
-network on a real noisy image at two sizes (250x190, which every padding path sees, and 96x128): ``--image``, else
-the first image of the option file's first test/val dataset when it is on disk, else scikit-image's ``camera``
-(``astronaut`` for 3-channel networks), centre-cropped, plus the AWGN of that dataset (its ``sigma`` and
-``noise_seed``; default sigma: ``--sigma``, else FFDNet's ``network_g.sigma``, else 25). It prints the largest
-absolute difference of the outputs and the difference of their PSNR against the clean image (BasicSR's
-``calculate_psnr`` on 8-bit images, as ``basicsr test``); above ``MAX_ABS_DIFF`` (1e-4) or ``MAX_PSNR_DIFF`` (0.01 dB)
-the command fails and no file is left. The file is written under a temporary name next to ``-o`` and renamed only
-once it passed, so a failed ``--force`` run keeps the earlier file. Every bad input is one line before any file is
-written.
+The network is built and loaded as ``model_loading.build_model`` builds it, in eval mode, fp32, on the CPU, and
+exported with the padding its forward does but not ``basicsr test``'s self-ensemble or tiling; it is traced at an odd
+size (``TRACE_HW``) so that every padding branch stays in the graph with amounts computed from the input's shape. The
+file is written under a temporary name next to ``-o``, loaded back and run next to PyTorch on a noisy image at two
+sizes (``export_check``), and renamed only once it passed: a failed ``--force`` run keeps the earlier file.
 """
 import contextlib
 import os
@@ -46,7 +26,7 @@ from mdrn_models.tools import malloc_tuning
 from mdrn_models.data.awgn_dataset import parse_sigma
 from mdrn_models.integration.option_files import OptionFileError
 from mdrn_models.tools.model_loading import ModelLoadError, build_model, takes_sigma
-from mdrn_models.models.denoise_model import DenoiseModel, eval_forward, tile_options
+from mdrn_models.models.denoise_model import DenoiseModel, network_forward, tile_options
 from mdrn_models.utils.messages import first_line
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.tools.export_check import ExportError, check_image, check_sizes, compare_at, noise_level
@@ -87,26 +67,12 @@ def output_format(output, fmt):
     return FORMATS[ext]
 
 
-class ExportForward(torch.nn.Module):
-    """A network with the padding its test forward needs (``eval_forward``: SwinIR's window) as a module, to trace."""
-
-    def __init__(self, net, forward):
-        super().__init__()
-        self.net, self._forward = net, forward
-
-    def forward(self, x):
-        return self._forward(x)
-
-
 def export_module(net, opt=None):
     """The module to export for ``net`` (an eval-mode network from ``build_model``) and ``opt`` (its options): the
     network itself, or the network inside its window padding; a network with a noise-level input stays itself (its
     ``forward(x, sigma)`` is exported with ``sigma`` as an input)."""
     net = net.float().cpu().eval()
-    if takes_sigma(net):
-        return net
-    forward = eval_forward(net, {'network_g': (opt or {}).get('network_g') or {}})  # no tile nor self-ensemble
-    return net if forward is net else ExportForward(net, forward).eval()
+    return net if takes_sigma(net) else network_forward(net, opt)
 
 
 def example_inputs(channels, sigma_input, hw=TRACE_HW, sigma=25.0):
@@ -217,10 +183,7 @@ def plan(args):
     if not osp.isdir(folder):
         raise ExportError(f"-o '{out}': folder '{folder}' does not exist; create it or choose another -o")
     if args.sigma is not None:
-        try:
-            parse_sigma(args.sigma, '--sigma')
-        except ValueError as err:
-            raise ExportError(str(err)) from None
+        parse_sigma(args.sigma, '--sigma', ExportError)
     if fmt == 'onnx':
         onnx_modules()
         if not MIN_OPSET <= args.opset <= MAX_OPSET:
@@ -314,7 +277,3 @@ def main(argv=None):
     os.replace(tmp, out)
     print(f'wrote {out} ({osp.getsize(out) / 2**20:.1f} MiB)')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -113,7 +113,3 @@ def main(argv=None):
     except CheckpointError as exc:
         sys.exit(f'export_weights: error: {exc}')
     print(f'{args.out}: {n:,} values ({args.dtype}) from {args.ckpt}["{args.key}"], {osp.getsize(args.out):,} bytes')
-
-
-if __name__ == '__main__':
-    main()

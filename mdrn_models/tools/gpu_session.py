@@ -1,27 +1,11 @@
 """``basicsr gpu-session``: everything to measure and train on a GPU you have for a short while (a rented or shared
-machine), as one prepared command.
+machine), as one prepared command. Its steps, shares of time and outputs: docs/training.md (A short session on a
+rented or shared GPU).
 
-    basicsr gpu-session --data DATA --out OUT [--minutes 12] [--tiny]
-
-``DATA`` holds ``Train400/``, ``Set12/`` and ``BSD68/`` (clean gray images, e.g. copies of ``../shared/datasets``:
-a GPU machine may not see ``../shared``). Every result lands in ``OUT`` (new, or empty):
-
-1. ``benchmark_inference.md``: ``basicsr benchmark`` on the device (fp32, channels_last, AMP, compile);
-2. ``benchmark_train.md``: training-step time of MDRN-2B plain / HADS / HMDS under AMP at batch 16 and at the
-   largest batch that fits (doubling from 16 until the device runs out of memory);
-3. ``ddp/``: a one-GPU ``torchrun`` (NCCL on CUDA, gloo on the CPU) of a tiny distillation run, then its
-   ``--auto_resume`` to twice the iterations;
-4. ``train/``: MDRN sigma=25 gray on Train400 in the paper's setting (Adam, lr 1e-4 halved at every fifth of the
-   run, batch 16 crops of 64x64) under AMP, for as many iterations as the time left allows (measured step time);
-5. ``test/``: ``basicsr test`` of the newest checkpoint on Set12 and BSD68;
-6. ``weights/mdrn_gray_s25_gpu.pth``: the trained weights (``basicsr export-weights``);
-7. ``summary.md``: the device, each step's status and seconds, the training settings and the PSNR/SSIM.
-
-Each step has its own share of ``--minutes`` (``SHARES``; training gets what the others leave) and writes its rows
-as it goes, so a step that runs out of time keeps what it finished; a step that fails or times out is recorded with
-the end of its log and the session goes on; the exit code is then 1. ``--tiny`` runs the same steps and writes the
-same files at toy sizes on the CPU in about a minute: the check, before paying for GPU time, that the command works
-on this machine (``tests/tools/test_gpu_session.py``).
+Each step runs within its share of ``--minutes`` (``SHARES``; training gets what the others leave) as a ``basicsr``
+subprocess, writing its rows as it goes, so a step that runs out of time keeps what it finished; a step that fails or
+times out is recorded with the end of its log and the session goes on (exit code 1 then). ``--tiny`` runs the same
+steps and writes the same files at toy sizes on the CPU in about a minute (``tests/tools/test_gpu_session.py``).
 """
 import json
 import math
@@ -60,6 +44,21 @@ def is_out_of_memory(exc):
     import torch
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY))
+
+
+def read_options(name):
+    """The project's option file ``options/NAME`` (the session's runs start from the shipped settings)."""
+    with open(osp.join(REPO, 'options', name)) as f:
+        return yaml.safe_load(f)
+
+
+def write_options(opt, folder, name):
+    """``opt`` as the option file ``folder/name`` (made with the folder), for a ``basicsr`` run; returns its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, name)
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
 
 
 class StepTimedOut(RuntimeError):
@@ -221,9 +220,7 @@ class Session:
                          'total_iter': iters, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
                          'kd_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'amp': self.amp},
                'logger': {'print_freq': 1, 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
-        yml = osp.join(folder, 'hkd_tiny.yml')
-        with open(yml, 'w') as f:
-            yaml.safe_dump(opt, f, sort_keys=False)
+        yml = write_options(opt, folder, 'hkd_tiny.yml')
         launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_cli']
         self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder], osp.join(folder, 'train.log'),
                      launcher=launcher, timeout=0.5 * self.left())
@@ -253,8 +250,7 @@ class Session:
         budget = self.left() - self.cfg['reserve_s']
         iters = max(1, int(0.8 * budget / seconds))  # 0.8: data loading, logging, the final validation and save
         iters = min(iters, self.cfg['max_iters'] or iters)
-        with open(osp.join(REPO, 'options', 'train_mdrn_gray_s25_train400.yml')) as f:
-            opt = yaml.safe_load(f)
+        opt = read_options('train_mdrn_gray_s25_train400.yml')
         opt.update(name='gpu_mdrn_gray_s25_train400', model_type='DenoiseModel',
                    num_gpu=1 if self.device == 'cuda' else 0)
         opt['datasets']['train'] = self._train_set(crop, batch, iters)
@@ -268,10 +264,7 @@ class Session:
         opt['val']['val_freq'] = iters
         opt['logger'].update(print_freq=max(1, min(100, iters // 20)), save_checkpoint_freq=max(1, iters // 5))
         folder = osp.join(self.out, 'train')
-        os.makedirs(folder)
-        yml = osp.join(folder, 'train_mdrn_gray_s25_gpu.yml')
-        with open(yml, 'w') as f:
-            yaml.safe_dump(opt, f, sort_keys=False)
+        yml = write_options(opt, folder, 'train_mdrn_gray_s25_gpu.yml')
         self.facts['train'] = {'iterations': iters, 'batch': batch, 'crop': crop, 'lr': 1e-4,
                                'milestones': milestones, 'amp': self.amp, 'measured_s_per_step': seconds}
         self.basicsr(['train', '-opt', yml, '--root', folder], osp.join(folder, 'train.log'),
@@ -287,17 +280,13 @@ class Session:
 
     def test(self):
         ckpt = self.latest_checkpoint()
-        with open(osp.join(REPO, 'options', 'test_mdrn_gray_s25_train400.yml')) as f:
-            opt = yaml.safe_load(f)
+        opt = read_options('test_mdrn_gray_s25_train400.yml')
         opt.update(name='gpu_mdrn_gray_s25', num_gpu=1 if self.device == 'cuda' else 0)
         opt['path']['pretrain_network_g'] = ckpt
         for ds in opt['datasets'].values():
             ds['dataroot_gt'] = osp.join(self.data, ds['name'])
         folder = osp.join(self.out, 'test')
-        os.makedirs(folder)
-        yml = osp.join(folder, 'test_mdrn_gray_s25_gpu.yml')
-        with open(yml, 'w') as f:
-            yaml.safe_dump(opt, f, sort_keys=False)
+        yml = write_options(opt, folder, 'test_mdrn_gray_s25_gpu.yml')
         log = self.basicsr(['test', '-opt', yml, '--root', folder], osp.join(folder, 'test.log'))
         scores = re.findall(r'Validation (\S+)\n\s+# psnr: ([\d.]+).*\n\s+# ssim: ([\d.]+)', log)
         self.facts['test'] = {name: {'psnr': float(p), 'ssim': float(s)} for name, p, s in scores}
@@ -340,7 +329,3 @@ def main(argv=None):
         text = session.summary()  # after every step: a session cut short keeps the steps it finished
     print(text)
     return 1 if any(status != 'ok' for _, status, _, _ in session.steps) else 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Keep freed memory in the process instead of handing it back to the OS (glibc only).
 
-Called by the command-line entry points (``basicsr``, ``python -m mdrn_models.tools.denoise`` / ``.compare``, and the
-benchmark with ``--keep-freed-memory``), never on import: it is a process-wide setting, right for a process that runs
+Called by the ``basicsr`` commands that run one job (train, test, denoise, compare, export; the benchmark with
+``--keep-freed-memory``), never on import: it is a process-wide setting, right for a process that runs
 one job and exits, a surprise inside someone's notebook.
 
 Why: with glibc's defaults a large block (above a threshold that adapts up to 32 MiB) is a fresh ``mmap``, handed back

@@ -10,14 +10,13 @@ import torch
 from mdrn_arch import enable_fused_inference
 from mdrn_arch.capabilities import cpu_has_native_bf16
 from mdrn_arch.state_dicts import network_options
+from mdrn_models.models.training_step import INFERENCE_AMP
 from mdrn_models.integration.option_files import check_option_file
 from mdrn_models.integration.option_checks import OptionError
 from mdrn_models.integration.preflight import build_networks, check_network_args
 from mdrn_models.utils.checkpoints import (CheckpointError, check_checkpoint, is_safetensors, load_weights,
                                            safetensors_metadata, select_state)
 
-# --amp: the autocast dtype per device (bf16 on the CPU: fp16 convs are not fast there)
-AMP_DTYPE = {'cuda': torch.float16, 'cpu': torch.bfloat16}
 RANDOM_INIT = 'random init'  # build_model's description of an option file without pretrain_network_g
 
 
@@ -35,8 +34,8 @@ def amp_note(device_type):
 
 
 def amp_dtype_name(device_type):
-    """'float16' / 'bfloat16': the autocast dtype of ``AMP_DTYPE`` for the report headers."""
-    return str(AMP_DTYPE[device_type]).removeprefix('torch.')
+    """'float16' / 'bfloat16': the tools' autocast dtype (``INFERENCE_AMP``) for the report headers."""
+    return str(INFERENCE_AMP[device_type]).removeprefix('torch.')
 
 
 def build_model(spec_path):

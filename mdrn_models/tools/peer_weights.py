@@ -1,9 +1,8 @@
 """Import the published MatConvNet weights of DnCNN and FFDNet into BasicSR checkpoints.
 
-    python -m mdrn_models.tools.peer_weights --mat ../shared/weights/peers/DnCNN_gray_sigma25.mat --arch DnCNN \
+    basicsr peers --mat ../shared/weights/peers/DnCNN_gray_sigma25.mat --arch DnCNN \
         --out experiments/pretrained/dncnn_gray_sigma25.pth
-    python -m mdrn_models.tools.peer_weights --mat ../shared/weights/peers/FFDNet_gray.mat --arch FFDNet \
-        --out experiments/pretrained/ffdnet_gray.pth
+    basicsr peers --mat ../shared/weights/peers/FFDNet_gray.mat --arch FFDNet --out experiments/pretrained/ffdnet_gray.pth
 
 The ``.mat`` files are MATLAB v7.3, i.e. HDF5, read with h5py: ``net/layers`` is a cell array of references to
 layer structs (``type``, ``name``, ``weights`` = {filters, biases}, ``pad``, ``stride``, ``dilate``). h5py shows
@@ -20,7 +19,6 @@ reordered here (``ffdnet_channel_order``).
 Writes ``{'params': state_dict}`` (BasicSR's ``param_key: params``) and prints the ``network_g`` options to use.
 """
 import os
-import sys
 
 import numpy as np
 import torch
@@ -195,7 +193,3 @@ def main(argv=None):
     if opt['type'] == 'FFDNet':
         print('(FFDNet: set sigma to the noise level of the test set, 0..255 scale)')
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -9,21 +9,14 @@ folder archived by a launch that never trained).
 import argparse
 import os
 import shlex
-import signal
 import sys
 
 from mdrn_models.integration import basicsr_fixes, pipeline_fixes, run_folders
 from mdrn_models.integration.option_files import OptionFileError, option_tree
-from mdrn_cli.signals import sigterm_as_interrupt
+from mdrn_cli.signals import run_stoppable
 from mdrn_models.tools import malloc_tuning
+from mdrn_models.utils.checkpoints import training_states
 from mdrn_models.utils.distributed import rank
-
-
-def _option_path(args):
-    """The -opt value exactly as BasicSR's argparse will read it (abbreviations such as -o and -op included)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument('-opt')
-    return parser.parse_known_args(args)[0].opt
 
 
 def _basicsr_args(argv):
@@ -39,7 +32,7 @@ def run(command, argv, root):
     malloc_tuning.keep_freed_memory()  # a one-job process: reuse freed feature maps (see malloc_tuning)
     pipeline_fixes.install()
     passthrough = _basicsr_args(argv)
-    opt_path = _option_path(passthrough)
+    opt_path = basicsr_fixes.force_yml_args(passthrough).opt  # as BasicSR's argparse reads it (-o, -op too)
     if opt_path is not None:
         try:
             option_tree(opt_path)  # plain YAML, bounded: read once for every check of the command
@@ -61,21 +54,18 @@ def run(command, argv, root):
         from basicsr.train import train_pipeline as pipeline
     else:
         from basicsr.test import test_pipeline as pipeline
-    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # SIGINT raises KeyboardInterrupt already
+
+    def run_pipeline():
+        try:
+            pipeline(root)
+        except BaseException:  # a failure or a stop before training: the run folders as the user left them
+            run_folders.restore_run_folders()
+            raise
     try:
-        pipeline(root)
-    except KeyboardInterrupt as exc:
-        run_folders.restore_run_folders()
-        name = exc.args[0] if exc.args else 'SIGINT'
-        if rank() == 0:
-            print(f'basicsr {command}: {_stopped(command, name, argv)}', file=sys.stderr, flush=True)
-        raise SystemExit(128 + signal.Signals[name]) from None
-    except BaseException:
-        run_folders.restore_run_folders()
-        raise
+        run_stoppable(run_pipeline, lambda name: f'basicsr {command}: {_stopped(command, name, argv)}' if rank() == 0
+                      else None)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        run_folders.unlock_run()
+        run_folders.unlock_run()  # after the stop's message, which reads the launch record
     if command == 'train':
         pipeline_fixes.report_skipped_reads()
 
@@ -87,12 +77,10 @@ def _stopped(command, signame, argv):
         return (f'stopped by {signame} before {"training started" if command == "train" else "it finished"}: '
                 'the run folders are as they were before this launch; run the command again')
     state_dir = opt['path']['training_states']
-    states = sorted((int(m.group(1)), n) for n in (os.listdir(state_dir) if os.path.isdir(state_dir) else ())
-                    if (m := basicsr_fixes.STATE_NAME.fullmatch(n)))
+    states = training_states(state_dir)
     if not states:
         return (f'stopped by {signame} before the first checkpoint (logger.save_checkpoint_freq): nothing was saved; '
                 'run the command again to start over')
     resume = ' '.join(shlex.quote(a) for a in ['basicsr', command, *argv] if a != '--auto_resume')
-    it, name = states[-1]
-    return (f'stopped by {signame}: the newest training state is {os.path.join(state_dir, name)} (iteration {it}); '
-            f'resume with: {resume} --auto_resume')
+    return (f'stopped by {signame}: the newest training state is {os.path.join(state_dir, f"{states[0]}.state")} '
+            f'(iteration {states[0]}); resume with: {resume} --auto_resume')

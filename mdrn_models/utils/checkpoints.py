@@ -3,6 +3,7 @@
 state dict BasicSR would read from it, saying in one line why it does not fit a network, and the one loader
 (``load_weights``) that BasicSR's ``load_network``, a distillation teacher and every tool go through."""
 import json
+import os
 import re
 import struct
 import zipfile
@@ -20,11 +21,21 @@ class CheckpointError(ValueError):
     """A network checkpoint that is missing or holds more than tensors."""
 
 
-def check_checkpoint(path, fix='fix the path.pretrain_network_* option'):
+STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR's <iter>.state; other files (40_backup.state) are not states
+
+
+def training_states(folder):
+    """The iterations of the training states BasicSR saved in ``folder`` (``<iter>.state``), newest first; [] when
+    there is none or no folder."""
+    names = os.listdir(folder) if osp.isdir(folder) else ()
+    return sorted((int(m.group(1)) for n in names if (m := STATE_NAME.fullmatch(n))), reverse=True)
+
+
+def check_checkpoint(path, fix='fix the path.pretrain_network_* option', what='network'):
     """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
-    in ``fix`` where the path is wrong. In a distributed run rank 0 reads it and sends it to every rank (a collective:
+    in ``fix`` where the path is wrong (``what``: whose checkpoint, for the message). In a distributed run rank 0 reads it and sends it to every rank (a collective:
     every rank calls it at the same point), so a checkpoint the run wrote on rank 0's disk loads on every node."""
-    return read_on_rank0(lambda: _load_checked(path, fix))
+    return read_on_rank0(lambda: _load_checked(path, fix, what))
 
 
 _kept = {}  # path -> checkpoint the checks before a model is built read, for the loads that build it (one read)
@@ -82,9 +93,9 @@ def safetensors_metadata(path):
         return dict(json.loads(f.read(size)).get('__metadata__') or {})
 
 
-def _load_checked(path, fix):
+def _load_checked(path, fix, what):
     if not osp.isfile(path):
-        raise CheckpointError(f'network checkpoint not found: {path} ({fix})')
+        raise CheckpointError(f'{what} checkpoint not found: {path} ({fix})')
     with open(path, 'rb') as f:
         pickle_magic = f.read(1) == b'\x80'  # torch.save's legacy (non-zip) format is a plain pickle
     safetensors = is_safetensors(path)

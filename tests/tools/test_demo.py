@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def run_demo(root, iters):
-    return subprocess.run([sys.executable, '-m', 'mdrn_models.tools.demo', '--root', str(root), '--iters', str(iters)],
+    return subprocess.run([sys.executable, '-m', 'mdrn_cli', 'demo', '--root', str(root), '--iters', str(iters)],
                           cwd=root, env={**os.environ, 'PYTHONPATH': str(REPO), 'CUDA_VISIBLE_DEVICES': ''},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
 
