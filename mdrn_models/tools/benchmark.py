@@ -24,7 +24,7 @@ from mdrn_models.tools import malloc_tuning
 from mdrn_models.tools.benchmark_probes import OpTimer, PeakLiveTensors, sync as _sync
 from mdrn_models.tools.benchmark_report import label, report
 from mdrn_arch.arch_util import in_channels
-from mdrn_models.tools.model_loading import amp_note, build_model, count_flops
+from mdrn_models.tools.model_loading import amp_note, build_model, count_flops, pick_device
 from mdrn_models.models.denoise_model import network_forward
 from mdrn_models.models.training_step import inference_autocast
 from mdrn_models.utils.compiling import compile_static
@@ -247,8 +247,6 @@ def bench_train(device, batch, size, repeats, log=print, amp=None, student='MDRN
 def check_args(args, device):
     """Refuse, with one line (ValueError), every option that would fail or mislead later: before anything is
     measured, so that no long run ends in a traceback or cannot write its --out."""
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError('--device cuda asked for but CUDA is not available: use --device cpu.')
     if device.type == 'cpu' and 'compile' in args.modes:
         raise ValueError('mode compile is for --device cuda (on the CPU inductor compiles each model for about a '
                          'minute and sped DnCNN and MDRN alike); on CPU use fp32, channels_last and amp.')
@@ -289,10 +287,10 @@ def check_args(args, device):
 def main(argv=None):
     p = parsers.benchmark()
     args = p.parse_args(argv)
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
-                                ['fp32', 'channels_last'])
     try:
+        device = pick_device(args.device)
+        args.modes = args.modes or (['fp32', 'channels_last', 'amp'] if device.type == 'cuda' else
+                                    ['fp32', 'channels_last'])
         check_args(args, device)
     except ValueError as err:
         p.exit(2, f'error: {err}\n')

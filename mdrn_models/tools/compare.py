@@ -34,7 +34,7 @@ from mdrn_models.tools.benchmark_report import device_desc
 from mdrn_models.tools.compare_tables import markdown, paired_markdown, row_weights, write_csv, write_per_image_csv
 from mdrn_models.models.training_step import inference_autocast
 from mdrn_models.tools.model_loading import (ModelLoadError, amp_dtype_name, amp_note,
-                                             build_model, count_flops, set_sigma)
+                                             build_model, count_flops, pick_device, set_sigma)
 from mdrn_models.utils.checkpoints import CheckpointError
 from mdrn_models.utils.messages import first_line, first_repeat
 
@@ -144,11 +144,8 @@ def check_args(args):
     if old_figures and not args.force:
         raise CompareError(f"'{fig_dir}' holds {len(old_figures)} figure(s) of an earlier run (e.g. "
                            f"{osp.basename(old_figures[0])}): pass --force to delete them or choose another --out.")
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise CompareError('--device cuda asked for but CUDA is not available: use --device cpu.')
-    if args.amp and amp_note(device.type):
-        print(amp_note(device.type), file=sys.stderr)
+    if args.amp and amp_note(torch.device(args.device).type):
+        print(amp_note(torch.device(args.device).type), file=sys.stderr)
     return models, sets, sigmas, seeds, old_figures
 
 
@@ -345,13 +342,13 @@ def paired_columns(base, other):
 def main(argv=None):
     parser = parsers.compare()
     args = parser.parse_args(argv)
-    args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     malloc_tuning.keep_freed_memory()
     if args.max_images is not None and args.max_images < 1:
         parser.exit(2, '--max-images must be >= 1.\n')
     if args.zoom < 1 or args.crop_size < 4 or args.flops_size < 8:
         parser.exit(2, 'error: --zoom must be >= 1, --crop-size >= 4, --flops-size >= 8.\n')
     try:
+        args.device = str(pick_device(args.device, CompareError))
         rows, out_md, _, figures = run(args)
     except (CompareError, ModelLoadError, OptionFileError, CheckpointError) as err:
         parser.exit(2, f'error: {err}\n')

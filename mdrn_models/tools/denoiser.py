@@ -29,7 +29,7 @@ from mdrn_cli import parsers
 from mdrn_arch.arch_util import in_channels
 from mdrn_models.models.denoise_model import eval_forward
 from mdrn_models.models.training_step import inference_autocast
-from mdrn_models.tools.model_loading import RANDOM_INIT, build_model, set_sigma, takes_sigma
+from mdrn_models.tools.model_loading import RANDOM_INIT, build_model, pick_device, set_sigma, takes_sigma
 
 TILE_CONTEXT = 32  # pixels of context around each tile
 
@@ -56,8 +56,7 @@ class Denoiser:
             opt.setdefault('val', {})['self_ensemble'] = bool(self_ensemble)
             if self_ensemble:
                 opt['model_type'] = 'DenoiseModel'
-        self.device = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else
-                                   'cpu' if device == 'auto' else device)
+        self.device = pick_device(device, DenoiseError)
         self.net, self.source, self.options = net.to(self.device), source, opt
         self.channels = in_channels(net) or 3
         self.half = half

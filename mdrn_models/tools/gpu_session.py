@@ -79,11 +79,8 @@ def check_args(args):
         raise SessionError(f'--out {args.out} exists and is not an empty folder: choose a new one')
     if not args.minutes > 0:
         raise SessionError(f'--minutes must be positive, got {args.minutes:g}')
-    import torch
-    device = args.device or ('cuda' if torch.cuda.is_available() and not args.tiny else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise SessionError('--device cuda asked for but CUDA is not available: use --device cpu (with --tiny)')
-    return device
+    from mdrn_models.tools.model_loading import pick_device
+    return pick_device(args.device or ('cpu' if args.tiny else None), SessionError).type
 
 
 def amp_mode(device):

@@ -24,6 +24,20 @@ class ModelLoadError(ValueError):
     """An option file or checkpoint whose network cannot be built or loaded; one line, before any compute."""
 
 
+def pick_device(requested=None, error=ValueError):
+    """The ``torch.device`` to run on: ``requested`` ('cpu', 'cuda', 'cuda:1'; None or 'auto': CUDA when available);
+    ``error`` (one line) for what is no device, or CUDA where there is none."""
+    if requested in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise error(f"{requested!r} is not a device: use 'auto', 'cpu' or 'cuda' (--device)") from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise error(f'{requested} asked for but CUDA is not available: use cpu (--device cpu)')
+    return device
+
+
 def amp_note(device_type):
     """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
     bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""

@@ -100,7 +100,11 @@ def test_bad_images_are_one_line(nets, call, message):
 @pytest.mark.parametrize('kwargs, message', [
     ({'tile': 30}, '--tile must be a positive multiple of 8, got 30'),
     ({'sigma': 25}, '--sigma is for networks with a noise-level input (FFDNet); MDRN has none'),
+    ({'device': 'gpu'}, "'gpu' is not a device: use 'auto', 'cpu' or 'cuda' (--device)"),
+    ({'device': 'cuda:0'}, 'cuda:0 asked for but CUDA is not available: use cpu (--device cpu)'),
 ])
 def test_bad_settings_are_one_line(nets, kwargs, message):
+    if kwargs.get('device', '').startswith('cuda') and torch.cuda.is_available():
+        pytest.skip('CUDA is available here: asking for it is no mistake')
     with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
-        Denoiser(nets[1]['pth'], device='cpu', **kwargs)
+        Denoiser(nets[1]['pth'], **{'device': 'cpu', **kwargs})
