@@ -144,8 +144,9 @@ def check_args(args):
     if old_figures and not args.force:
         raise CompareError(f"'{fig_dir}' holds {len(old_figures)} figure(s) of an earlier run (e.g. "
                            f"{osp.basename(old_figures[0])}): pass --force to delete them or choose another --out.")
-    if args.amp and amp_note(torch.device(args.device).type):
-        print(amp_note(torch.device(args.device).type), file=sys.stderr)
+    note = args.amp and amp_note(torch.device(args.device).type)
+    if note:
+        print(note, file=sys.stderr)
     return models, sets, sigmas, seeds, old_figures
 
 

@@ -33,8 +33,9 @@ def training_states(folder):
 
 def check_checkpoint(path, fix='fix the path.pretrain_network_* option', what='network'):
     """Load ``path`` with ``weights_only=True`` (no code can run); one-line errors for what cannot be loaded, ending
-    in ``fix`` where the path is wrong (``what``: whose checkpoint, for the message). In a distributed run rank 0 reads it and sends it to every rank (a collective:
-    every rank calls it at the same point), so a checkpoint the run wrote on rank 0's disk loads on every node."""
+    in ``fix`` where the path is wrong (``what``: whose checkpoint, for the message). In a distributed run rank 0
+    reads it and sends it to every rank (a collective: every rank calls it at the same point), so a checkpoint the
+    run wrote on rank 0's disk loads on every node."""
     return read_on_rank0(lambda: _load_checked(path, fix, what))
 
 

@@ -205,3 +205,19 @@ def test_the_option_file_is_read_once_for_every_check_of_a_command(tmp_path, pai
     pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'name=read_once2'],
                   str(tmp_path))
     assert reads == [str(yml)]
+
+
+@pytest.mark.bad_input
+def test_a_checkpoint_inside_the_run_is_refused_unless_a_real_state_resumes_it(tmp_path):
+    """``--auto_resume`` keeps the run folder only when it holds a training state BasicSR's resume reads
+    (``<iter>.state``): a ``40_backup.state`` is none, so a fresh start would archive the checkpoint before loading it."""
+    from mdrn_models.integration.option_checks import OptionError, check_checkpoints_outside_run
+    run = tmp_path / 'experiments' / 'r'
+    (run / 'training_states').mkdir(parents=True)
+    (run / 'training_states' / '40_backup.state').write_bytes(b'')
+    opt = {'is_train': True, 'auto_resume': True, 'network_g': {},
+           'path': {'experiments_root': str(run), 'pretrain_network_g': str(run / 'models' / 'net_g_40.pth')}}
+    with pytest.raises(OptionError, match="lies inside this run's folder"):
+        check_checkpoints_outside_run(opt)
+    (run / 'training_states' / '40.state').write_bytes(b'')
+    check_checkpoints_outside_run(opt)  # it resumes from 40.state: nothing is archived
