@@ -225,7 +225,7 @@ def check_path_keys(opt):
         prefix = next((p for p in NETWORK_PATH_KEYS if key.startswith(p)), None)
         if prefix:
             raise OptionError(f'path.{key}: the options have no network_{key[len(prefix):]} '
-                                 f'({did_you_mean(key, known) or "networks: " + ", ".join(nets)})')
+                              f'({did_you_mean(key, known) or "networks: " + ", ".join(nets)})')
         hint = did_you_mean(key, known, cutoff=0.8)
         if hint:
             raise OptionError(f'path.{key} is not a path option ({hint})')
@@ -247,8 +247,8 @@ def check_checkpoints_outside_run(opt):
         load_path = checkpoint_path(opt, net)
         if load_path and os.path.abspath(load_path).startswith(os.path.abspath(root) + os.sep):
             raise OptionError(f'path.pretrain_network_{net} ({load_path}) lies inside this run\'s folder {root}, '
-                                 'which a fresh start archives before loading it: copy the checkpoint elsewhere, '
-                                 'change name, or resume with --auto_resume')
+                              'which a fresh start archives before loading it: copy the checkpoint elsewhere, '
+                              'change name, or resume with --auto_resume')
 
 
 def noise_level_mismatches(opt):

@@ -20,7 +20,7 @@ results folder, so a mistake never costs the user a run folder or a traceback:
 and a warning (not an error) when a dataset adds a fixed sigma other than the one a noise-level input (FFDNet's
 ``network_g.sigma``) is told.
 
-Each failure is a ``OptionError`` with one line: where, what, and the fix.
+Each failure is an ``OptionError`` with one line: where, what, and the fix.
 """
 import inspect
 import logging
@@ -37,8 +37,9 @@ from basicsr.utils import logger as basicsr_logger  # noqa: E402
 from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
                                     MODEL_REGISTRY)
 
-from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError, check_checkpoints_outside_run,  # noqa: E402
-                                                   check_path_keys, noise_level_mismatches, number_problem)
+from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError,  # noqa: E402
+                                                   check_checkpoints_outside_run, check_path_keys,
+                                                   noise_level_mismatches, number_problem)
 from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
 from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep,  # noqa: E402
                                            role, select_state)
@@ -131,7 +132,7 @@ def check_distillation_keys(opt):
                                           is not None))) if present]
     if set_keys:
         raise OptionError(f'{" and ".join(set_keys)} set but model_type {model_type} does not distil: set '
-                             'model_type: HKDModel (HADS/HMDS), or remove them')
+                          'model_type: HKDModel (HADS/HMDS), or remove them')
 
 
 def check_section_keys(opt):
@@ -230,7 +231,7 @@ def check_val_options(opt):
     ignored = [key for key in used if key not in option_keys(model_cls).get('val', ())]
     if ignored:
         raise OptionError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
-                             'DenoiseModel (SRModel plus tiling and self-ensemble)')
+                          'DenoiseModel (SRModel plus tiling and self-ensemble)')
     check = getattr(model_cls, 'check_val_options', None)
     if check is not None:
         try:
@@ -282,8 +283,8 @@ def check_datasets(opt):
             if teacher_input == 'lq_teacher' and ds['type'] != 'AWGNDenoisingDataset' and \
                     'lq_teacher' not in dataset[0]:
                 raise OptionError(f"datasets.train: {ds['type']} gives no lq_teacher, the teacher's input under "
-                                     'HMDS (train.kd_opt.teacher_input: lq_teacher): use AWGNDenoisingDataset with '
-                                     'sigma_teacher set')
+                                  'HMDS (train.kd_opt.teacher_input: lq_teacher): use AWGNDenoisingDataset with '
+                                  'sigma_teacher set')
         if getattr(dataset, 'file_client', None) is None:  # (an opened file client, e.g. an LMDB handle, must not
             _built.append((deepcopy(ds), dataset))       # cross into the loader's forked workers: built again)
 
@@ -301,15 +302,15 @@ def check_batches(ds, num_images, world_size):
             raise OptionError(f'datasets.train.{key} must be a positive integer, got {value!r}')
     if num_images * ratio > MAX_EPOCH_SAMPLES:
         raise OptionError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} = '
-                             f'{num_images * ratio:.3g} samples per epoch, which BasicSR\'s sampler lists in memory at '
-                             f'the start of every epoch (about {num_images * ratio * 36 / 2 ** 30:.0f} GB of Python '
-                             f'integers): lower dataset_enlarge_ratio to at most {MAX_EPOCH_SAMPLES // num_images}')
+                          f'{num_images * ratio:.3g} samples per epoch, which BasicSR\'s sampler lists in memory at '
+                          f'the start of every epoch (about {num_images * ratio * 36 / 2 ** 30:.0f} GB of Python '
+                          f'integers): lower dataset_enlarge_ratio to at most {MAX_EPOCH_SAMPLES // num_images}')
     per_process = math.ceil(num_images * ratio / world_size)
     if per_process < batch:
         raise OptionError(f'datasets.train: {num_images} images x dataset_enlarge_ratio {ratio} give each of the '
-                             f'{world_size} process(es) {per_process} samples per epoch, fewer than batch_size_per_gpu '
-                             f'{batch}, so training would draw no batch: raise dataset_enlarge_ratio or lower '
-                             'batch_size_per_gpu')
+                          f'{world_size} process(es) {per_process} samples per epoch, fewer than batch_size_per_gpu '
+                          f'{batch}, so training would draw no batch: raise dataset_enlarge_ratio or lower '
+                          'batch_size_per_gpu')
 
 
 def unread_top_level_keys(opt):
