@@ -49,8 +49,7 @@ def check_decodable_sizes(folder, names):
 def stem_key(name):
     """Image name -> LMDB/output key. BasicSR keys are ``name.split('.')[0]``, so extra dots would collide/truncate:
     they are replaced by underscores here (and reported by the callers)."""
-    stem = osp.splitext(name)[0]
-    return stem.replace('.', '_').replace(' ', '_')
+    return osp.splitext(name)[0].replace('.', '_').replace(' ', '_')
 
 
 def check_unique(keys, folder):
@@ -132,22 +131,18 @@ def _mark(path, complete):
 
 
 def lmdb_map_size(paths):
-    """An upper bound of the LMDB size for PNG-encoded copies of ``paths`` (header-only reads via Pillow).
-
-    BasicSR's default estimates from the first image only, which is too small for sets of different sizes."""
+    """An upper bound of the LMDB size for PNG-encoded copies of ``paths`` (header-only reads via Pillow); BasicSR's
+    default estimates from the first image only, too small for sets of different sizes."""
     from PIL import Image
     total = 0
     for p in paths:
         with Image.open(p) as im:
-            w, h = im.size
-            c = len(im.getbands())
-        total += w * h * c * 2  # 2x: 16-bit PNGs and PNG worst-case overhead
+            total += im.width * im.height * len(im.getbands()) * 2  # 2x: 16-bit PNGs and PNG worst-case overhead
     return total + (64 << 20)
 
 
 def make_lmdb(folder, names, lmdb_path, force, compress_level=1):
     """Folder of images -> LMDB + meta_info.txt with BasicSR's ``make_lmdb_from_imgs`` (keys = stem of each name).
-
     The existence check happens here first: BasicSR's helper calls ``sys.exit(1)`` when the output exists."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     if not lmdb_path.endswith('.lmdb'):

@@ -63,20 +63,15 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
     begin_output(out_folder)
     jobs = [(osp.join(input_folder, n), k, out_folder, crop_size, step, thresh_size, compress_level)
             for n, k in zip(names, keys)]
-    written, unreadable = [], []
     with Pool(n_thread) if n_thread > 1 else nullcontext() as pool:
         crops = pool.imap_unordered(_crop_one, jobs) if pool else map(_crop_one, jobs)
         results = list(tqdm(crops, total=len(jobs), unit='image', desc='Extract sub-images'))
-    for key, sub in results:
-        if sub is None:
-            unreadable.append(key)
-        else:
-            written.extend(sub)
+    unreadable = [key for key, sub in results if sub is None]
     if unreadable:
         raise PrepError(f'{len(unreadable)} images could not be decoded (first: {unreadable[0]}): remove or '
                         f"replace them in '{input_folder}', then rerun with --force")
     finish_output(out_folder)
-    return sorted(written)
+    return sorted(name for _, sub in results for name in sub)
 
 
 def build_parser():

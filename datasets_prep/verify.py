@@ -13,6 +13,7 @@ from tqdm import tqdm
 from datasets_prep.common import PrepError, run_main
 from mdrn_models.data.awgn_dataset import read_meta_info
 
+
 def verify_lmdb(lmdb_path, meta_info=None):
     """Returns (problems: list[str], stats: dict). Raises PrepError when the path is not an LMDB at all."""
     import lmdb

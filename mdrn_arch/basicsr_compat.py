@@ -1,11 +1,8 @@
-"""Make the installed BasicSR 1.4.2 importable on today's torchvision.
+"""Make the installed BasicSR 1.4.2 importable on torchvision >= 0.17 (pitfall #1 in docs/robustness.md).
 
-BasicSR 1.4.2 (the last release) does ``from torchvision.transforms.functional_tensor import rgb_to_grayscale`` in
-``basicsr/data/degradations.py``; torchvision 0.17 renamed that private module to ``_functional_tensor``. Any
-``basicsr.*`` import runs ``basicsr/__init__.py``, which imports that file, so the alias must exist before the *first*
-basicsr import. Every entry point of this project (the ``basicsr`` command, ``mdrn_arch``, ``mdrn_models``,
-``datasets_prep``, the tests) imports this module first. We alias instead of editing the installed basicsr so that a
-plain ``pip install basicsr`` keeps working and nothing is vendored.
+``basicsr/data/degradations.py`` imports ``torchvision.transforms.functional_tensor``, renamed ``_functional_tensor``
+in torchvision 0.17, and every ``basicsr.*`` import runs that file: each entry point of this project imports this
+module before its first basicsr import.
 """
 import importlib
 import sys

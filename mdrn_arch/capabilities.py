@@ -1,8 +1,6 @@
-"""What this machine runs natively, asked at run time (CPUs and GPUs differ between a user's machines).
-
-Only native support counts: torch's own checks also answer yes where bf16 is emulated (``torch.cuda.
-is_bf16_supported()`` by default, on a V100 or T4; oneDNN's ``_is_mkldnn_bf16_supported()`` on any AVX512 CPU), and
-emulated bf16 runs slower than fp32.
+"""What this machine runs natively, asked at run time. Only native support counts: torch's own checks also answer yes
+where bf16 is emulated (``torch.cuda.is_bf16_supported()`` by default, on a V100 or T4; oneDNN's
+``_is_mkldnn_bf16_supported()`` on any AVX512 CPU), and emulated bf16 runs slower than fp32.
 """
 import functools
 

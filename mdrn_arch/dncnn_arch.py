@@ -1,8 +1,6 @@
-"""DnCNN (Zhang et al., TIP 2017) for BasicSR: the published DnCNN-S layout, batch norm folded into conv biases.
-
-``num_conv`` 3x3 convs: conv+ReLU, (num_conv-2) x (conv+ReLU), conv. The network predicts the noise, so
-``forward(x) = x - body(x)`` (residual learning). ``basicsr peers`` imports the published MatConvNet
-weights (``DnCNN_gray_sigma{15,25,50}.mat``: 17 convs, 64 features, BN already folded).
+"""DnCNN (Zhang et al., TIP 2017) for BasicSR: the published DnCNN-S layout with batch norm folded into the conv
+biases, predicting the noise (``forward(x) = x - body(x)``). ``basicsr peers`` imports the published MatConvNet
+weights (docs/comparing.md).
 """
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn

@@ -1,18 +1,5 @@
-"""FFDNet (Zhang et al., TIP 2018) for BasicSR.
-
-The image is pixel-unshuffled x2 (``F.pixel_unshuffle``, channel order ``c*4 + 2*row_offset + col_offset``), a
-constant noise-level map ``sigma/255`` is appended as one extra channel, ``num_conv`` 3x3 convs (ReLU between) map it
-to ``4*num_out_ch`` channels, and ``F.pixel_shuffle`` brings them back to full resolution. The output is the clean
-image itself (not residual). Odd heights/widths are padded by repeating the last row/column and cropped back, as in
-the published MATLAB code.
-
-Noise level: BasicSR's ``SRModel`` calls ``net_g(lq)`` with one argument, so the level comes from the arch option
-``sigma`` (0..255 scale, e.g. ``sigma: 25`` in ``network_g``); it can be changed at run time with ``net.sigma = 50``
-(the compare command does this per tested sigma) or overridden per call with ``net(x, sigma=...)`` (a number or a
-``(B,)`` tensor, 0..255 scale).
-
-``basicsr peers`` imports the published MatConvNet weights (gray: 15 convs, 64 features; color: 12 convs,
-96 features) and reorders the channels of the first and last conv from MATLAB's sub-image order to PyTorch's.
+"""FFDNet (Zhang et al., TIP 2018) for BasicSR. ``basicsr peers`` imports the published MatConvNet weights, reordering
+the first and last conv's channels from MATLAB's sub-image order to ``F.pixel_unshuffle``'s (docs/comparing.md).
 """
 import torch
 import torch.nn.functional as F
@@ -22,14 +9,18 @@ from torch import nn
 
 @ARCH_REGISTRY.register()
 class FFDNet(nn.Module):
-    """FFDNet, fed with a uniform noise-level map.
+    """FFDNet: the image pixel-unshuffled x2 (channel ``c*4 + 2*row_offset + col_offset``) plus a uniform noise-level
+    map ``sigma/255``, ``num_conv`` 3x3 convs, pixel-shuffled back: the clean image itself (not residual). Odd sides
+    are padded by repeating the last row/column and cropped back, as in the published MATLAB code.
 
     Args:
         num_in_ch (int): Image channels (1 gray, 3 color).
         num_out_ch (int): Output image channels.
         num_feat (int): Hidden features (published: 64 gray, 96 color).
         num_conv (int): Number of 3x3 convs (published: 15 gray, 12 color).
-        sigma (float): Noise level on the 0..255 scale fed as the noise map (published models: 0..75).
+        sigma (float): Noise level on the 0..255 scale fed as the noise map (published models: 0..75). An arch
+            option because BasicSR calls ``net_g(lq)`` with one argument; ``net.sigma = 50`` changes it (compare does,
+            per tested sigma), ``net(x, sigma=...)`` overrides it per call (a number or a ``(B,)`` tensor).
     """
 
     def __init__(self, num_in_ch=1, num_out_ch=1, num_feat=64, num_conv=15, sigma=25):

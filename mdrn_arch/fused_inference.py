@@ -1,19 +1,6 @@
-"""MDRN's CPU inference fast path, applied to a built network from outside: ``enable_fused_inference(net)``.
-
-Without autograd on the CPU (``basicsr test``, ``denoise``, ``compare``, a distillation teacher) each MSAG can run
-through oneDNN ops with the ReLUs and residual adds fused into its convs (``onednn_fused``): the 1x1 fusions over
-concatenated inputs become sums of per-input convs added in place (no ``cat``), MSAB's ``conv_in`` is applied per
-group (each branch reads a contiguous tensor, no strided ``chunk`` view), the channel shuffle is folded into the
-columns of the next 1x1 fusion (``fusion(shuffle(y)) == conv(y, W[:, unshuffle])``), and each block writes its result
-into its input buffer. 1.4-1.5x faster here (``docs/benchmarks.md``); the same state_dict and the same outputs.
-
-The network itself (``mdrn_arch``) knows nothing of this. ``enable_fused_inference`` turns each MSAG whose
-structure it recognises into a ``FusedMSAG`` (a subclass: same parameters, same module names) after checking, on a
-small random input, that the fused forward reproduces ``MSAG.forward`` as it is written now. A researcher who changes
-MSAB or MSAG therefore never gets silently different results: the fast path steps aside with one logged line and the
-plain forward runs. Per call it also steps aside where anything could tell the difference: with autograd, off the CPU,
-under ``torch.compile`` / tracing / ONNX export, with hooks inside the MSAG, or in a dtype this CPU's oneDNN cannot
-run fused (bf16 needs AVX512-BF16 or AVX-NE-CONVERT; checked at run time by ``onednn_fused.supported``).
+"""MDRN's CPU inference fast path, applied to a built network from outside (``enable_fused_inference(net)``): each MSAG
+runs through oneDNN ops with the ReLUs and residual adds fused into its convs (``onednn_fused``); same state_dict, same
+outputs. What it changes and when it steps aside: docs/architecture.md#cpu-inference-fast-path-beside-the-network.
 """
 import copy
 import functools
@@ -31,8 +18,7 @@ CHECK_SIZE = 8  # side of the random input each MSAG is checked on when the fast
 
 
 class FusedMSAG(MSAG):
-    """An MSAG that runs ``fused_msag`` where the fused ops may replace ``MSAG.forward``, and ``MSAG.forward``
-    elsewhere."""
+    """An MSAG that runs ``fused_msag`` where the fused ops may replace ``MSAG.forward`` (``compute_dtype``)."""
 
     def forward(self, *inputs):
         dtype = onednn_fused.compute_dtype(inputs[0])
@@ -84,8 +70,8 @@ def _unshuffle(channels, groups):
 
 
 def _hooked_inside(module):
-    """Whether a forward hook (e.g. a distillation tap) sits on a submodule of ``module``, or a global one: the fused
-    path calls the submodules' convs directly, which would skip it."""
+    """Whether a forward hook sits on a submodule of ``module`` (e.g. a distillation tap) or globally (as
+    ``torch.utils.flop_counter``'s, which thus counts the plain path): the fused path would skip it."""
     return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks) or any(
         m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module)
 

@@ -1,25 +1,19 @@
 """MDRN: Multiple Degradation and Reconstruction Network (Li et al., paper §3.1, Fig. 3-4, §4.2).
 
-Structure (names are the module names used by checkpoints and distillation configs; they are a stable API):
+Module names (a stable API: checkpoints and distillation configs use them):
 
 * ``head``            3x3 conv, image -> ``num_feat`` features.
 * ``msag_{i}_{j}``    the MSAG at level ``i`` (0 = full resolution, ``i`` = downsampled ``i`` times) and column
                       ``j`` of the nested (Unet++-like) inverted pyramid. Level 0 holds the paper's MSAG-1..4:
                       ``msag_0_0`` = MSAG-1, ``msag_0_1`` = MSAG-2, ``msag_0_2`` = MSAG-3, ``msag_0_3`` = MSAG-4.
-* ``down_{i}``        learned degradation: conv k=2 s=2 from level ``i-1`` to level ``i`` (``num_level`` of them).
+* ``down_{i}``        learned degradation: conv k=2 s=2 from level ``i-1`` to level ``i``.
 * ``up_{i}_{j}``      learned reconstruction: deconv k=2 s=2 bringing ``msag_{i+1}_{j-1}`` up to level ``i``.
 * ``tail``            3x3 conv back to image space, added to the input (global residual).
 
 Every MSAG ``(i, j>0)`` fuses the outputs of all preceding MSAGs of its level (dense connection, eq. 1) and the
-upsampled output of the MSAG below-left; each downsampling is restored immediately, so every level produces
-"reconstructed" features. With 64 features and 3 levels this gives 10 MSAGs: 2.38M parameters for ``num_block=8``
-and 0.77M for ``num_block=2`` (MDRN-2B), the paper's counts.
-
-Everything here is the network as the paper describes it, run through ordinary module calls (forward hooks on any
-module fire; hook-based FLOP counters see every conv). Choices the paper leaves open (Fig. 4 gives no values) are
-constructor arguments; ``docs/architecture.md`` says which are the paper's and which are this project's. The CPU
-inference fast path lives beside the network, in ``fused_inference`` (``enable_fused_inference(net)``: same
-state_dict, same outputs), and is applied from outside by the tools that run inference.
+upsampled output of the MSAG below-left. Only the network, through ordinary module calls (hooks and FLOP counters see
+every conv); the choices the paper leaves open are constructor arguments, and the CPU fast path lives beside it
+(``fused_inference``): docs/architecture.md.
 """
 import torch
 import torch.nn.functional as F

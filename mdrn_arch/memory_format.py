@@ -1,8 +1,7 @@
 """Memory-format handling shared by the archs: features run channels_last on the CPU, outputs keep the caller's format.
 
-oneDNN's convs are faster channels_last on the CPU (measured here: MDRN's 1x1 convs ~6x, DnCNN's 3x3 convs 1.5x at
-512x512). Converting the input does nothing for gray images: a 1-channel tensor is NCHW and channels_last at once,
-torch then keeps NCHW, and the whole network ran in NCHW. So the archs convert the features after their first conv.
+A 1-channel input is NCHW and channels_last at once (torch then keeps NCHW), so the archs convert the features after
+their first conv; why and how much it gains: docs/benchmarks.md#how-the-cpu-forward-is-made-fast.
 """
 import torch
 

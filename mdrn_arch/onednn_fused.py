@@ -1,15 +1,7 @@
-"""oneDNN convolutions with a ReLU or a residual add fused in: MDRN's CPU inference fast path.
-
-torch ships these ops for its own compiler (inductor lowers conv+ReLU and conv+add to them on the CPU). Calling them
-directly saves MDRN a pass over memory for every ReLU and every residual add, and the in-place add writes each block's
-result into its input buffer instead of allocating a fresh feature map (on a stock glibc every fresh map costs page
-faults). They have no autograd and are private to torch, so they are used only where nothing can tell the difference:
-no grad, CPU, oneDNN enabled, not while compiling, and no module hooks to skip (so ``torch.utils.flop_counter``, which
-tracks modules with global hooks, counts the plain path: the same MACs); in fp32, or in bf16 under CPU autocast to
-bf16 (weights cast per call, as autocast does; the add is done before the single rounding to bf16, where autocast
-rounds the conv output first). Whether this CPU runs them in a dtype is found out at run time (``supported``), never
-assumed: bf16 needs AVX512-BF16 (or AVX-NE-CONVERT); elsewhere the plain path runs. Tests check them against the
-plain path, and the fallback with the check forced off.
+"""oneDNN convolutions with a ReLU or a residual add fused in (the ops inductor lowers conv+ReLU and conv+add to on the
+CPU), for MDRN's CPU inference fast path (``fused_inference``). They have no autograd and are private to torch: they
+run only where nothing can tell the difference (``compute_dtype``), in a dtype this CPU is found to run them in
+(``supported``). In bf16 the add comes before the single rounding to bf16, where autocast rounds the conv output first.
 """
 import functools
 

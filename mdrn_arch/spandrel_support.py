@@ -1,23 +1,11 @@
 """MDRN (any size), and this package's DnCNN and FFDNet layouts, in spandrel, the model loader behind chaiNNer and
-ComfyUI's upscale/restore nodes (``pip install -e ".[spandrel]"``):
-
-    import spandrel
-    from mdrn_arch import spandrel_support
-    spandrel_support.register()                                 # once per process; spandrel has no plugin hook
-    model = spandrel.ModelLoader().load_from_file('weights/mdrn_gray_s25_train400.safetensors')   # or a .pth
-    model.purpose, model.scale, model.input_channels            # 'Restoration', 1, 1
-    denoised = model(noisy)                                     # float [N, C, H, W] in 0..1
-
-The architecture is read from the tensors' names and shapes (``state_dicts.network_options``: a network is only
-detected when it has exactly the tensors of the options it implies, so a near miss is not loaded). Any height and
-width (the networks pad their input themselves); fp16 and bf16 run (``supports_half``/``supports_bfloat16``; on the
-CPU fp16 convolutions are slow, bf16 is fast only with AVX512-BF16/AMX). FFDNet's noise level is not in its weights:
-the model is told 25; set another with ``model.model.sigma = 50``. Outputs are clamped to 0..1 (spandrel's call). spandrel's own DnCNN reads KAIR's layout
-(``model.<i>``), ours is ``body.<i>`` (the MatConvNet weights ``basicsr peers`` imports): both load.
+ComfyUI: call ``register()`` once per process (spandrel has no plugin hook). Usage:
+docs/cli.md#spandrel-and-safetensors; the architecture is read from the tensors (``state_dicts.network_options``).
 """
 from .state_dicts import ARCHS, network_options, unwrapped
 
-IDS = {'MDRN': 'MDRN', 'FFDNet': 'FFDNet', 'DnCNN': 'DnCNN (body.<i> layout)'}  # spandrel's own DnCNN is 'DnCNN'
+# spandrel's own DnCNN, id 'DnCNN', reads KAIR's layout (model.<i>); ours is body.<i>: both load
+IDS = {'MDRN': 'MDRN', 'FFDNet': 'FFDNet', 'DnCNN': 'DnCNN (body.<i> layout)'}
 
 
 def _architecture(arch_type):

@@ -1,8 +1,6 @@
-"""Which of this package's networks a state dict is, read from its tensor names and shapes: ``network_options`` gives
-the ``network_g`` options that rebuild it (MDRN of any size, DnCNN, FFDNet), for weights that do not say (a bare
-``.pth``; ``basicsr export-weights`` and spandrel, ``spandrel_support``). A guess is only returned when the network
-it builds has exactly the state dict's names and shapes, so a near miss (a missing or extra tensor, another width) is
-refused, not loaded half.
+"""Which of this package's networks a state dict is, read from its tensor names and shapes (``network_options``), for
+weights that do not say (a bare ``.pth``; ``basicsr export-weights``, ``spandrel_support``). A guess is only returned
+when the network it builds has exactly the state dict's names and shapes: a near miss is refused, not loaded half.
 """
 import torch
 

@@ -1,18 +1,6 @@
-"""The ``basicsr`` command: BasicSR's own train/test pipelines with every installed plugin registered, and this
-project's tools, one sub-command each.
-
-    basicsr train -opt options/X.yml [--launcher none|pytorch|slurm] [--auto_resume] [--debug]
-                  [--force_yml key:sub=value ...] [--root DIR]
-    basicsr test  -opt options/X.yml [--root DIR]
-    basicsr denoise -opt options/X.yml -i noisy.png -o denoised.png   (your own images; see mdrn_models.tools.denoise)
-    basicsr compare | benchmark | export | export-weights | peers | demo ...   (basicsr COMMAND --help)
-    torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch
-
-This module imports nothing heavy (argparse only): it answers ``--help`` and usage errors at once, sets the default
-torch threads, and only then imports the plugins (``mdrn_models.integration.plugins``) and the module that runs the
-command (``parsers.COMMANDS``, the one command table): ``mdrn_models.tools.pipelines`` for train/test, the tool's
-module otherwise, which gets the arguments as they were given. ``python -m mdrn_cli`` is the same command without
-the console script (``torchrun ... -m mdrn_cli train ...``).
+"""The ``basicsr`` command (docs/cli.md). It answers ``--help`` and usage errors with argparse alone, sets the default
+torch threads, and only then imports the plugins and the module that runs the command (``parsers.COMMANDS``), which
+gets the arguments as they were given.
 """
 import importlib
 import os
@@ -82,7 +70,7 @@ def main(argv=None):
         # option files that name them
         importlib.import_module('mdrn_models.integration.plugins').load_plugins()
         # float32 denormals make MDRN's CPU convs many times slower; flushing them is a process-wide choice, made
-        # here (the command owns its process) before torch's thread pool starts, never on import (mdrn_arch says why)
+        # here (the command owns its process) before torch's thread pool starts (docs/architecture.md#denormals)
         importlib.import_module('torch').set_flush_denormal(True)
     module = importlib.import_module(parsers.COMMANDS[command].module)
     if command in ('train', 'test'):  # (they say what a stopped run saved: mdrn_models.tools.pipelines)

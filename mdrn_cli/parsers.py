@@ -1,8 +1,6 @@
-"""The ``basicsr`` command table and every sub-command's flags, in one light module (argparse only: no torch,
-basicsr, numpy or cv2), so that ``basicsr COMMAND --help`` and usage errors answer at once. ``COMMANDS`` is the one
-table: the dispatcher (``mdrn_cli.command``) and ``--help`` read it, and each tool parses its arguments with the parser
-built here. The choice lists the flags offer (``TILE_ALIGN``, ``BENCHMARK_MODES``, ...) are defined here and read by
-the tools and models that use them: this module imports nothing of the project, so any layer may read it.
+"""The ``basicsr`` command table (``COMMANDS``) and every sub-command's flags and choice lists, with argparse only (no
+torch, basicsr, numpy or cv2: ``--help`` and usage errors answer at once). It imports nothing of the project, so the
+dispatcher, the tools and any layer may read it (docs/cli.md).
 """
 import argparse
 import os
@@ -10,7 +8,6 @@ from typing import Callable, NamedTuple
 
 ROOT_COMMANDS = ('train', 'test', 'demo')  # the commands with a --root, which may also come before the command
 
-# the choice lists of the flags, read by the code that uses them
 TILE_ALIGN = 8  # tile origins on multiples of 2**num_level keep MDRN's stride-2 grids aligned (DenoiseModel's tiles)
 BENCHMARK_MODES = ('fp32', 'channels_last', 'amp', 'compile', 'onnxruntime')
 PEER_ARCHS = ('DnCNN', 'FFDNet')  # the published MatConvNet weights the peers tool imports
@@ -44,8 +41,7 @@ def top():
 
 def train_test(command):
     """``basicsr train`` / ``basicsr test``: BasicSR's own flags (``basicsr.utils.options.parse_options``, which
-    parses them again from the unchanged command line) plus ``--root``. Used for ``--help`` and to report a usage
-    error before torch is imported."""
+    parses them again from the unchanged command line) plus ``--root``."""
     p = _parser(command, epilog=(
         "Every flag but --root is BasicSR's own, passed to it unchanged.\n"
         'Several processes: torchrun --nproc_per_node=N $(which basicsr) train -opt X.yml --launcher pytorch\n'

@@ -1,7 +1,6 @@
 """The one way a command stops on a signal: SIGTERM (a scheduler's preemption, ``kill``) unwinds like Ctrl-C, and
-either ends the command in one line with exit code 128 + the signal's number. The commands, the tools and
-datasets_prep run through :func:`run_stoppable`. Imports nothing of the project: every layer may use it
-(``.importlinter``)."""
+either ends the command in one line with exit code 128 + the signal's number. Imports nothing of the project, so every
+layer may use it (``.importlinter``)."""
 import signal
 import sys
 

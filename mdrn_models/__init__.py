@@ -5,8 +5,7 @@ from mdrn_models.models import hkd_model  # noqa: F401
 
 
 def __getattr__(name):
-    """``from mdrn_models import Denoiser``: the Python denoiser object (``mdrn_models.tools.denoiser``), imported on
-    first use, since it sits in the tools layer above the registrations this package makes."""
+    """``from mdrn_models import Denoiser``, imported on first use: it sits in the tools layer above this package."""
     if name == 'Denoiser':
         from mdrn_models.tools.denoiser import Denoiser
         return Denoiser

@@ -12,8 +12,8 @@ import pytest
 import mdrn_arch.basicsr_compat  # noqa: F401  (before any basicsr import)
 import torch  # noqa: E402
 
-# as the `basicsr` command does at its start (mdrn_arch/__init__.py says why): toy CPU training steps are many times
-# slower with float32 denormals
+# as the `basicsr` command does at its start (docs/architecture.md#denormals says why): toy CPU training steps are
+# many times slower with float32 denormals
 torch.set_flush_denormal(True)
 
 REPO = Path(__file__).resolve().parents[1]

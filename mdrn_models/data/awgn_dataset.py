@@ -1,18 +1,5 @@
-"""AWGN denoising dataset on BasicSR's data pipeline. Option keys and conventions: docs/training.md (The dataset).
-
-Clean images are read through BasicSR's ``FileClient`` (``disk`` folder, ``disk`` + ``meta_info`` list, or an
-``lmdb`` written by ``basicsr.utils.lmdb_util``); the noisy input is made on the fly:
-
-    lq = gt + n,   n ~ N(0, (sigma / 255)^2),   gt float32 in [0, 1]
-
-and **not clipped** to [0, 1] (as in DnCNN/FFDNet's synthetic AWGN protocol), so the noise is exactly Gaussian with
-the stated std. Training draws the noise per sample from torch's global RNG (BasicSR seeds every worker); at
-val/test the noise of image ``k`` is ``numpy.random.default_rng([noise_seed, k])``'s, so every rerun and every model
-sees bit-identical inputs. ``sigma_teacher`` (HMDS) adds ``lq_teacher``: the same clean image with the same noise
-draw scaled down to the teacher's level, so that teacher and student differ only by the noise level. Returned keys
-match BasicSR's paired datasets (``lq``, ``gt``, ``lq_path``, ``gt_path``, plus ``sigma``), so ``SRModel``
-validation, metrics and image saving work unchanged.
-"""
+"""``AWGNDenoisingDataset``: clean images through BasicSR's ``FileClient`` (disk, disk + ``meta_info``, LMDB) and
+unclipped Gaussian noise added on the fly. Options and conventions: docs/training.md (The dataset)."""
 import os.path as osp
 import re
 from numbers import Real
@@ -64,7 +51,7 @@ def parse_sigma(sigma, key='sigma', error=ValueError):
         raise error(f'{key} must lie in [1, 255] (pixel scale, e.g. 25), got {sigma!r}.')
     if low < 1:  # below one grey level: almost surely a level on the 0..1 scale (25/255 = 0.098)
         raise error(f'{key} {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, e.g. 25 '
-                         f'for 0.098 on the 0..1 scale ({low:g} x 255 = {low * 255:g}).')
+                    f'for 0.098 on the 0..1 scale ({low:g} x 255 = {low * 255:g}).')
     return low, high
 
 
@@ -76,7 +63,7 @@ def eval_noise(shape, noise_seed, index):
 
 @DATASET_REGISTRY.register()
 class AWGNDenoisingDataset(data.Dataset):
-    """Clean images + additive white Gaussian noise; see the module docstring for options and conventions."""
+    """Clean images + additive white Gaussian noise; options and conventions: docs/training.md."""
 
     # every key this dataset reads, plus those BasicSR's options parser and data loader read from the same block
     OPTION_KEYS = frozenset({
@@ -194,10 +181,8 @@ class AWGNDenoisingDataset(data.Dataset):
             self._disk_image_sizes(verify=True)
 
     def _check_lmdb_values(self):
-        """Every key is in the LMDB and holds a whole PNG or JPEG, judged by its first and last bytes: a zero-copy
-        read of two pages per value (10,000 values of 120 kB here: 0.16 s from the page cache, 19 s from a cold
-        one). Damage inside a value shows at its first read; ``datasets_prep.verify`` decodes them all. Values in
-        other formats are decoded."""
+        """Every key is in the LMDB and holds a whole PNG or JPEG, judged by its first and last bytes (a zero-copy
+        read of two pages per value; other formats are decoded). ``datasets_prep.verify`` decodes them all."""
         import lmdb
         env = lmdb.open(self.gt_folder, readonly=True, lock=False, readahead=False, meminit=False)
         try:
@@ -284,9 +269,8 @@ class AWGNDenoisingDataset(data.Dataset):
         return path, img
 
     def _read_train_gt(self, index):
-        """``_read_gt`` for training, where one damaged image must not end a run of days: it is skipped with a
-        warning naming it, the next readable one taken instead, and the skip counted (``unreadable`` in the sample;
-        the ``basicsr`` command sums and reports them). Validation sets are read whole before training starts."""
+        """``_read_gt`` for training, where one damaged image must not end a run of days: skipped with a warning, the
+        next readable one taken, the skip counted (``unreadable``; the ``basicsr`` command reports the sum)."""
         skipped = 0
         while True:
             try:
@@ -313,7 +297,7 @@ class AWGNDenoisingDataset(data.Dataset):
         if self.is_train:
             low, high = self.sigma_range
             sigma = low if low == high else low + (high - low) * torch.rand(()).item()
-            noise = torch.randn(gt.shape)
+            noise = torch.randn(gt.shape)  # torch's global RNG, which BasicSR seeds in every worker
         else:
             sigma = self.sigma_range[0]
             noise = eval_noise(gt.shape, self.noise_seed, index)

@@ -1,32 +1,7 @@
-"""The numbered fixes for BasicSR 1.4.2's own train/test pipelines (torch 2.14, CPU, a console command), and only
-those: ``pipeline_fixes.install`` points BasicSR's module globals at them. Each names its pitfall
-(../shared/reference/basicsr_pitfalls.md) and has a test (docs/robustness.md lists them):
-
-* #2 resume on CPU: BasicSR maps the resume state onto ``torch.cuda.current_device()``; it is loaded on the CPU (the
-  optimizer's ``load_state_dict`` moves it to the parameters' device) -- ``load_resume_state``.
-* #3 resume from any directory: BasicSR searches ``experiments/`` relative to the CWD while it saves under the root
-  path; ``opt['path']['training_states']`` is searched, under the command's root -- same.
-* #4 ``weights_only``: a resume state holds a ``collections.Counter`` (the LR milestones), which torch's safe loader
-  refuses; exactly that class is allowed and ``weights_only=True`` kept -- ``_load_state``.
-* #5 distributed init: a group serving CPU tensors (gloo) and, with CUDA, CUDA ones (NCCL), the device from
-  ``LOCAL_RANK`` (multi-node safe), ``dist_params`` (``timeout``) read for every launcher before the group starts --
-  ``init_dist``.
-* #6 DDP on CPU: BasicSR always passes ``device_ids=[torch.cuda.current_device()]``; none on the CPU. And
-  ``broadcast_buffers=False``: only rank 0 validates, and a DDP forward with buffers (MDRN's ``unshuffle`` index, BN
-  statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang); the
-  buffers are broadcast from rank 0 once, at wrap time, instead -- ``model_to_device``.
-* #8/#9 frozen networks on resume: ``check_resume`` points every ``pretrain_network_*`` at this run's own
-  checkpoints and rewrites every ``param_key*`` that equals ``params_ema``. A teacher (``network_t``) is never
-  saved by the run, so it is excluded from both rewrites -- ``_check_resume``.
-* #11 BasicSR builds only ``type: Adam``; any ``torch.optim`` optimizer is built (the preflight checks its
-  arguments) -- ``get_optimizer``.
-* ``--force_yml`` values (found here): BasicSR ``eval``s a list value (``[__import__('os').system(...)]`` runs) and
-  leaves ``-1`` or ``2e-4`` text; lists are read by YAML's safe loader, numbers as numbers -- ``force_yml_value``.
-
-Elsewhere: #1 ``mdrn_arch/basicsr_compat.py``; #7 ``mdrn_cli``; #12, #16 and the ``--force_yml`` key paths BasicSR
-``exec``s in ``pipeline_fixes.parse_options``; #14 ``datasets_prep``. ``dist_params`` are read (``read_dist_params``)
-for every launcher before BasicSR starts the group. The resume functions also take the newest *complete* state and
-check it against the option file: they are where BasicSR reads the state.
+"""The numbered fixes for BasicSR 1.4.2's own train/test pipelines, each naming its pitfall
+(../shared/reference/basicsr_pitfalls.md); ``pipeline_fixes.install`` points BasicSR's module globals at them.
+The pitfalls, fixes and tests are listed in docs/robustness.md. The resume functions also pick the newest complete
+state and check it against the option file: they are where BasicSR reads the state.
 """
 import argparse
 import collections
@@ -58,13 +33,13 @@ FROZEN_NETWORKS = ('network_t',)  # networks a run reads but never trains or sav
 
 
 def load_resume_state(opt):
-    """Drop-in for ``basicsr.train.load_resume_state``: root-relative search, CPU-safe, ``weights_only`` load.
+    """Pitfalls #2 and #3: ``basicsr.train.load_resume_state`` loading the state on the CPU (BasicSR maps it onto
+    ``torch.cuda.current_device()``; the optimizer's ``load_state_dict`` moves it to the parameters' device) and
+    searching it under the command's root (BasicSR searches the CWD).
 
-    With ``--auto_resume`` the newest *complete* state is used: one that loads and whose network checkpoints all
-    load, so a run killed while writing its newest files resumes from the pair before; each state skipped is named
-    with its reason. Finding none while the option file's own project holds states of this run is an error (the
-    command was run from elsewhere without ``--root``). In a distributed run rank 0 chooses and reads the state (only
-    it writes them) and every rank resumes from it.
+    ``--auto_resume`` takes the newest state that loads and whose network checkpoints all load (a run killed while
+    writing resumes from the pair before). In a distributed run rank 0 chooses and reads the state (only it writes
+    them) and every rank resumes from it.
     """
     found = read_on_rank0(lambda: _find_resume_state(opt))
     if found is None:
@@ -77,7 +52,7 @@ def load_resume_state(opt):
 
 
 def _find_resume_state(opt):
-    """(path, state) of the state to resume from, or None to start afresh."""
+    """(path, state, network checkpoints) to resume from, or None to start afresh."""
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
         for it in training_states(state_dir):
@@ -106,10 +81,9 @@ def _find_resume_state(opt):
 
 
 def _check_resume_networks(opt, resume_iter):
-    """Every network checkpoint that resuming at ``resume_iter`` loads (``check_resume``'s ``net_<name>_<iter>.pth``
-    of each network not frozen or ignored) exists and loads (else CheckpointError: the state before is tried), and
-    fits the network the option file describes (else the run stops: every state of the run was saved by the same
-    network, so the options changed since). Returns ``{net_key: checkpoint}`` for the loads that resume."""
+    """``{net_key: checkpoint}`` of the ``net_<name>_<iter>.pth`` files resuming at ``resume_iter`` loads. One
+    missing or damaged is a CheckpointError (the state before is tried); one that does not fit the option file's
+    network stops the run (every state was saved by the same network, so the options changed)."""
     ignore = set(opt['path'].get('ignore_resume_networks') or ()) | set(FROZEN_NETWORKS)
     networks = {}
     for key in opt:
@@ -146,17 +120,20 @@ def _refuse_states_elsewhere(opt):
 
 
 def _load_state(path):
+    """Pitfall #4: a resume state holds a ``collections.Counter`` (the LR milestones), which ``weights_only=True``
+    refuses: exactly that class is allowed."""
     with torch.serialization.safe_globals([collections.Counter]):
         return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def _check_resume(opt, resume_iter):
-    """BasicSR's ``check_resume`` with frozen networks (teachers) kept out of its path and param_key rewrites."""
+    """Pitfalls #8/#9: BasicSR's ``check_resume`` points every ``pretrain_network_*`` at the run's own checkpoints
+    and rewrites ``param_key*``; a teacher is never saved by the run, so it is kept out of both rewrites."""
     frozen = [net for net in FROZEN_NETWORKS if net in opt]
     ignore = list(opt['path'].get('ignore_resume_networks') or [])
     opt['path']['ignore_resume_networks'] = ignore + [net for net in frozen if net not in ignore]
-    kept = {key: opt['path'][key] for net in frozen
-            for key in [f"param_key_{net[len('network_'):]}"] if key in opt['path']}
+    keys = [f"param_key_{net[len('network_'):]}" for net in frozen]
+    kept = {key: opt['path'][key] for key in keys if key in opt['path']}
     check_resume(opt, resume_iter)
     opt['path'].update(kept)
 
@@ -172,7 +149,7 @@ def force_yml_args(argv):
 def read_dist_params(opt_path, params, entries):
     """``dist_params`` of the option file with its ``--force_yml dist_params:KEY=VALUE`` entries applied, checked:
     BasicSR initialises the process group before it applies ``--force_yml`` (and reads ``dist_params`` for slurm
-    only), so the ``basicsr`` command reads them here, before that."""
+    only)."""
     if params is not None and not isinstance(params, dict):
         raise SystemExit(f'error: {opt_path}: dist_params must be a mapping such as {{timeout: 3600}}, got {params!r}')
     params = dict(params or {})
@@ -184,8 +161,8 @@ def read_dist_params(opt_path, params, entries):
     if unknown:
         raise SystemExit(f"error: {opt_path}: dist_params has no option '{unknown[0]}': its options are backend, "
                          'port (slurm) and timeout (seconds)')
-    for key, low in (('timeout', 1), ('port', 1)):
-        problem = key in params and number_problem(params[key], low, 65535 if key == 'port' else None, key == 'port')
+    for key in ('timeout', 'port'):
+        problem = key in params and number_problem(params[key], 1, 65535 if key == 'port' else None, key == 'port')
         if problem:
             raise SystemExit(f'error: {opt_path}: dist_params.{key}: {problem}' +
                              (' (seconds a rank waits in a collective)' if key == 'timeout' else ''))
@@ -196,10 +173,9 @@ NUMBER = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
 
 
 def force_yml_value(value):
-    """BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's safe loader
-    (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run), and every number read as one: BasicSR
-    leaves ``-1``, ``-0.5`` and ``2e-4`` text, so ``train:warmup_iter=-1`` (its own default) would be refused as text
-    and ``batch_size_per_gpu=-2`` blamed on its notation instead of its range."""
+    """(found here) BasicSR's ``_postprocess_yml_value`` for a ``--force_yml`` value, with a list read by YAML's
+    safe loader (BasicSR ``eval``s it: ``[__import__('os').system(...)]`` would run), and every number read as one
+    (BasicSR leaves ``-1`` and ``2e-4`` text, so its own default ``train:warmup_iter=-1`` would be refused)."""
     if NUMBER.fullmatch(value):
         return int(value) if re.fullmatch(r'[-+]?\d+', value) else float(value)
     if not value.startswith('['):
@@ -218,10 +194,9 @@ _dist_params = {}  # the run's dist_params (option file + --force_yml), read bef
 
 
 def dist_backend(backend=None):
-    """The process-group backend: one group that serves CPU tensors (gloo) and, where CUDA is present, CUDA tensors
-    (NCCL), so that a ``num_gpu: 0`` run on a GPU machine, and object broadcasts, work. ``dist_params.backend: nccl``
-    (BasicSR's option files) gets the same pair: NCCL alone cannot hold a CPU tensor. Any other value is used as
-    given."""
+    """Pitfall #5: one group serving CPU tensors (gloo) and, with CUDA, CUDA ones (NCCL), so that a ``num_gpu: 0``
+    run on a GPU machine and object broadcasts work; ``backend: nccl`` (BasicSR's option files) gets the same pair,
+    as NCCL alone cannot hold a CPU tensor. Any other value is used as given."""
     if backend in (None, 'nccl'):
         return 'cpu:gloo,cuda:nccl' if torch.cuda.is_available() else 'gloo'
     return backend
@@ -235,10 +210,9 @@ LAUNCHER_ENV = {'pytorch': (('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 
 
 def init_dist(launcher, backend=None, **kwargs):
-    """``torchrun``/slurm process-group init: the backend of :func:`dist_backend`, the collective timeout
-    ``dist_params.timeout`` (seconds, default ``DEFAULT_DIST_TIMEOUT_S``; ranks wait that long for rank 0's
-    validation), and the CUDA device from ``LOCAL_RANK`` (multi-node safe). BasicSR passes ``dist_params`` to slurm
-    runs only; here every launcher reads them."""
+    """Pitfall #5: ``torchrun``/slurm process-group init with :func:`dist_backend`, the CUDA device from
+    ``LOCAL_RANK`` (multi-node safe), and ``dist_params.timeout`` (ranks wait that long for rank 0's validation)
+    read for every launcher (BasicSR: slurm only)."""
     needs = LAUNCHER_ENV.get(launcher)
     if needs is None:
         raise SystemExit(f'error: --launcher {launcher}: use none, pytorch (torchrun) or slurm')
@@ -263,9 +237,9 @@ def init_dist(launcher, backend=None, **kwargs):
 
 
 def model_to_device(self, net):
-    """``BaseModel.model_to_device`` that also wraps DDP on the CPU (no ``device_ids`` there, pitfall #6), without
-    buffer broadcasts (rank 0 validates alone). (MDRN's CPU inference fast path is the model type's choice:
-    ``DenoiseModel``.)"""
+    """Pitfall #6: ``BaseModel.model_to_device`` wrapping DDP on the CPU without ``device_ids``. And (found here)
+    without buffer broadcasts: only rank 0 validates, and a DDP forward with buffers (MDRN's shuffle index, BN
+    statistics) would start a broadcast the other ranks never join (gloo: connection closed; NCCL: a hang)."""
     net = net.to(self.device)
     if self.opt['dist']:
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None

@@ -1,12 +1,6 @@
-"""Checks of a parsed option dict that BasicSR does not make, run before any data is read or any net is built.
-
-Each failure is one line naming the key and the fix. Unknown top-level keys are only refused when they look like a
-typo of a known key (other plugins may add keys of their own).
-
-The numbers BasicSR's pipeline reads itself (``NUMBERS``) are checked for type and range here: BasicSR reads them
-only when it first needs them, after it has archived the previous run folder (``save_checkpoint_freq: 0`` is a
-ZeroDivisionError at the first iteration, ``total_iter: 0`` saves an untrained model and exits 0). Numbers passed to
-a constructor (optimizer, scheduler, losses, metrics) are checked by the preflight against the constructor itself.
+"""Checks of a parsed option dict that BasicSR does not make (numbers, paths, keys, section shapes), run before any
+data is read or any net is built. Each failure is one ``OptionError`` line naming the key and the fix; the cases are
+listed in docs/robustness.md.
 """
 import itertools
 import math
@@ -64,7 +58,8 @@ def number_problem(value, low, high=None, integer=False):
     if integer and value != int(value):
         return f'{value!r} is not a whole number'
     if value < low or (high is not None and value > high):
-        return f'{value!r} is out of range: it must be {"at least " + str(low) if high is None else f"in [{low}, {high}]"}'
+        bound = f'at least {low}' if high is None else f'in [{low}, {high}]'
+        return f'{value!r} is out of range: it must be {bound}'
     return None
 
 
@@ -131,8 +126,7 @@ def path_part_problem(value):
 def check_paths(opt, source='option file'):
     """Every option value that becomes a path stays inside the run's folder (``experiments/NAME`` or
     ``results/NAME`` under ``--root``): the values of ``PATH_PARTS`` are one name each, and every ``path`` folder
-    BasicSR creates at the start of a run lies inside the run's folder. A dataset named ``/data/Set12`` would
-    otherwise have ``val.save_img`` write its results into the user's dataset."""
+    BasicSR creates at the start of a run lies inside the run's folder."""
     for path in PATH_PARTS:
         for where, value in _values(opt, path):
             problem = value is not None and path_part_problem(value)
@@ -167,6 +161,7 @@ def check_options(opt, source='option file'):
     for key in opt:
         if key in KNOWN_TOP_LEVEL or key.startswith('network_'):
             continue
+        # only a near-miss of a known key is refused: other plugins read keys of their own
         hint = did_you_mean(key, KNOWN_TOP_LEVEL | {'network_g', 'network_t'}, cutoff=0.8)
         if hint:
             raise OptionError(f"{source}: unknown option key '{key}' ({hint})")
@@ -185,9 +180,11 @@ def check_options(opt, source='option file'):
 
 
 # top-level sections BasicSR's parser (or its pipelines) index: (required?, an example of the mapping)
-SECTIONS = {'datasets': (True, '{test_1: {type: AWGNDenoisingDataset, ...}}'), 'path': (True, '{pretrain_network_g: ~}'),
+SECTIONS = {'datasets': (True, '{test_1: {type: AWGNDenoisingDataset, ...}}'),
+            'path': (True, '{pretrain_network_g: ~}'),
             'train': (False, '{total_iter: 1000, ...}'), 'val': (False, '{val_freq: 100, ...}'),
-            'logger': (False, '{print_freq: 100, save_checkpoint_freq: 1000}'), 'dist_params': (False, '{timeout: 3600}')}
+            'logger': (False, '{print_freq: 100, save_checkpoint_freq: 1000}'),
+            'dist_params': (False, '{timeout: 3600}')}
 
 
 def check_sections(tree, source='option file'):

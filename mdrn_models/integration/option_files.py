@@ -1,5 +1,5 @@
 """Option files as the ``basicsr`` command and the tools read them: plain YAML only, checked before BasicSR parses
-them with its unsafe loader."""
+them with its unsafe loader (docs/robustness.md lists what is refused)."""
 import os
 
 
@@ -12,15 +12,12 @@ MAX_VALUES = 100_000  # values after YAML's aliases are expanded; the project's 
 
 
 def check_option_file(path):
-    """Refuse a missing option file, and any YAML that BasicSR's unsafe loader would turn into code (python tags).
+    """The option file read with YAML's safe loader, or a one-line ``OptionFileError``.
 
     BasicSR 1.4.2 parses option files with PyYAML's full ``Loader``, so ``!!python/object/apply:os.system [...]``
-    in an option file runs a command. YAML's safe loader accepts everything a real option file contains and raises
-    on such tags, so parsing with it first is the whole check. A key given twice in one mapping (``sigma: 50`` then
-    ``sigma: 15``), which YAML loaders silently resolve to the last, is refused with both lines. And the file is
-    bounded before anything is built from it: at most ``MAX_BYTES``, at most ``MAX_VALUES`` values with its aliases
-    expanded (nine aliases of nine aliases of ... make a few hundred bytes mean billions of values, which BasicSR
-    prints and copies), and no alias inside itself.
+    runs a command; the safe loader raises on such tags and accepts everything a real option file holds. Also
+    refused: a key given twice (YAML keeps the last silently), and a file past ``MAX_BYTES`` or ``MAX_VALUES`` (nine
+    aliases of nine aliases of ... make a few hundred bytes mean billions of values, which BasicSR prints and copies).
     """
     import yaml
     if not os.path.isfile(path):
@@ -39,7 +36,8 @@ def check_option_file(path):
         finally:
             loader.dispose()
     except UnicodeDecodeError as exc:
-        raise OptionFileError(f'{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8') from None
+        raise OptionFileError(f'{path} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8') \
+            from None
     except OSError as exc:
         raise OptionFileError(f'cannot read {path}: {exc.strerror}') from None
     except RecursionError:
@@ -104,8 +102,8 @@ _option_trees = {}  # option file path -> what check_option_file read: one read 
 
 
 def option_tree(path):
-    """The option file ``path`` as :func:`check_option_file` reads it (plain YAML, bounded, no key twice; a one-line
-    ``OptionFileError`` otherwise), read once per command (:func:`install` forgets it). Not to be changed."""
+    """:func:`check_option_file` of ``path``, read once per command (``pipeline_fixes.install`` forgets it); callers
+    must not change it."""
     if path not in _option_trees:
         _option_trees[path] = check_option_file(path)
     return _option_trees[path]

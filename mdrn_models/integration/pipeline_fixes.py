@@ -1,33 +1,7 @@
-"""The ``basicsr`` command's hooks into BasicSR 1.4.2's own train/test pipelines: the numbered BasicSR fixes
-(``basicsr_fixes``) and this project's guards, installed by :func:`install`.
-
-BasicSR's ``train_pipeline``/``test_pipeline`` look ``load_resume_state``, ``parse_options``, ``init_dist`` and
-``build_model`` up as module globals, so the command swaps these functions for its own instead of copying the
-pipelines. The guards here:
-
-* Options before anything: ``parse_options`` runs BasicSR's parser behind the option checks (``option_checks``)
-  and the preflight (``preflight``), before BasicSR creates or archives any folder; every failure is one line. It
-  also applies pitfall #12 (``basicsr test`` with ``save_img`` but no ``val.suffix``: defaults) and takes the run's
-  lock (``run_folders``: one run name runs once at a time; an archived run folder is put back when the run never
-  trained).
-* ``--force_yml``: BasicSR ``exec``s the key path and ``eval``s a list value (#16's sibling); key paths must be plain
-  names, lists are read by YAML's safe loader, numbers BasicSR leaves text (``-1``, ``2e-4``) are numbers. The run
-  ``name`` must be one plain folder name. ``manual_seed=N`` takes effect (BasicSR seeds before applying it). A
-  relative ``pretrain_network_*`` missing from the current directory is read from under ``--root``.
-* ``basicsr test`` without ``path.pretrain_network_g`` (random weights scored) and ``num_gpu`` above the visible
-  GPUs are refused.
-* Distributed decisions (``mdrn_models/utils/distributed.py``): losses all-reduced so that every rank stops at a
-  non-finite loss (``reduce_loss_dict``); a rank's stop request (its data is gone) and a failed save stop every
-  rank; only rank 0 writes (``TorchWithAtomicSave`` refuses other ranks).
-* Loading: ``BaseModel.load_network`` goes through the project's one loader (``utils/checkpoints.load_weights``:
-  ``weights_only=True``, read once per command, on rank 0 in a distributed run).
-* Epoch count: BasicSR rounds the iterations per epoch up, but each process's loader drops its last incomplete
-  batch, so a small training set ended before ``total_iter`` without a word; the epochs are counted from the batches
-  the loader really yields.
-* Damaged training data: the images a dataset skipped as unreadable are summed and reported at the end; a dataset
-  that finds its data gone stops the run in one line (``SkipCountingLoader``).
-* Saving: BasicSR writes in place and ignores a failed save; ``TorchWithAtomicSave`` writes, syncs and renames, and a
-  failure is one line; validation/test images are written whole, and a failed write names the file (``imwrite``).
+"""The ``basicsr`` command's hooks into BasicSR 1.4.2's own train/test pipelines. These look ``parse_options``,
+``load_resume_state``, ``init_dist``, ``build_model`` and more up as module globals, so :func:`install` swaps them for
+the numbered fixes (``basicsr_fixes``) and this project's guards (here) instead of copying the pipelines. The guards
+and what each refuses: docs/robustness.md.
 """
 import collections
 import math
@@ -71,8 +45,7 @@ _original_build_dataset = basicsr.train.build_dataset
 
 def parse_options(root_path, is_train=True):
     """BasicSR's ``parse_options`` plus our option checks, the preflight (before BasicSR creates or archives any
-    folder) and the defaults SRModel assumes (pitfall #12); ``basicsr test`` shows SRModel's per-image progress bar
-    (``val.pbar``) when stderr is a terminal. Every failure exits with one line."""
+    folder), the defaults SRModel assumes (pitfall #12) and the run lock. Every failure exits with one line."""
     given = force_yml_args(sys.argv[1:])
     entries = given.force_yml
     bad = next((e for e in entries if e.count('=') != 1), None)
@@ -134,11 +107,10 @@ def parse_options(root_path, is_train=True):
 
 
 def _check_file_before_parse(opt_path, entries):
-    """What BasicSR's parser itself uses, checked before it runs. The run's ``name`` (the option file's, or a
-    ``--force_yml name=...``) must be one plain folder name: BasicSR joins it to experiments/ and results/ and
-    archives what is there, so '../x' or '/tmp/x' would rename a folder outside --root. And the file's
-    ``manual_seed``, which BasicSR seeds with before it applies ``--force_yml``. And the shape of what its parser
-    indexes (``SECTIONS``): a section that is missing or is no mapping would be a traceback from inside it."""
+    """What BasicSR's parser itself uses, checked before it runs: ``manual_seed`` (it seeds before applying
+    ``--force_yml``), ``dist_params``, the shape of the sections it indexes, and the run ``name`` (the file's or
+    ``--force_yml name=...``), which it joins to experiments/ and archives: '../x' would rename a folder outside
+    --root."""
     tree = option_tree(opt_path)
     seed = tree.get('manual_seed')
     problem = seed is not None and number_problem(seed, *next(n[1:] for n in NUMBERS if n[0] == ('manual_seed',)))
@@ -202,10 +174,9 @@ def _force_yml_problem(argv):
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
-    """``BaseModel.load_network`` through the project's one loader (:func:`load_weights`): the file read once per
-    command (the preflight's read is handed over), with ``weights_only=True``, in a distributed run on rank 0 only,
-    which sends it to the others (the run's own checkpoints are on rank 0's disk alone when the nodes share no
-    filesystem)."""
+    """``BaseModel.load_network`` through :func:`load_weights`: read once per command (the preflight's read is
+    handed over), ``weights_only=True`` (pitfall #4), and in a distributed run on rank 0 only, which sends it to the
+    others (the run's own checkpoints are on rank 0's disk alone when the nodes share no filesystem)."""
     net = self.get_bare_model(net)
     paths = self.opt.get('path') or {}
     net_key = next((key[len('pretrain_network_'):] for key, value in paths.items()
@@ -218,11 +189,9 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
 
 
 class TorchWithAtomicSave:
-    """``torch`` as ``basicsr.models.base_model`` sees it, with ``save`` made atomic and loud. BasicSR writes
-    checkpoints and training states in place and, when that fails (a full disk), logs "Still cannot save ... Just
-    ignore it" and goes on: the run ends with exit 0 and a truncated ``net_g_latest.pth``. Here a file is written
-    under a temporary name, synced and renamed over the old one, so the previous complete file stays until the new
-    one is whole; a failure is one line and a non-zero exit (SystemExit passes BasicSR's ``except Exception``)."""
+    """``torch`` as ``basicsr.models.base_model`` sees it, with ``save`` made atomic and loud: BasicSR writes in
+    place and ignores a failed save (exit 0, a truncated ``net_g_latest.pth``). SystemExit passes BasicSR's
+    ``except Exception``."""
 
     def __getattr__(self, name):
         return getattr(torch, name)
@@ -247,10 +216,8 @@ class TorchWithAtomicSave:
 
 
 def reduce_loss_dict(self, loss_dict):
-    """``BaseModel.reduce_loss_dict`` (every model logs its losses through it each iteration), averaged over the
-    ranks with an ``all_reduce`` (BasicSR reduces to rank 0 only), so that every rank sees the same values and stops
-    together, in one line, at the first non-finite loss (instead of training on NaN for hours) or when a rank asked
-    to stop (``request_stop``)."""
+    """``BaseModel.reduce_loss_dict`` (called every iteration) with an ``all_reduce`` (BasicSR reduces to rank 0
+    only), so that every rank stops together at the first non-finite loss or when a rank asked to stop."""
     values = reduce_step(list(loss_dict.values())).tolist()
     stop_if_asked(values.pop())
     log = collections.OrderedDict(zip(loss_dict, values))
@@ -269,15 +236,15 @@ def build_dataset(dataset_opt):
     dataset = built_dataset(dataset_opt)
     if dataset is None:
         return _original_build_dataset(dataset_opt)
-    get_root_logger().info(f'Dataset [{dataset.__class__.__name__}] - {dataset_opt["name"]} is built.')  # BasicSR's line
+    # BasicSR's line
+    get_root_logger().info(f'Dataset [{dataset.__class__.__name__}] - {dataset_opt["name"]} is built.')
     return dataset
 
 
 def create_train_val_dataloader(opt, logger):
     """BasicSR's loaders, with enough epochs for ``total_iter`` at the batches per epoch the loader really yields
-    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), pinned training batches on
-    CUDA (``pin_memory``, set by ``parse_options``), and the training loader
-    counting the images its dataset skipped as unreadable (:class:`SkipCountingLoader`)."""
+    (BasicSR's count assumes the last incomplete batch is kept; its loaders drop it), the training loader wrapped
+    in :class:`SkipCountingLoader`."""
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = _original_create_loaders(opt, logger)
     needed = math.ceil(total_iters / len(train_loader))  # the preflight made sure there is at least one batch
     if needed > total_epochs:
@@ -288,9 +255,9 @@ def create_train_val_dataloader(opt, logger):
 
 
 class SkipCountingLoader:
-    """The training ``DataLoader``, which sums the ``unreadable`` counts of the batches (images a dataset skipped
-    and replaced, ``AWGNDenoisingDataset``) into ``skipped_reads`` and turns a dataset's ``TrainingDataUnreadable``
-    (which a worker process re-raises wrapped in a traceback text) into one line."""
+    """The training ``DataLoader``, summing the batches' ``unreadable`` counts (images ``AWGNDenoisingDataset``
+    skipped) into ``skipped_reads`` and turning a ``TrainingDataUnreadable`` (which a worker process re-raises
+    wrapped in a traceback text) into one line."""
     skipped_reads = [0]  # this process's total, read by report_skipped_reads()
 
     def __init__(self, loader):
@@ -348,8 +315,7 @@ def build_model(opt):
     optimize, save = model.optimize_parameters, model.save
 
     def save_together(epoch, current_iter):
-        """``model.save`` (rank 0 writes), then every rank learns whether it worked, so that a save that failed on
-        rank 0 (a full disk) stops every process, not rank 0 alone."""
+        """``model.save`` (rank 0 writes), then every rank learns whether it worked: a failed save stops them all."""
         try:
             save(epoch, current_iter)
             failed = None

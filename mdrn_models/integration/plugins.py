@@ -1,13 +1,11 @@
-"""BasicSR plugins: besides this project, every installed distribution that declares an entry point in the group
-``basicsr.plugins`` (value: a module to import, e.g. ``mypkg = mypkg.archs``) is imported before a command runs, so
-its archs, models, datasets and losses can be used in the same option files."""
+"""BasicSR plugins: this project and every module that an installed distribution declares in the entry-point group
+``basicsr.plugins`` are imported before a command runs (docs/cli.md#other-plugins)."""
 from importlib.metadata import entry_points
 
 PLUGIN_GROUP = 'basicsr.plugins'
 
 
 def load_plugins():
-    """Import this project's plugin package and every module declared in the ``basicsr.plugins`` group."""
     import mdrn_models  # noqa: F401
     for ep in entry_points(group=PLUGIN_GROUP):
         try:

@@ -1,26 +1,6 @@
-"""Checks the ``basicsr`` command runs on the parsed options before BasicSR creates (or archives) the experiment or
-results folder, so a mistake never costs the user a run folder or a traceback:
-
-* every ``type`` names a registered class (model, networks, datasets, losses, metrics), with a did-you-mean, and
-  every key of a ``network_*`` block is an argument of its arch;
-* for the model types whose reads are known (SRModel, DenoiseModel, HKDModel): every ``train``/``val`` key, the keys
-  training needs, and every argument of the losses, optimizer and scheduler; teacher options only under a model type
-  that distils; ``path`` keys that are near-misses of known ones or name a network the options lack; no
-  ``pretrain_network_*`` inside the run folder a fresh start archives;
-* the model type's own ``check_train_options(opt, nets)`` when training (``HKDModel``: teacher, HMDS input, and the
-  distillation layer pairs, by one dry run of the freshly built student and teacher);
-* ``val.tile`` / ``val.self_ensemble`` are only set for a model type that implements them (``DenoiseModel`` and its
-  subclasses; BasicSR's ``SRModel`` would silently ignore them), and ``val.tile`` holds usable values;
-* every dataset builds: its constructor checks paths, sigma, ``gt_size`` (from image headers), LMDB meta and values
-  (first and last bytes), and reads every image of a disk validation set in full; a training set must give every
-  process at least one batch;
-* every ``path.pretrain_network_*`` checkpoint exists, loads with ``weights_only=True`` and fits its network
-  (missing/unexpected keys and shape mismatches where the load is strict).
-
-and a warning (not an error) when a dataset adds a fixed sigma other than the one a noise-level input (FFDNet's
-``network_g.sigma``) is told.
-
-Each failure is an ``OptionError`` with one line: where, what, and the fix.
+"""The preflight: checks the ``basicsr`` command runs on the parsed options before BasicSR creates (or archives) the
+experiment or results folder, so a mistake costs neither a run folder nor a traceback. Each failure is an
+``OptionError`` with one line: where, what, and the fix. What is checked: docs/robustness.md.
 """
 import inspect
 import logging
@@ -33,16 +13,14 @@ import torch
 
 import mdrn_arch.basicsr_compat  # noqa: F401
 
-from basicsr.utils import logger as basicsr_logger  # noqa: E402
-from basicsr.utils.registry import (ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY,  # noqa: E402
-                                    MODEL_REGISTRY)
+from basicsr.utils import logger as basicsr_logger
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError,  # noqa: E402
-                                                   check_checkpoints_outside_run, check_path_keys,
-                                                   noise_level_mismatches, number_problem)
-from mdrn_models.utils.messages import did_you_mean, first_line  # noqa: E402
-from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep,  # noqa: E402
-                                           role, select_state)
+from mdrn_models.integration.option_checks import (KNOWN_TOP_LEVEL, OptionError, check_checkpoints_outside_run,
+                                                   check_path_keys, noise_level_mismatches, number_problem)
+from mdrn_models.utils.messages import did_you_mean, first_line
+from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoint_path, fit_problem, keep, role,
+                                           select_state)
 
 
 def _check_type(section, cfg, registry, kind):
@@ -85,7 +63,6 @@ def _kind_problem(value, default):
 
 
 def check_network_args(opt):
-    """Every key of a ``network_*`` block is an argument of its arch."""
     for key, cfg in opt.items():
         if key.startswith('network_') and isinstance(cfg, dict) and cfg.get('type') in ARCH_REGISTRY:
             _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
@@ -115,9 +92,8 @@ def known_section_keys(model_cls):
 
 
 def option_keys(model_cls):
-    """The ``train``/``val`` keys a registered model type reads besides SRModel's, as it declares them
-    (``OPTION_KEYS``, e.g. ``DenoiseModel``'s ``val.tile``): the preflight learns them from the registry, never by
-    importing a model."""
+    """The ``train``/``val`` keys a registered model type declares it reads besides SRModel's (``OPTION_KEYS``, e.g.
+    ``DenoiseModel``'s ``val.tile``): learnt from the registry, never by importing a model."""
     return getattr(model_cls, 'OPTION_KEYS', {})
 
 
@@ -314,9 +290,8 @@ def check_batches(ds, num_images, world_size):
 
 
 def unread_top_level_keys(opt):
-    """Top-level keys that nothing reads, for a model type whose reads are known (another plugin's model type may
-    read keys of its own: never refused, and only warned about when it cannot be that). Close typos of known keys
-    are refused earlier (``check_options``)."""
+    """Warnings for top-level keys that nothing reads, for a model type whose reads are known (another plugin's
+    model type may read keys of its own). Close typos of known keys are refused earlier (``check_options``)."""
     if known_section_keys(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel'))) is None:
         return []
     unread = [key for key in opt if key not in KNOWN_TOP_LEVEL and not key.startswith('network_')]

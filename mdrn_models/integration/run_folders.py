@@ -1,19 +1,6 @@
-"""The run's folders under ``--root``: one process per run at a time, and BasicSR's archiving of an earlier run
-undone when the new run never trained, however it ended.
-
-BasicSR renames ``experiments/NAME`` (``results/NAME`` for ``basicsr test``, and ``tb_logger/NAME``) to
-``NAME_archived_TIME`` when a run starts afresh. Two guards keep that from losing a run:
-
-* **The run lock** ``experiments/NAME.lock`` (``results/NAME.lock``), taken by rank 0 after the option checks and
-  before BasicSR makes or archives any folder, and held with an OS lock (``flock``) for the whole run: a second
-  launch of the same run name under the same root stops in one line naming the process that holds it, instead of
-  archiving that process's live folder. The OS releases the lock when the process ends, a SIGKILL included, so a
-  lock is never stale; the file is removed when the run ends normally.
-* **The launch record** in that file: the folders the launch made and the archives it renamed, and whether its first
-  training iteration ran. A launch that fails or is interrupted (SIGINT, SIGTERM) before that iteration removes what it
-  made and moves the archives back itself (:func:`restore_run_folders`); one that could not (SIGKILL, an OOM kill,
-  power loss) left its record, and the next launch of that run puts the folders back before anything else
-  (:func:`lock_run`), so ``--auto_resume`` finds the earlier run's states.
+"""The run's folders under ``--root``: the run lock (one process per run name at a time) and the launch record that
+undoes BasicSR's archiving of an earlier run (``experiments/NAME``, ``results/NAME``, ``tb_logger/NAME`` renamed to
+``NAME_archived_TIME``) when the new run never trained, however it ended. How both work: docs/robustness.md.
 """
 import json
 import os

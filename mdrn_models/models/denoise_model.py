@@ -1,8 +1,6 @@
-"""``DenoiseModel``: BasicSR's ``SRModel`` plus, at validation/test, the ×8 self-ensemble of the paper's MDRN+
-(``val.self_ensemble: true``) and tiled inference for large images (``val.tile: {size: 512, overlap: 32}``).
-
-``eval_forward(net, opt)`` is that test-time forward as a function, so that ``basicsr test``, the compare command and
-``basicsr denoise`` all run the same thing for one option file."""
+"""``DenoiseModel`` (``SRModel`` with the ×8 self-ensemble and tiling at test time) and ``eval_forward``, that test
+forward as a function, so ``basicsr test``, ``compare`` and ``denoise`` run the same thing. Options: docs/cli.md
+(tiling), docs/training.md (MDRN+)."""
 from collections import OrderedDict
 
 import torch
@@ -15,7 +13,6 @@ from mdrn_cli.parsers import TILE_ALIGN  # noqa: E402  (the flag's choice list; 
 from mdrn_arch.mdrn_arch import pad_to_multiple  # noqa: E402
 
 from mdrn_models.models.training_step import TRAIN_KEYS, TrainingStep, check_training_step_options  # noqa: E402
-
 
 
 def tile_options(opt):
@@ -37,9 +34,8 @@ def tile_options(opt):
 
 
 def tiled_forward(net, x, size, overlap):
-    """Run ``net`` on ``size``-pixel tiles of ``x``, each read with ``overlap`` pixels of context on every side, and
-    keep only each tile's core: the cores partition the image, so the result has no seams, and it equals the whole-
-    image output wherever the net's receptive field beyond a tile core fits in ``overlap`` (test: within 1e-4)."""
+    """``net`` on ``size``-pixel tiles of ``x`` read with ``overlap`` pixels of context, keeping each tile's core: the
+    cores partition the image (no seams); it is the whole-image output where the receptive field fits ``overlap``."""
     h, w = x.shape[-2:]
     out = None
     for y0 in range(0, h, size):
@@ -54,8 +50,7 @@ def tiled_forward(net, x, size, overlap):
 
 
 def self_ensemble(net, x):
-    """Average ``net`` over the 8 dihedral transforms of ``x`` (4 rotations × optional flip), each mapped back
-    exactly. Works on non-square inputs when the net accepts both orientations."""
+    """``net`` averaged over the 8 flips/rotations of ``x``, each mapped back exactly (non-square inputs too)."""
     outputs = []
     for flip in (False, True):
         xf = x.flip(-1) if flip else x
@@ -78,10 +73,9 @@ def window_padded(net, window):
 
 
 def eval_forward(net, opt, tile=None):
-    """The function of an image batch that testing ``opt``'s model runs on ``net``: the network, padded to its
-    attention window when it has one (``network_g.window_size``, else the arch's default: SwinIR; same-size
-    restoration), and under ``DenoiseModel`` and its subclasses ``val.tile`` and ``val.self_ensemble``. ``tile`` =
-    (size, overlap) tiles any model (``basicsr denoise --tile``), in place of ``val.tile``."""
+    """The function of a batch that testing ``opt``'s model runs on ``net``: padded to its attention window if any
+    (``network_g.window_size``, else the arch's: SwinIR), plus ``val.tile`` and ``val.self_ensemble`` under
+    ``DenoiseModel`` types. ``tile`` = (size, overlap) tiles any model (``denoise --tile``) in place of ``val.tile``."""
     forward = net
     window = (opt.get('network_g') or {}).get('window_size')
     if window is None:  # the arch's default, as its blocks hold it (BasicSR's SwinIR: 7; the top module has none)
@@ -123,8 +117,7 @@ def network_forward(net, opt=None):
 
 @MODEL_REGISTRY.register()
 class DenoiseModel(TrainingStep, SRModel):
-    """SRModel for same-size restoration; ``val: {self_ensemble: true}`` tests with the ×8 self-ensemble (MDRN+),
-    ``val: {tile: {size, overlap}}`` tests large images tile by tile (bounded memory, same result); trains with
+    """SRModel for same-size restoration, testing with ``val.self_ensemble`` (MDRN+) and ``val.tile``, training with
     ``train.amp`` / ``grad_clip`` / ``compile`` (``training_step``)."""
     # read besides SRModel's (the preflight refuses unknown keys)
     OPTION_KEYS = {'train': TRAIN_KEYS, 'val': ('self_ensemble', 'tile', 'amp')}
@@ -156,24 +149,21 @@ class DenoiseModel(TrainingStep, SRModel):
         self.setup_training_step()
 
     def feed_data(self, data):
-        """SRModel's, with copies that do not wait: a batch in pinned memory (``pin_memory``, on by default for CUDA
-        runs of the ``basicsr`` command) is copied while the GPU still runs the previous step, where a plain copy
-        would first wait for it (a host synchronisation per step)."""
+        """SRModel's, but a pinned batch (``pin_memory``: on for CUDA runs) is copied while the GPU still runs the
+        previous step, where a plain copy would wait for it (a host synchronisation per step)."""
         self.lq = data['lq'].to(self.device, non_blocking=True)
         if 'gt' in data:
             self.gt = data['gt'].to(self.device, non_blocking=True)
 
     def pixel_losses(self, output):
         """SRModel's losses of ``output`` against ``gt``: (total, ``OrderedDict`` of the terms)."""
-        l_total, loss_dict = 0, OrderedDict()
+        loss_dict = OrderedDict()
         if self.cri_pix:
             loss_dict['l_pix'] = self.cri_pix(output, self.gt)
         if self.cri_perceptual:
             l_percep, l_style = self.cri_perceptual(output, self.gt)
             loss_dict.update((k, v) for k, v in (('l_percep', l_percep), ('l_style', l_style)) if v is not None)
-        for value in loss_dict.values():
-            l_total = l_total + value
-        return l_total, loss_dict
+        return sum(loss_dict.values()), loss_dict
 
     def optimize_parameters(self, current_iter):
         """SRModel's step, under ``train.amp`` and through ``train_forward``, with the gradient norm."""
@@ -184,9 +174,7 @@ class DenoiseModel(TrainingStep, SRModel):
         self.finish_step(l_total, loss_dict, current_iter)
 
     def test(self):
-        net = getattr(self, 'net_g_ema', None)
-        if net is None:
-            net = self.net_g
+        net = self.net_g if getattr(self, 'net_g_ema', None) is None else self.net_g_ema
         was_training = net.training
         net.eval()
         with torch.no_grad(), self.test_autocast():

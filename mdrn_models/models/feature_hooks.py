@@ -1,14 +1,12 @@
-"""Capture the outputs of named sub-modules with forward hooks (in the spirit of timm's ``FeatureHooks``).
+"""Forward hooks that capture named sub-modules' outputs (as timm's ``FeatureHooks``), for distillation::
 
     hooks = FeatureHooks(net, ['msag_0_1', 'msag_0_2'])
     with hooks.capturing():
         net(x)
-    feats = hooks.pop()       # {'msag_0_1': tensor, ...}; the store is emptied by the read
-    hooks.remove()            # detach the hooks (the handles are kept until then)
+    feats = hooks.pop()       # {'msag_0_1': tensor, ...}; the read empties the store
+    hooks.remove()            # detach the hooks
 
-Nothing is stored unless capturing is switched on (``capturing()`` or ``enabled = True``), so a net can stay hooked
-while it is validated or tested without keeping feature maps alive.
-"""
+Nothing is stored unless capturing is on, so a hooked net keeps no feature maps alive while validated or tested."""
 from contextlib import contextmanager
 
 import torch
@@ -35,13 +33,8 @@ def resolve_modules(net, names, what='network'):
 
 
 class FeatureHooks:
-    """Forward hooks that store the output tensor of each named module while capturing is enabled.
-
-    Args:
-        net (nn.Module): the network (DataParallel/DDP wrappers are looked through).
-        names (list[str]): module names (``net.named_modules()`` keys).
-        what (str): how to call the net in error messages (e.g. ``'student network_g'``).
-    """
+    """Stores the output of each of ``names`` (``named_modules()`` keys of ``net``, DP/DDP looked through) while
+    capturing; ``pop()`` reads and empties the store. ``what`` names the net in errors (``'student network_g'``)."""
 
     def __init__(self, net, names, what='network'):
         self.names = list(dict.fromkeys(names))

@@ -1,23 +1,5 @@
-"""``HKDModel``: heterogeneous knowledge distillation (paper §3.2-3.3, eq. 2-4) as a BasicSR model type. Options and
-behaviour: docs/distillation.md.
-
-A frozen, pretrained teacher (``network_t`` / ``path.pretrain_network_t``) runs next to the student ``network_g``;
-forward hooks capture named features of both, and the student minimises
-
-    L_total = L_pix(student(lq), gt) + sum_pairs loss_weight * KD(adapter(S_layer), T_layer)
-
-* HADS: teacher = a bigger net (MDRN, ``num_block: 8``), student = MDRN-2B, same noise level and input ``lq``.
-* HMDS: the teacher was trained at a lower sigma_t and sees ``lq_teacher`` (the dataset's ``sigma_teacher``), set with
-  ``train.kd_opt.teacher_input: lq_teacher``.
-* Beyond the paper: layer pairs may name any modules of any two registered archs (``KDLayout``); where channel counts
-  differ a learnable 1x1 conv (``adapter``) maps the student feature to the teacher's width. Adapters are optimised
-  with ``net_g`` and saved in the student's checkpoint under ``adapters``, so resuming restores them from
-  ``pretrain_network_g`` (which BasicSR's ``check_resume`` rewrites to the latest ``net_g_<iter>.pth``).
-
-The teacher is frozen: ``eval()``, ``requires_grad_(False)``, run under ``no_grad``, in no optimiser, moved with a
-plain ``.to(device)`` (never DDP), never saved. Before any training step one dry forward pass of both nets validates
-the layer pairs and sizes the adapters, so configuration mistakes stop the run with a one-line error.
-"""
+"""``HKDModel``: heterogeneous knowledge distillation (paper §3.2-3.3, eq. 2-4; HADS and HMDS) as a BasicSR model
+type (frozen teacher ``net_t``, feature hooks on both nets, 1x1 adapters). Options, behaviour: docs/distillation.md."""
 import os
 import re
 from collections import OrderedDict
@@ -47,9 +29,8 @@ PROBE_IMAGES = 4  # crops of the first training batch on which each validation m
 
 
 def load_teacher_weights(net, load_path, strict=True, param_key='params', net_opt=None):
-    """Load a teacher checkpoint into ``net`` through the project's one loader (``load_weights``): every problem is
-    one clear line. A non-strict load only lets the checkpoint hold extra keys: every tensor of a frozen teacher must
-    be loaded (see ``fit_problem``)."""
+    """``load_weights`` for a teacher, every problem one line; non-strict only lets the checkpoint hold extra keys:
+    every tensor of a frozen teacher must load (``fit_problem``)."""
     read_on_rank0(lambda: _check_teacher_path(load_path))  # (rank 0's disk holds it: see load_weights)
     try:
         used, _ = load_weights(net, load_path, strict, param_key, 't', net_opt)
@@ -76,8 +57,7 @@ class HKDModel(DenoiseModel):
 
     # ------------------------------------------------------------------ setup
     def init_training_settings(self):
-        train_opt = self.opt['train']
-        kd_opt = deepcopy(train_opt.get('kd_opt') or {})
+        kd_opt = deepcopy(self.opt['train'].get('kd_opt') or {})
         self.check_kd_options(self.opt)
         self.teacher_input = kd_opt.get('teacher_input', 'lq')
         for key in KD_OPTION_KEYS:  # ours; the rest of kd_opt builds the loss
@@ -92,9 +72,8 @@ class HKDModel(DenoiseModel):
 
     @classmethod
     def check_train_options(cls, opt, nets):
-        """What the ``basicsr`` command's preflight checks before any folder is created (``mdrn_models/integration/preflight.py``):
-        the options, then the layer pairs on the freshly built ``nets`` (``{'g': student, 't': teacher}``, random
-        weights; one dry run, see ``KDLayout``). Training repeats both on the real nets."""
+        """The preflight's check before any folder exists: the options, then the layer pairs on the freshly built
+        ``nets`` (``{'g': student, 't': teacher}``, random weights; ``KDLayout``). Training repeats both."""
         super().check_train_options(opt, nets)
         cls.check_kd_options(opt)
         KDLayout(opt, nets['g'], nets['t']).remove()
@@ -157,6 +136,7 @@ class HKDModel(DenoiseModel):
                 f'{k}: {m.in_channels}->{m.out_channels}' for k, m in self.net_adapter.items()))
 
     def _load_adapters(self):
+        # on resume, BasicSR's check_resume has pointed pretrain_network_g at the latest net_g_<iter>.pth
         load_path = self.opt['path'].get('pretrain_network_g')
         if not load_path or not len(self.net_adapter):
             return
@@ -256,9 +236,7 @@ class HKDModel(DenoiseModel):
 
     # ------------------------------------------------------------------ validation
     def validation(self, dataloader, current_iter, tb_logger, save_img):
-        """SRModel's validation, then (on the process that validates) the distillation probe: per layer pair, on
-        the fixed batch, the KD loss, the cosine similarity and the linear CKA of student and teacher features, and
-        the KD loss over the pixel loss, in the log and under ``kd/`` in TensorBoard."""
+        """SRModel's validation, then (rank 0) the distillation probe, to the log and under ``kd/`` in TensorBoard."""
         super().validation(dataloader, current_iter, tb_logger, save_img)
         if self.opt['rank'] != 0 or not hasattr(self, 'kd_probe_batch'):
             return

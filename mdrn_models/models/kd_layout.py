@@ -1,6 +1,5 @@
-"""The layer pairs of a distillation run (``train.kd_opt.layers``) on a student and a teacher network, checked by one
-dry forward pass of both before training (``KDLayout``): used by ``HKDModel`` and by the ``basicsr`` command's
-preflight, which runs it on randomly initialised nets before any folder exists."""
+"""``KDLayout``: the layer pairs of a distillation run (``train.kd_opt.layers``), checked by one dry forward pass (by
+``HKDModel``, and by the preflight on random nets before any folder exists). Options: docs/distillation.md."""
 import torch
 
 from mdrn_arch.arch_util import in_channels
@@ -45,14 +44,10 @@ def _layer_pairs(layers, student):
 
 
 class KDLayout:
-    """The distillation layer pairs of ``opt`` on the nets ``net_g`` (student) and ``net_t`` (teacher), checked by one
-    dry forward pass of both nets on a small input (random weights do, so the ``basicsr`` command's preflight runs it
-    before any folder exists): names resolve, each pair has the same spatial size, and the channel counts give the
-    1x1 adapters. Keeps the forward hooks on both nets (``hooks_s``, ``hooks_t``; ``remove()`` detaches them).
-
-    Attributes: ``pairs`` ``[(student layer, teacher layer, adapter key)]``; ``adapters`` ``{key: (c_s, c_t)}`` for
-    the pairs whose widths differ.
-    """
+    """The layer pairs of ``opt`` on ``net_g`` (student) and ``net_t`` (teacher); the dry run on a small input checks
+    that names resolve and each pair has the same spatial size, and sizes the 1x1 adapters. Attributes: ``pairs``
+    ``[(student layer, teacher layer, adapter key)]``; ``adapters`` ``{key: (c_s, c_t)}`` where widths differ;
+    ``hooks_s``, ``hooks_t``, the forward hooks kept on both nets (``remove()`` detaches them)."""
 
     def __init__(self, opt, net_g, net_t):
         kd_opt = (opt.get('train') or {}).get('kd_opt') or {}

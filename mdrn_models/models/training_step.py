@@ -1,19 +1,5 @@
-"""The training step of this plugin's model types, with what BasicSR 1.4.2 lacks (mixed precision is its open issue
-#704): ``DenoiseModel`` and ``HKDModel`` inherit :class:`TrainingStep`. Options::
-
-    train:
-      amp: bf16            # bf16 | fp16 | ~ (default ~: fp32). Autocast around the forward passes (student and
-                           # teacher) and the losses; fp16 with a GradScaler, whose state the training states carry
-      grad_clip: 0.5       # ~ (default) or the max global norm of the trained parameters' gradients (student and
-                           # KD adapters); the norm is logged as grad_norm either way
-      compile: false       # torch.compile the student's training forward; checkpoints keep plain parameter names
-    val:
-      amp: false           # validate and test under autocast (train.amp's dtype; else fp16 on CUDA, bf16 on the
-                           # CPU); default: fp32, whatever train.amp says
-
-A step whose gradients are not finite is skipped (no parameter changes) and counted in a warning; with fp16 the
-GradScaler lowers its scale after such a step, so a few at the start of a run are normal.
-"""
+"""``TrainingStep``, the training step ``DenoiseModel`` and ``HKDModel`` inherit, with what BasicSR 1.4.2 lacks:
+``train.amp`` (its issue #704), ``grad_clip``, ``compile``, ``val.amp``. Options: docs/training.md."""
 import contextlib
 import math
 import os.path as osp
@@ -132,11 +118,9 @@ class TrainingStep:
 
     def _checked_compile(self, compiled):
         """``compiled`` if the graph that trains gives the eager network's outputs, else the eager network with one
-        logged line: inductor's generated code is this machine's (CPU instruction set, compiler, GPU), and a wrong
-        kernel would train on garbage. The check runs :meth:`training_outputs` as training does (train mode,
-        gradients on, ``train.amp``'s autocast, hooks capturing) on a random batch of the training shape, and a
-        backward through it, so it compiles the training graph itself (the first step reuses it). Every rank takes
-        the decision together."""
+        logged line: inductor's code is this machine's, and a wrong kernel would train on garbage. The check runs
+        :meth:`training_outputs` and a backward as training does, so the first step reuses the graph it compiles
+        (docs/training.md). Every rank takes the decision together."""
         ds = (self.opt.get('datasets') or {}).get('train') or {}
         size, batch = ds.get('gt_size') or 64, ds.get('batch_size_per_gpu') or 1
         bare = unwrap(self.net_g)
@@ -171,12 +155,10 @@ class TrainingStep:
         """Called between backward and the gradient norm (``HKDModel`` averages its adapters' gradients here)."""
 
     def finish_step(self, loss, loss_dict, current_iter):
-        """The end of a training step. Backward (scaled under fp16); the global gradient norm of every parameter the
-        optimizer holds (clipped to ``train.grad_clip``); the losses averaged over the ranks. Then one read-back from
-        the device, of values every rank holds alike: a rank's stop request (its data is gone) or a non-finite loss
-        stops the run, a non-finite gradient norm skips the step (no parameter changes), else the optimizer steps;
-        then the EMA. ``log_dict`` keeps tensors
-        until BasicSR logs them (:meth:`get_current_log`), so a step reads nothing else back."""
+        """Backward (scaled under fp16), the gradient norm of the optimizer's parameters (clipped to ``grad_clip``),
+        the losses averaged over the ranks; then one read-back of values every rank holds alike: a stop request or a
+        non-finite loss stops the run, a non-finite norm skips the step, else the optimizer steps; then the EMA.
+        ``log_dict`` keeps tensors until BasicSR logs them (:meth:`get_current_log`)."""
         self.scaler.scale(loss).backward()
         self.before_optimizer_step()
         self.scaler.unscale_(self.optimizer_g)
@@ -210,8 +192,7 @@ class TrainingStep:
         return OrderedDict(zip(self.log_dict, torch.stack(list(self.log_dict.values())).tolist()))
 
     def test_autocast(self):
-        """Autocast for validation and testing, only with ``val.amp``: to ``train.amp``'s dtype, else fp16 on CUDA and
-        bf16 on the CPU."""
+        """Autocast for validation and testing under ``val.amp``: ``train.amp``'s dtype, else ``INFERENCE_AMP``'s."""
         return inference_autocast(self.device.type, bool((self.opt.get('val') or {}).get('amp')),
                                   AMP_DTYPES.get((self.opt.get('train') or {}).get('amp')))
 

@@ -1,11 +1,6 @@
-"""Latency, throughput (GMAC/s) and peak memory of denoisers, measured side by side in one run, and the training-step
-time of plain vs HADS vs HMDS: ``basicsr benchmark``. Flags, method and results: docs/benchmarks.md.
-
-Built-in models have random weights (speed does not depend on them); ``NAME=PATH`` loads any option file or checkpoint
-as ``basicsr compare`` does. Each (model, mode, size) gets one warm-up forward, which also measures peak memory
-(``benchmark_probes``); then every round times each of them once in turn (interleaved, so load from other processes
-hits all alike), and the row reports the minimum over rounds with the median. The report is ``benchmark_report``.
-"""
+"""``basicsr benchmark``: latency, throughput (GMAC/s) and peak memory of denoisers measured side by side in one run
+(rounds interleave every model), and the training-step time of plain vs HADS vs HMDS. Flags, method and results:
+docs/benchmarks.md."""
 import os
 import statistics
 import sys
@@ -38,24 +33,20 @@ MODELS = {
 }
 
 
-VARIANTS = ('-unfused',)  # MDRN only: the forward without the oneDNN fused inference path
-
-
 def build(name):
     """A built-in model (random weights, seed 0), or the network of ``NAME=PATH`` (an option file or checkpoint)."""
     if '=' in name:
         net, _, opt = build_model(name.split('=', 1)[1])  # ModelLoadError (a ValueError): one line
         return network_forward(net, opt)
-    variant = next((v for v in VARIANTS if name.endswith(v)), '')
-    base = name[:len(name) - len(variant)]
+    base = name.removesuffix('-unfused')  # MDRN only: the forward without the oneDNN fused inference path
     if base not in MODELS:
         raise ValueError(f"unknown model '{name}': choose from {list(MODELS)}, MDRN ones with -unfused, or "
                          'give NAME=PATH (a BasicSR option file or checkpoint).')
-    if variant and MODELS[base]['type'] != 'MDRN':
+    if base != name and MODELS[base]['type'] != 'MDRN':
         raise ValueError(f"'{name}': only MDRN models have the -unfused variant.")
     torch.manual_seed(0)
     net = build_network(deepcopy(MODELS[base]))
-    if not variant:
+    if base == name:
         enable_fused_inference(net)
     return net.eval()
 
@@ -300,12 +291,8 @@ def main(argv=None):
         'default malloc'
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.repeats is not None:
-        repeats = {s: args.repeats for s in args.sizes}
-    elif device.type == 'cuda':
-        repeats = {s: 20 for s in args.sizes}
-    else:
-        repeats = {s: 3 if s <= 256 else 2 if s <= 512 else 1 for s in args.sizes}
+    repeats = {s: args.repeats or (20 if device.type == 'cuda' else 3 if s <= 256 else 2 if s <= 512 else 1)
+               for s in args.sizes}  # (check_args: --repeats >= 1)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     def write(text):

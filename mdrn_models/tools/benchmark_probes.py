@@ -13,6 +13,7 @@ def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize()
 
+
 class PeakLiveTensors(TorchDispatchMode):
     """Peak bytes of tensor storages created inside the mode and still alive (CPU memory proxy)."""
 
@@ -40,12 +41,9 @@ class PeakLiveTensors(TorchDispatchMode):
 
 class OpTimer(TorchDispatchMode):
     """Wall time of every op run inside the mode, and the MACs of the convolutions, grouped by kind (kernel,
-    channels, dilation/stride, fused post-op; every other op in one group): where a forward's time goes.
-
-    Times are taken around each op call (CPU ops run synchronously; on CUDA each op is synchronised), so they add up
-    to the forward minus Python overhead. Conv MACs come from the op's shapes, so the fused oneDNN calls of MDRN's
-    inference path are counted too (``torch.utils.flop_counter`` only knows the plain ops).
-    """
+    channels, dilation/stride, fused post-op; every other op in one group). Each op is timed on its own (synchronised
+    on CUDA). Conv MACs come from the op's shapes, so the fused oneDNN calls of MDRN's inference path are counted too
+    (``torch.utils.flop_counter`` only knows the plain ops)."""
     # op -> positions of (input, weight, stride, dilation) and how its post-op is named
     CONVS = {'aten.convolution.default': (0, 1, 3, 5, None),
              'mkldnn._convolution_pointwise.default': (0, 1, 4, 5, 7),

@@ -59,8 +59,8 @@ def report(rows, train, device, args, breakdown=None):
     if breakdown:
         lines += ['', 'Where the time goes (one fp32 forward per model and size, after a warm-up; each op timed on its '
                   'own, convs grouped by kernel, channels, stride s/dilation d and fused post-op; GMAC/s = MACs / '
-                  'time of the group):', '',
-                  '| model | size | op | calls | GMAC | ms | share | GMAC/s |', '|---|---:|---|---:|---:|---:|---:|---:|']
+                  'time of the group):', '', '| model | size | op | calls | GMAC | ms | share | GMAC/s |',
+                  '|---|---:|---|---:|---:|---:|---:|---:|']
         for (name, size), groups in breakdown.items():
             total = sum(g[1] for g in groups.values())
             for kind, (calls, sec, macs) in sorted(groups.items(), key=lambda kv: -kv[1][1]) + \

@@ -1,13 +1,6 @@
-"""Side-by-side comparison of denoisers on identical noisy inputs, ``basicsr compare``: one Markdown + CSV table,
-per-image scores and zoomed-crop figures. Flags, outputs and examples: docs/comparing.md.
-
-Its scores are ``basicsr test``'s: each model is built and loaded by ``model_loading.build_model`` and runs its option
-file's test forward (``denoise_model.eval_forward``); the noisy inputs come from ``AWGNDenoisingDataset`` in test
-phase (the noise of image k is a function of (noise_seed, k), not clipped); PSNR/SSIM are BasicSR's
-``calculate_psnr``/``calculate_ssim`` on ``tensor2img`` outputs (crop_border 0, no Y conversion), as ``SRModel``
-computes them. A network with a noise-level input (FFDNet) is told the sigma under test. The paired statistics live in
-``compare_stats``, the tables in ``compare_tables``, the figures in ``compare_figures``.
-"""
+"""``basicsr compare``: denoisers side by side on identical noisy inputs, scored as ``basicsr test`` scores them (each
+model built by ``model_loading.build_model``, run by ``eval_forward``). One Markdown + CSV table, per-image scores and
+zoomed-crop figures; flags, method and outputs: docs/comparing.md."""
 import os
 import os.path as osp
 import re
@@ -30,6 +23,7 @@ from mdrn_models.models.denoise_model import eval_forward
 from mdrn_models.tools import malloc_tuning
 from mdrn_models.tools.compare_figures import figure_name, pick_crop, save_figure
 from mdrn_models.tools.compare_stats import draw_spread, paired_difference
+from mdrn_models.tools.benchmark_probes import sync
 from mdrn_models.tools.benchmark_report import device_desc
 from mdrn_models.tools.compare_tables import markdown, paired_markdown, row_weights, write_csv, write_per_image_csv
 from mdrn_models.models.training_step import inference_autocast
@@ -47,9 +41,8 @@ class CompareError(ValueError):
 
 
 def arch_problem(a, b):
-    """Why two (net, opt) pairs are not one architecture (one line), or None: another class, another weight name or
-    shape, or other network_g options (``sigma`` aside: FFDNet's is set to each tested sigma anyway; a bare
-    checkpoint has no options, so its weights' shapes decide)."""
+    """Why two (net, opt) pairs are not one architecture (one line), or None. ``sigma`` aside: FFDNet's is set to each
+    tested sigma anyway; a bare checkpoint has no options, so its weights' shapes decide."""
     (net_a, opt_a), (net_b, opt_b) = a, b
     params_a, params_b = (sum(p.numel() for p in n.parameters()) for n in (net_a, net_b))
     shapes_a, shapes_b = ([(k, tuple(v.shape)) for k, v in n.state_dict().items()] for n in (net_a, net_b))
@@ -106,8 +99,8 @@ def parse_sets(entries):
 
 
 def check_args(args):
-    """Every problem with the command line, as one line, before any model is built or file read or written.
-    -> (models, sets, sigmas, figures an earlier run left in --out that --force deletes)."""
+    """Every problem with the command line, as one line, before any model is built or file read or written; also
+    the figures an earlier run left in --out (--force deletes them)."""
     models = parse_models(args.models)
     sets = parse_sets(args.sets)
     for sigma in args.sigmas:
@@ -122,8 +115,8 @@ def check_args(args):
     bad = next((s for s in seeds if s < 0), None)
     if bad is not None:
         raise CompareError(f'--noise-seed must be a non-negative integer, got {bad}.')
-    if first_repeat(seeds) is not None:
-        raise CompareError(f'--noise-seeds lists {first_repeat(seeds)} twice: give each seed once.')
+    if (repeated := first_repeat(seeds)) is not None:
+        raise CompareError(f'--noise-seeds lists {repeated} twice: give each seed once.')
     if args.baseline is not None and args.baseline not in models:
         raise CompareError(f"--baseline '{args.baseline}' is not a --models name ({', '.join(models)}).")
     if args.baseline is not None and len(models) < 2:
@@ -232,9 +225,7 @@ def run(args):
     figures = []
     with torch.no_grad(), tqdm(total=sum(n_imgs.values()), unit='img', desc='compare', dynamic_ncols=True) as bar:
         for (set_name, sigma, seed), ds in datasets.items():
-            runnable = [(name, nets[name, sigma] if (name, sigma) in nets else nets.get((name, None)))
-                        for name in models]
-            runnable = [(name, net) for name, net in runnable if net is not None]
+            runnable = [(name, pair) for name in models if (pair := nets.get((name, sigma)) or nets.get((name, None)))]
             for k in range(n_imgs[set_name, sigma, seed]):
                 data = ds[k]
                 lq = data['lq'][None].to(device)
@@ -244,13 +235,11 @@ def run(args):
                 for name, (net, forward) in runnable:
                     set_sigma(net, sigma)
                     bar.set_postfix_str(f'{set_name} σ{sigma:g} {name}')
-                    if device.type == 'cuda':
-                        torch.cuda.synchronize()
+                    sync(device)
                     t0 = time.perf_counter()
                     with inference_autocast(device.type, args.amp):
                         out = forward(lq).float()
-                    if device.type == 'cuda':
-                        torch.cuda.synchronize()
+                    sync(device)
                     info[name]['time'] += time.perf_counter() - t0
                     info[name]['mp'] += lq.shape[-1] * lq.shape[-2] / 1e6
                     outs.append((name, tensor2img(out.cpu())))

@@ -68,6 +68,3 @@ def save_figure(path, panels, crop, zoom):
         tiles.append(np.full((panel.shape[0], 4, 3), 255, np.uint8))
     # cv2.imwrite reports a failure (missing folder, unwritable file) only by returning False
     return cv2.imwrite(path, np.concatenate(tiles[:-1], axis=1))
-
-
-# -------------------------------------------------------------------------------------------------------------- run

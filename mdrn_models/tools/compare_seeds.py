@@ -1,24 +1,6 @@
-"""Pool paired comparisons over training seeds: ``basicsr compare-seeds``.
-
-A difference between two training recipes (say, a student trained with and without distillation) is only shown when
-it exceeds what another training seed would change. Each DIR is the ``basicsr compare --out`` folder of one training
-seed, scoring that seed's models on the same test images and noise; its ``per_image.csv`` is all that is read.
-
-    basicsr compare-seeds results/seed11 results/seed12 results/seed13 --baseline plain
-    basicsr compare-seeds --update docs/distillation.md README.md      (regenerate the tables those files hold)
-
-Per seed: the mean over images of ``model - baseline`` (each image's scores averaged over noise draws first), with its
-95% bootstrap interval over images (``compare_stats.paired_difference``, as ``compare --baseline``). Over seeds, the
-unit of evidence: the mean of the per-seed differences with its 95% Student-t interval over seeds
-(``scipy.stats.ttest_1samp``), and the verdict by that interval: **helps** (above 0), **hurts** (below 0), or
-**not shown** (it holds 0); one seed gives no interval (a hint). The images of a set are the same for every seed, so
-the seed-level interval says how much the mean could move with other training seeds on these images.
-
-``--update FILE``: every table in FILE between ``<!-- compare-seeds ARGS -->`` and ``<!-- /compare-seeds -->`` is
-replaced by this command's output for ARGS (paths relative to the current directory: run it at the repository root),
-so the numbers in the docs are generated from the committed CSVs; ``tests/tools/test_compare_seeds.py`` fails when a
-table no longer matches its data.
-"""
+"""``basicsr compare-seeds``: pool the paired comparisons of ``basicsr compare`` runs, one per training seed, into a
+per-seed and over-seeds difference with its verdict; ``--update`` regenerates the marked tables of a markdown file
+(docs/comparing.md, "Is a difference between training recipes real?")."""
 import csv
 import math
 import os.path as osp
@@ -102,7 +84,8 @@ def table(folders, baseline, models=None, sets=None, brief=False):
     runs = [(osp.basename(osp.normpath(folder)), read_scores(folder)) for folder in folders]
     columns = [c for c in runs[0][1] if sets is None or c[0] in sets]
     if not columns:
-        raise SeedsError(f"{folders[0]}: its per_image.csv has {'none of the sets ' + ', '.join(sets) if sets else 'no scores'}")
+        has = 'none of the sets ' + ', '.join(sets) if sets else 'no scores'
+        raise SeedsError(f'{folders[0]}: its per_image.csv has {has}')
     if models is None:
         models = [m for m in runs[0][1][columns[0]] if m not in (baseline, 'noisy')]
     pct = f'{CONFIDENCE:.0%}'
@@ -136,9 +119,11 @@ def marked_table(marker_args):
 
 
 def update(path):
-    """Regenerate every marked table of ``path``; True when the file changed."""
+    """Regenerate every marked table of ``path`` (a SeedsError when it has none); True when the file changed."""
     with open(path, encoding='utf-8') as f:
         text = f.read()
+    if not MARKER.search(text):
+        raise SeedsError(f'{path}: no <!-- compare-seeds ARGS --> ... <!-- /compare-seeds --> table')
     new = MARKER.sub(lambda m: m.group(1) + marked_table(m.group(2)) + m.group(4), text)
     if new != text:
         with open(path, 'w', encoding='utf-8') as f:
@@ -151,10 +136,6 @@ def main(argv=None):
     try:
         if args.update:
             for path in args.update:
-                with open(path, encoding='utf-8') as f:
-                    marked = MARKER.search(f.read())
-                if not marked:
-                    raise SeedsError(f'{path}: no <!-- compare-seeds ARGS --> ... <!-- /compare-seeds --> table')
                 print(f"{path}: {'updated' if update(path) else 'up to date'}")
             return 0
         print(table_of(args), end='')

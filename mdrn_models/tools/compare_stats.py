@@ -1,12 +1,5 @@
-"""Paired statistics for ``compare --baseline``: is a model's difference to the baseline real, on these images?
-
-Both models denoise the same images with the same noise draws, so the unit of comparison is the image: for each image
-the difference of the two scores (averaged over the noise draws first, when ``--noise-seeds`` gives several; draws
-of one image are not independent samples of the test set), then the mean difference over images with its 95%
-confidence interval from ``scipy.stats.bootstrap`` (BCa, 9,999 resamples, a fixed seed so the table is
-reproducible). The interval says how much the mean could move had other images of the same kind been tested; a
-difference whose interval holds 0 is not shown to be real. Below ``MIN_IMAGES`` images there is no interval.
-"""
+"""Paired statistics for ``compare --baseline``: the per-image difference of a model to the baseline, its mean with a
+bootstrap interval over images, and the verdict (docs/comparing.md, "Is a difference real?")."""
 import math
 
 import numpy as np
@@ -14,8 +7,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
-# fewer images give no interval: a bootstrap of 2-9 values resamples too few distinct means to cover 95% (BCa's
-# coverage falls well short at such sizes), so the difference is reported as a hint
+# fewer images give no interval (a hint): a bootstrap of 2-9 values has too few distinct means to cover 95%
 MIN_IMAGES = 10
 
 
@@ -39,8 +31,6 @@ def paired_difference(baseline, other, seed=0):
 
 
 def verdict(diff):
-    """'better' / 'worse' when the interval excludes 0, 'no difference shown' when it holds 0, and 'too few images
-    for an interval' without one."""
     if math.isnan(diff['low']):
         return f'too few images for an interval (fewer than {MIN_IMAGES}): a hint'
     if diff['low'] > 0:
@@ -51,8 +41,7 @@ def verdict(diff):
 
 
 def interval_text(mean, low, high, digits, missing=''):
-    """``+0.12 [+0.05, +0.19]``: a signed difference with its interval (``digits`` decimals), ``missing`` in place of
-    the interval where there is none (NaN bounds)."""
+    """``+0.12 [+0.05, +0.19]``; ``missing`` in place of the interval where there is none (NaN bounds)."""
     interval = missing if math.isnan(low) else f' [{low:+.{digits}f}, {high:+.{digits}f}]'
     return f'{mean:+.{digits}f}{interval}'
 

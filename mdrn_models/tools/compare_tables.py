@@ -1,6 +1,5 @@
-"""The tables ``compare`` writes: ``compare.md`` (one row per model, one column per set and sigma; with
-``--baseline``, a second table of paired differences), ``compare.csv`` (the same numbers) and ``per_image.csv``
-(every score of every model, image and noise draw)."""
+"""The tables ``compare`` writes: ``compare.md`` (with ``--baseline`` also the paired differences), ``compare.csv`` and
+``per_image.csv`` (docs/comparing.md)."""
 import csv
 import math
 import os.path as osp

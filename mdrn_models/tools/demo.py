@@ -1,18 +1,5 @@
-"""The paper's story at toy scale on CPU, on images bundled with scikit-image (no download):
-
-1. build the demo set (``python -m datasets_prep.demo``) unless it exists;
-2. train two teachers: a bigger MDRN at sigma 70 (for HADS) and the student's own architecture at sigma 50 (HMDS);
-3. train the sigma-70 student three times with the same seed, data and iterations: plain; with HADS (the big
-   teacher, same input); with HMDS (the sigma-50 teacher sees the same images with the same noise scaled to 50);
-4. ``basicsr test`` every student on the held-out demo images with identical noise, ``basicsr compare --baseline``
-   the distilled students against the plain one over three noise draws, and print a PSNR/SSIM table with each
-   paired difference and its 95% confidence interval.
-
-Every step is the ``basicsr`` command on an option file in ``options/`` (named in the output), so each can be rerun
-or changed by hand. Finished runs are reused (their ``net_g_latest.pth`` exists) when they ran the same number of
-iterations, and refused otherwise; nothing is overwritten.
-
-    basicsr demo [--root DIR] [--iters N]
+"""``basicsr demo``: the paper's story (teachers, plain/HADS/HMDS students, test and paired compare) at toy scale on
+the CPU, each step a ``basicsr`` command on an ``options/demo_*.yml`` file. What it runs and writes: docs/demo.md.
 """
 import csv
 import math
@@ -39,8 +26,8 @@ TEST = 'demo_test_gray_s70'
 
 
 def basicsr(args, root, log):
-    """Run ``basicsr`` as a subprocess (as users do) in ``root`` (the ``--root`` of train/test), its output to
-    ``log``; raise with the log's tail on failure."""
+    """Run ``basicsr`` as a subprocess (as users do) in ``root`` (the ``--root`` of train/test); exit with the log's
+    tail on failure."""
     cmd = [sys.executable, '-m', 'mdrn_cli', *args, *(['--root', root] if args[0] in ('train', 'test') else [])]
     print(f'  basicsr {args[0]}: log in {log}', flush=True)  # (minutes for a training run: where to look meanwhile)
     with open(log, 'w') as f:
@@ -54,7 +41,7 @@ def basicsr(args, root, log):
 
 def train(name, root, iters, logs):
     """Train ``options/<name>.yml`` (``iters`` overriding its ``total_iter``), or reuse a finished run of the same
-    length; the demo records each run's length in ``experiments/<name>/demo_total_iter.txt``."""
+    length, recorded in ``experiments/<name>/demo_total_iter.txt``."""
     option_file = osp.join(OPTIONS, f'{name}.yml')
     with open(option_file) as f:
         total_iter = iters or yaml.safe_load(f)['train']['total_iter']

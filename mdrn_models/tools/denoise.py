@@ -1,8 +1,5 @@
-"""Denoise your own images with a trained model: ``basicsr denoise``. Flags and behaviour: docs/cli.md.
-
-The network runs through ``Denoiser`` (``mdrn_models.tools.denoiser``), the object scripts use; this module adds the
-files: every path problem is found before the model is built (:func:`plan`), every input is decoded before anything
-is written, inputs are never overwritten, and ``--add_noise`` draws the AWGN the model was trained for.
+"""``basicsr denoise``: the files around ``Denoiser`` (``mdrn_models.tools.denoiser``): paths checked before the model
+is built, inputs decoded before anything is written, ``--add_noise``. Flags and behaviour: docs/cli.md.
 """
 import os.path as osp
 import sys
@@ -31,17 +28,17 @@ def noisy_path(dst):
 
 def plan(inp, out, force, add_noise=False):
     """(input path, output path) pairs; every problem with the paths is raised here, before any model is built."""
+    # a trailing separator names a folder, even one not created yet (imwrite creates it)
+    folder_like = osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s))
     if osp.isdir(inp):
         names = list_images(inp, DenoiseError)
-        folder_like = osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s))
         if osp.isfile(out) or (not folder_like and cv2.haveImageWriter(out)):
             raise DenoiseError(f'-i is a folder, so -o must be a folder, but {out} '
                                f'{"is a file" if osp.isfile(out) else "names an image file"}: give a folder, e.g. '
                                f'{osp.splitext(out)[0]}/')
         pairs = [(osp.join(inp, n), osp.join(out, osp.splitext(n)[0] + '.png')) for n in names]
     elif osp.isfile(inp):
-        # a trailing separator names a folder, even one not created yet (imwrite creates it)
-        if osp.isdir(out) or out.endswith(tuple(s for s in (osp.sep, osp.altsep) if s)):
+        if folder_like:
             out = osp.join(out, osp.splitext(osp.basename(inp))[0] + '.png')
         if not cv2.haveImageWriter(out):
             raise DenoiseError(f'cannot write {out}: use an image extension such as .png, or end -o with / for a '
@@ -107,11 +104,11 @@ def main(argv=None):
         pairs = plan(args.input, args.output, args.force, bool(args.add_noise))
         denoiser = Denoiser(args.opt, tile=args.tile, sigma=args.sigma, added_sigma=args.add_noise)
         channels = denoiser.channels
-        # every input is decoded once up front, so a bad file late in a folder stops the run before the first
-        # output is written (and the rerun needs no --force); decoding is cheap next to the network
         if args.max_megapixels is not None and not args.max_megapixels > 0:
             raise DenoiseError(f'--max-megapixels must be a positive number, got {args.max_megapixels}')
         max_pixels = MAX_PIXELS if args.max_megapixels is None else args.max_megapixels * 1e6
+        # every input is decoded once up front, so a bad file late in a folder stops the run before the first
+        # output is written (and the rerun needs no --force); decoding is cheap next to the network
         for src, _ in pairs:
             read_image(src, channels, max_pixels)
     except (DenoiseError, ModelLoadError, OptionFileError, CheckpointError) as exc:

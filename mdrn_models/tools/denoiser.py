@@ -1,20 +1,5 @@
-"""``Denoiser``: a trained denoiser as a Python object, what ``basicsr denoise`` runs (the command is built on it).
-
-    from mdrn_models import Denoiser
-    denoiser = Denoiser('weights/mdrn_gray_s25_train400.safetensors')   # or an option file, or a .pth
-    clean = denoiser(noisy)     # uint8 NumPy image, HxW or HxWxC (gray; RGB for colour models) -> the same shape
-    batch = denoiser(tensor)    # float tensor in 0..1, [C, H, W] or [N, C, H, W] -> float, the same shape
-
-``weights``: what ``basicsr test``/``denoise`` take (an option file with ``network_g`` and
-``path.pretrain_network_g``, any registered arch), a ``.safetensors`` weight (its header says which network), or a
-bare MDRN/DnCNN/FFDNet ``.pth``. ``device``: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``.
-``tile``: side of the tiles large images run in (32 pixels of context, no seams; a multiple of 8), else the option
-file's ``val.tile``. ``half``: autocast (fp16 on CUDA, bf16 on the CPU, fast only where it has bf16 instructions).
-``sigma``: the noise level told to a network with a noise-level input (FFDNet; default: the option file's).
-``self_ensemble``: the ×8 flips/rotations (MDRN+); default: the option file's ``val.self_ensemble``.
-``added_sigma``: the level of the noise the caller added to clean images itself (``basicsr denoise --add_noise``),
-told to a noise-level input when ``sigma`` is not given.
-Every problem is a ``ValueError`` with one line, raised by the constructor or the call, before any compute.
+"""``Denoiser``: a trained denoiser as a Python object (``from mdrn_models import Denoiser``), what ``basicsr
+denoise`` runs. Usage: README.md (Use a trained denoiser); the command: docs/cli.md.
 """
 from copy import deepcopy
 
@@ -39,6 +24,19 @@ class DenoiseError(ValueError):
 
 
 class Denoiser:
+    """``Denoiser(weights)(image)``: a uint8 NumPy image HxW or HxWxC (gray; RGB for colour models), or a float tensor
+    in 0..1 [C, H, W] or [N, C, H, W], -> the denoised one, same shape and type.
+
+    ``weights``: a test option file (``network_g`` and ``path.pretrain_network_g``, any registered arch), a
+    ``.safetensors`` weight, or a bare MDRN/DnCNN/FFDNet ``.pth``. ``device``: ``'auto'`` (CUDA when available),
+    ``'cpu'``, ``'cuda'``, ``'cuda:1'``. ``tile``: tile side (a multiple of 8; 32 px of context, no seams), else the
+    option file's ``val.tile``. ``half``: autocast (fp16 on CUDA, bf16 on the CPU). ``sigma``: the level told to a
+    noise-level input (FFDNet; default: the option file's). ``self_ensemble``: the ×8 flips/rotations (default: the
+    option file's ``val.self_ensemble``). ``added_sigma``: the level of noise the caller added itself (``basicsr
+    denoise --add_noise``), told to a noise-level input when ``sigma`` is not given. Every problem is a one-line
+    ``ValueError`` (``DenoiseError``) before any compute.
+    """
+
     def __init__(self, weights, device='auto', tile=None, half=False, sigma=None, self_ensemble=None,
                  added_sigma=None):
         if tile is not None and (not isinstance(tile, int) or tile <= 0 or tile % parsers.TILE_ALIGN):
@@ -64,9 +62,8 @@ class Denoiser:
 
     @staticmethod
     def _noise_level(net, opt, weights, sigma, added_sigma):
-        """The sigma to tell ``net`` (None for a network without a noise-level input): ``sigma``, else the level of
-        noise the caller added itself (``basicsr denoise --add_noise``), else the one its options built it with (an
-        option file's or a safetensors header's ``network_g.sigma``)."""
+        """The sigma to tell ``net`` (None without a noise-level input): ``sigma``, else ``added_sigma``, else the
+        ``network_g.sigma`` its option file or safetensors header built it with."""
         if not takes_sigma(net):
             if sigma is not None:
                 raise DenoiseError(f'--sigma is for networks with a noise-level input (FFDNet); '

@@ -1,12 +1,6 @@
-"""Export the network of a test option file (or checkpoint) to ONNX or TorchScript and check the file against PyTorch:
-``basicsr export``. What the file holds, the check and its limits: docs/cli.md (Export).
-
-The network is built and loaded as ``model_loading.build_model`` builds it, in eval mode, fp32, on the CPU, and
-exported with the padding its forward does but not ``basicsr test``'s self-ensemble or tiling; it is traced at an odd
-size (``TRACE_HW``) so that every padding branch stays in the graph with amounts computed from the input's shape. The
-file is written under a temporary name next to ``-o``, loaded back and run next to PyTorch on a noisy image at two
-sizes (``export_check``), and renamed only once it passed: a failed ``--force`` run keeps the earlier file.
-"""
+"""``basicsr export``: the network of a test option file (or checkpoint), as ``model_loading.build_model`` builds it,
+to ONNX or TorchScript, checked against PyTorch (``export_check``). What the file holds, the check and its limits:
+docs/cli.md (Export)."""
 import contextlib
 import os
 import os.path as osp
@@ -34,9 +28,7 @@ from mdrn_models.tools.export_check import ExportError, check_image, check_sizes
 FORMATS = {'.onnx': 'onnx', '.pt': 'torchscript', '.ts': 'torchscript'}
 OPSET = parsers.ONNX_OPSET  # ONNX opset; every op of MDRN/DnCNN/FFDNet is in it
 MIN_OPSET, MAX_OPSET = 11, 20  # 11: Pad with amounts computed from the shape; 20: the TorchScript-based exporter's
-# traced at an odd size that is no multiple of 8 (nor of a window): every padding branch of the forward (MDRN: to a
-# multiple of 2**num_level; FFDNet: odd sides; SwinIR: its window) is then in the graph, with its amounts computed
-# from the input's shape, so the file is right for other sizes too (the check runs it at two more)
+# no multiple of 8 nor of a window: every padding branch (MDRN, FFDNet's odd sides, SwinIR) stays in the graph
 TRACE_HW = (45, 67)
 MAX_ABS_DIFF = 1e-4  # largest |exported - PyTorch| accepted on the 0..1 scale
 MAX_PSNR_DIFF = 0.01  # largest |PSNR(exported) - PSNR(PyTorch)| accepted, dB
@@ -68,9 +60,8 @@ def output_format(output, fmt):
 
 
 def export_module(net, opt=None):
-    """The module to export for ``net`` (an eval-mode network from ``build_model``) and ``opt`` (its options): the
-    network itself, or the network inside its window padding; a network with a noise-level input stays itself (its
-    ``forward(x, sigma)`` is exported with ``sigma`` as an input)."""
+    """The module to export: ``net`` inside its window padding (``opt``: its options), or ``net`` itself where it
+    has a noise-level input (its ``forward(x, sigma)`` is exported with ``sigma`` as an input)."""
     net = net.float().cpu().eval()
     return net if takes_sigma(net) else network_forward(net, opt)
 
@@ -83,9 +74,9 @@ def example_inputs(channels, sigma_input, hw=TRACE_HW, sigma=25.0):
 
 @contextlib.contextmanager
 def quiet():
-    """Silences the warnings the export prints for every model and that the check after it makes moot:
-    TracerWarnings (values the trace keeps constant, e.g. which padding branch runs: TRACE_HW makes the trace take
-    the padding ones), and the deprecation notices of torch.jit and of the TorchScript-based ONNX exporter."""
+    """Silences the warnings the export prints for every model and that the check after it makes moot: TracerWarnings
+    (e.g. which padding branch runs: TRACE_HW takes the padding ones) and the deprecation notices of torch.jit and of
+    the TorchScript-based ONNX exporter."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', torch.jit.TracerWarning)
         warnings.simplefilter('ignore', DeprecationWarning)
@@ -94,14 +85,9 @@ def quiet():
 
 
 def export_onnx(module, path, channels, sigma_input, opset=OPSET):
-    """Write ``module`` to ``path`` as ONNX with dynamic batch, height and width (and ``sigma`` length).
-
-    The TorchScript-based exporter (``dynamo=False``): torch >= 2.9 defaults to ``dynamo=True``, which needs
-    onnxscript (and onnx-ir) on top of onnx, and took 8x longer here (tiny MDRN: 9.5 s vs 1.2 s) for the same graph
-    and outputs. The TorchScript-based one needs only the onnx package, and ``dynamic_axes`` is its own way of
-    declaring dynamic sizes (under dynamo=True it is translated to torch.export dims, with a warning that it may
-    fail). It is deprecated in torch >= 2.9 but present in torch 2.14; the check after the export proves the file
-    either way."""
+    """Write ``module`` to ``path`` as ONNX with dynamic batch, height and width (and ``sigma`` length). The
+    TorchScript-based exporter (``dynamo=False``, why: docs/cli.md) needs only onnx and takes ``dynamic_axes`` as its
+    own; it is deprecated since torch 2.9 but present in 2.14, and the check after the export proves the file."""
     names = ['input', 'sigma'] if sigma_input else ['input']
     axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}, 'output': {0: 'batch', 2: 'height', 3: 'width'}}
     if sigma_input:
@@ -112,9 +98,8 @@ def export_onnx(module, path, channels, sigma_input, opset=OPSET):
 
 
 def export_torchscript(module, path, channels, sigma_input):
-    """Write ``torch.jit.trace(module)`` to ``path``. Tracing (not scripting: MDRN's forward takes ``*inputs`` and
-    builds its graph with ``getattr``) records the shape arithmetic of the padding and cropping, so the file runs at
-    other sizes; the check runs it at two sizes other than the traced one."""
+    """Write ``torch.jit.trace(module)`` to ``path``. Tracing, not scripting (MDRN's forward takes ``*inputs`` and
+    builds its graph with ``getattr``), records the shape arithmetic of the padding and cropping."""
     with quiet(), torch.no_grad():
         traced = torch.jit.trace(module, example_inputs(channels, sigma_input), check_trace=False)
         torch.jit.save(traced, path)
@@ -122,8 +107,7 @@ def export_torchscript(module, path, channels, sigma_input):
 
 def ort_session(path, threads=None):
     """An onnxruntime CPU session of ``path`` with ``threads`` intra-op threads (default: torch's), not spinning
-    between runs (spinning threads would take the cores from whatever runs next, e.g. the benchmark's PyTorch
-    modes)."""
+    between runs: spinning threads would take the cores from whatever runs next (the benchmark's PyTorch modes)."""
     import onnxruntime
     so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = threads or torch.get_num_threads()
@@ -212,7 +196,7 @@ def main(argv=None):
         sys.exit(f'basicsr export: error: {type(net).__name__} fails in PyTorch on a {channels}-channel '
                  f'{TRACE_HW[0]}x{TRACE_HW[1]} image: {type(err).__name__}: {first_line(err)}')
     out = args.output
-    try:  # written under a temporary name next to -o, renamed once it passed the check
+    try:  # a temporary name next to -o, renamed once it passed the check: a failed --force run keeps the old file
         fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(out)), prefix=f'.{osp.basename(out)}.',
                                    suffix='.part')
     except OSError as err:

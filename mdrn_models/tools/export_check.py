@@ -1,6 +1,5 @@
-"""The check ``basicsr export`` runs on the file it wrote: the image it runs on (``--image``, the option file's first
-test/val image, or scikit-image's), its noise level, the two sizes, and one comparison of the exported model with the
-PyTorch network (``compare_at``). ``ExportError`` is the export's one-line error, raised here and in ``export``."""
+"""The check ``basicsr export`` runs on the file it wrote: its image, noise level and two sizes, and the comparison of
+the exported model with the PyTorch network (``compare_at``); docs/cli.md (Export)."""
 import os.path as osp
 
 import numpy as np

@@ -1,23 +1,6 @@
-"""Turn a training checkpoint into a small weight file to ship: ``{'params': state_dict}`` only, fp16 by default.
-
-    basicsr export-weights experiments/NAME/models/net_g_latest.pth weights/NAME.pth
-    basicsr export-weights CKPT OUT --key params_ema --dtype fp32 --force
-    basicsr export-weights CKPT weights/NAME.safetensors -opt options/train_NAME.yml
-
-A ``.safetensors`` output (or ``--format safetensors``) holds the tensors and a metadata header saying what they
-are: ``network_g`` (the arch and its arguments, JSON), and from the option file (``-opt``, the run's training file)
-``sigma``, ``channels`` (gray/color), ``train_data``, ``iterations`` and ``init``; always ``source`` (the
-checkpoint and key) and ``version`` (this project's). Without ``-opt`` the network is read from the tensors' names
-and shapes (MDRN, DnCNN, FFDNet). Every loader of the project reads both formats, and a ``.safetensors`` weight needs
-no option file (``basicsr denoise -opt weights/NAME.safetensors``); spandrel loads both
-(``mdrn_arch.spandrel_support``).
-
-BasicSR's ``net_g_*.pth`` already holds ``params`` (and ``params_ema`` when EMA is on); shipping means picking one,
-casting it (fp16 halves the file; BasicSR's ``load_network`` casts it back to the network's fp32 on load) and
-storing it under ``params``, the key every ``basicsr test`` option file of this project reads. A bare state
-dict (``torch.save(net.state_dict(), ...)``) is exported as it is. An existing output is refused unless ``--force``.
-Measure the exported file itself (``basicsr test``): the cast can move PSNR by ~0.01 dB.
-"""
+"""``basicsr export-weights``: a training checkpoint as a small weight file to ship, ``{'params': state_dict}`` (fp16 by
+default) or a safetensors file whose metadata header says what the network is. Usage and header keys: docs/cli.md
+("Exporting a checkpoint as a weight file", "spandrel and safetensors")."""
 import json
 import os
 import os.path as osp
@@ -32,17 +15,14 @@ from mdrn_models.integration.option_files import OptionFileError, check_option_f
 from mdrn_arch.state_dicts import network_options
 from mdrn_models.utils.checkpoints import CheckpointError, check_checkpoint
 
+# fp16 halves the file and BasicSR's load_network casts it back to fp32, but it can move PSNR by ~0.01 dB: measure the
+# exported file itself
 DTYPES = {name: torch.float16 if name == 'fp16' else torch.float32 for name in parsers.WEIGHT_DTYPES}
 
 
 def is_state_dict(obj):
     """A non-empty dict of tensors (what ``net.state_dict()`` gives)."""
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def output_format(out, fmt=None):
-    """'pth' or 'safetensors': ``fmt`` when given, else from ``out``'s extension (.safetensors; anything else: pth)."""
-    return fmt or ('safetensors' if str(out).endswith('.safetensors') else 'pth')
 
 
 def weight_metadata(params, opt_path=None, source=''):
@@ -73,8 +53,8 @@ def weight_metadata(params, opt_path=None, source=''):
 
 
 def export(ckpt, out, key='params', dtype='fp16', force=False, fmt=None, opt_path=None):
-    """Write ``ckpt[key]`` cast to ``dtype`` to ``out``: ``{'params': ...}`` (torch.save) or a safetensors file with
-    its metadata header (:func:`weight_metadata`); returns the number of parameters written."""
+    """Write ``ckpt[key]`` cast to ``dtype`` to ``out``: ``{'params': ...}`` (``params``: the key every test option
+    file of this project reads) or a safetensors file with its metadata header; returns the number of values written."""
     if osp.isdir(out):  # even with --force: torch.save cannot replace a folder
         raise CheckpointError(f'{out} is a folder: give the weight file to write, e.g. {osp.join(out, "NAME.pth")}')
     # even with --force: the checkpoint is the user's (a training checkpoint cast to fp16 in place would be lost)
@@ -95,7 +75,7 @@ def export(ckpt, out, key='params', dtype='fp16', force=False, fmt=None, opt_pat
                 'it holds no state dict: pass a BasicSR net_g_*.pth or a torch.save(net.state_dict()) file')
         raise CheckpointError(f'{ckpt} has no "{key}" state dict; {hint}')
     params = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v) for k, v in state[key].items()}
-    safetensors = output_format(out, fmt) == 'safetensors'
+    safetensors = fmt == 'safetensors' if fmt else str(out).endswith('.safetensors')
     header = weight_metadata(params, opt_path, f'{osp.basename(ckpt)}[{key}]') if safetensors else None  # (may refuse)
     os.makedirs(osp.dirname(out) or '.', exist_ok=True)
     if safetensors:

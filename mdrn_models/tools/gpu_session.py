@@ -1,11 +1,6 @@
-"""``basicsr gpu-session``: everything to measure and train on a GPU you have for a short while (a rented or shared
-machine), as one prepared command. Its steps, shares of time and outputs: docs/training.md (A short session on a
-rented or shared GPU).
-
-Each step runs within its share of ``--minutes`` (``SHARES``; training gets what the others leave) as a ``basicsr``
-subprocess, writing its rows as it goes, so a step that runs out of time keeps what it finished; a step that fails or
-times out is recorded with the end of its log and the session goes on (exit code 1 then). ``--tiny`` runs the same
-steps and writes the same files at toy sizes on the CPU in about a minute (``tests/tools/test_gpu_session.py``).
+"""``basicsr gpu-session``: measure and train on a GPU you have for a short while, as one prepared command. Each step
+is a ``basicsr`` subprocess within its share of ``--minutes``; steps, outputs and ``--tiny``: docs/training.md (A short
+session on a rented or shared GPU).
 """
 import json
 import math
@@ -28,8 +23,6 @@ FULL = {'sizes': [256, 512, 1024], 'modes': ['fp32', 'channels_last', 'amp', 'co
         'crop': 64, 'ddp_iters': 20, 'max_iters': None, 'workers': 4, 'reserve_s': 150}
 TINY = {'sizes': [32], 'modes': ['fp32', 'channels_last'], 'models': ['MDRN-2B'], 'repeats': ['--repeats', '1'],
         'batch': 2, 'max_batch': 4, 'crop': 32, 'ddp_iters': 2, 'max_iters': 4, 'workers': 0, 'reserve_s': 0}
-
-
 # each step's share of --minutes; training gets the time the others leave, less what test and export need after it
 SHARES = {'inference benchmark': 0.15, 'training-step benchmark': 0.12, 'DDP distillation + resume': 0.13,
           'test': 0.08, 'export': 0.02}
@@ -47,13 +40,11 @@ def is_out_of_memory(exc):
 
 
 def read_options(name):
-    """The project's option file ``options/NAME`` (the session's runs start from the shipped settings)."""
     with open(osp.join(REPO, 'options', name)) as f:
         return yaml.safe_load(f)
 
 
 def write_options(opt, folder, name):
-    """``opt`` as the option file ``folder/name`` (made with the folder), for a ``basicsr`` run; returns its path."""
     os.makedirs(folder, exist_ok=True)
     path = osp.join(folder, name)
     with open(path, 'w') as f:
@@ -102,12 +93,11 @@ class Session:
         self.facts = {}
 
     def left(self):
-        """Seconds left to the current step."""
         return self.step_deadline - time.time()
 
     def basicsr(self, args, log, timeout=None, launcher=()):
-        """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun), its output to ``log``, within ``timeout`` (default:
-        the step's time left); raise on failure or timeout."""
+        """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun) within ``timeout`` (default: the step's time
+        left); raise on failure or timeout."""
         env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
         if self.device == 'cpu':
             env['CUDA_VISIBLE_DEVICES'] = ''
@@ -127,8 +117,8 @@ class Session:
         return text
 
     def step(self, name, fn):
-        """Run step ``fn`` within its share of the session (:data:`SHARES`; training: what is left before the time
-        test and export need) and record its status."""
+        """Run step ``fn`` within its share of the session (training: what is left before the time test and export
+        need) and record its status."""
         start = time.time()
         share = SHARES.get(name)
         reserve = 0 if share else 60 * self.args.minutes * sum(SHARES[k] for k in ('test', 'export'))
@@ -138,10 +128,10 @@ class Session:
             detail, status = fn() or '', 'ok'
         except StepTimedOut as exc:
             detail, status = f'{exc}; what it wrote so far is kept', 'timed out'
-            print(f'  timed out: {detail}', flush=True)
         except Exception as exc:  # noqa: BLE001  (a failed step is recorded; the session goes on)
             detail, status = f'{type(exc).__name__}: {exc}'.splitlines()[0], 'failed'
-            print(f'  failed: {detail}', flush=True)
+        if status != 'ok':
+            print(f'  {status}: {detail}', flush=True)
         self.steps.append((name, status, time.time() - start, detail))
 
     # ------------------------------------------------------------------------------------------------------ steps
@@ -154,8 +144,7 @@ class Session:
 
     def train_benchmark(self):
         """Training-step times at batch 16, then doubling while a batch fits and the step has time; the table is
-        rewritten after each batch. Any out-of-memory error of CUDA, cuDNN or cuBLAS means "too big" (at batch 16
-        too: the table then says that none fits), and memory is freed before the next try."""
+        rewritten after each batch."""
         import gc
         import torch
         from mdrn_models.tools.benchmark import bench_train

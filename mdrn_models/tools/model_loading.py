@@ -1,7 +1,6 @@
-"""The network of any BasicSR option file or checkpoint, built and loaded as ``basicsr test`` would (its weights,
-strictness and param key, with the preflight's checks as one-line errors), for the tools that run models outside
-BasicSR's pipeline: ``compare``, ``denoise``, ``export`` and ``benchmark``. Also what those tools share about running
-one: the autocast dtype per device, the noise level of a network that takes one (FFDNet), the FLOP count."""
+"""The network of any BasicSR option file or checkpoint, built and loaded as ``basicsr test`` would, for the tools that
+run models outside BasicSR's pipeline (compare, denoise, export, benchmark), and what they share about running one:
+the device, the autocast dtype, a noise-level input (FFDNet), the FLOP count."""
 import json
 import os.path as osp
 
@@ -39,8 +38,8 @@ def pick_device(requested=None, error=ValueError):
 
 
 def amp_note(device_type):
-    """A line to print for autocast on a CPU that has no native bf16 (AVX2-only x86, many ARM cores): torch then runs
-    bf16 convs through its slow reference kernels and MDRN's fused path steps aside. Same results; None elsewhere."""
+    """A line to print for autocast on a CPU without native bf16 (AVX2-only x86, many ARM cores), where torch runs
+    bf16 convs through its slow reference kernels; None elsewhere."""
     if device_type == 'cpu' and not cpu_has_native_bf16():
         return ('note: this CPU has no native bf16 (AVX512-BF16, AMX or AVX-NE-CONVERT): autocast to '
                 'bfloat16 runs through torch\'s reference kernels, slower than fp32')
@@ -48,14 +47,14 @@ def amp_note(device_type):
 
 
 def amp_dtype_name(device_type):
-    """'float16' / 'bfloat16': the tools' autocast dtype (``INFERENCE_AMP``) for the report headers."""
+    """'float16' / 'bfloat16': the tools' autocast dtype, for the report headers."""
     return str(INFERENCE_AMP[device_type]).removeprefix('torch.')
 
 
 def build_model(spec_path):
-    """Option file or checkpoint -> (eval-mode network, description of its weights, options). ``eval_forward(net,
-    options)`` is what ``basicsr test`` runs for the option file (e.g. the ×8 self-ensemble under ``model_type:
-    DenoiseModel`` with ``val.self_ensemble``, SwinIR's window padding); a bare checkpoint's options are ``{}``."""
+    """Option file or checkpoint -> (eval-mode network, description of its weights, options), with the preflight's
+    checks as one-line ModelLoadErrors. ``eval_forward(net, options)`` is what ``basicsr test`` runs for the option
+    file (e.g. its ×8 self-ensemble); a bare checkpoint's options are ``{}``, a safetensors weight's its header's."""
     if not osp.isfile(spec_path):
         raise ModelLoadError(f"'{spec_path}' does not exist: pass a BasicSR option file (.yml) or a checkpoint (.pth).")
     if spec_path.endswith(('.yml', '.yaml')):
@@ -77,8 +76,8 @@ def build_model(spec_path):
         weights = path_opt.get('pretrain_network_g')
         if weights:
             if not osp.isfile(weights):
-                raise ModelLoadError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are relative "
-                                   'to the current directory; import/train the weights first).')
+                raise ModelLoadError(f"'{spec_path}': pretrain_network_g '{weights}' does not exist (paths are "
+                                   'relative to the current directory; import/train the weights first).')
             try:
                 _, loaded = load_weights(net, weights, path_opt.get('strict_load_g', True),
                                          path_opt.get('param_key_g', 'params'), 'g', net_opt)
@@ -115,8 +114,8 @@ def build_model(spec_path):
 
 
 def count_flops(forward, channels, size=256, device='cpu'):
-    """FLOPs of ``forward`` on one ``size`` x ``size`` image (torch.utils.flop_counter; convs count 2 FLOPs per MAC).
-    Given ``eval_forward``'s function, it counts what the row times: window padding, ×8 self-ensemble included."""
+    """FLOPs of ``forward`` on one ``size`` x ``size`` image (torch.utils.flop_counter; 2 FLOPs per MAC): of
+    ``eval_forward``'s function, what a compare row times (window padding, ×8 self-ensemble)."""
     from torch.utils.flop_counter import FlopCounterMode
     x = torch.zeros(1, channels, size, size, device=device)
     counter = FlopCounterMode(display=False)

@@ -1,22 +1,5 @@
-"""Import the published MatConvNet weights of DnCNN and FFDNet into BasicSR checkpoints.
-
-    basicsr peers --mat ../shared/weights/peers/DnCNN_gray_sigma25.mat --arch DnCNN \
-        --out experiments/pretrained/dncnn_gray_sigma25.pth
-    basicsr peers --mat ../shared/weights/peers/FFDNet_gray.mat --arch FFDNet --out experiments/pretrained/ffdnet_gray.pth
-
-The ``.mat`` files are MATLAB v7.3, i.e. HDF5, read with h5py: ``net/layers`` is a cell array of references to
-layer structs (``type``, ``name``, ``weights`` = {filters, biases}, ``pad``, ``stride``, ``dilate``). h5py shows
-MATLAB's column-major arrays with their dimensions reversed, so a filter stored (H, W, Cin, Cout) in MATLAB reads as
-(Cout, Cin, W, H) (and MATLAB drops a trailing singleton Cout=1). Conversion to ``nn.Conv2d`` (Cout, Cin, H, W):
-transpose back to MATLAB order, then permute (3, 2, 0, 1). MatConvNet's conv is a correlation, like PyTorch's.
-
-DnCNN: conv/relu layers only, BN folded into the biases, residual output (the arch computes ``x - body(x)``).
-FFDNet: ``SubP`` (x0.5), ``concat`` (noise map), conv/relu..., ``SubP`` (x2). MATLAB enumerates the 4 sub-images
-column-major (row offset fastest), colour-channel-major; ``F.pixel_unshuffle`` uses
-``c*4 + 2*row_offset + col_offset``, so the first conv's input channels and the last conv's output channels are
-reordered here (``ffdnet_channel_order``).
-
-Writes ``{'params': state_dict}`` (BasicSR's ``param_key: params``) and prints the ``network_g`` options to use.
+"""``basicsr peers``: import the published MatConvNet (MATLAB v7.3 = HDF5) weights of DnCNN and FFDNet into BasicSR
+checkpoints (``{'params': state_dict}``). Usage and checks: docs/comparing.md.
 """
 import os
 
@@ -64,8 +47,7 @@ def read_matconvnet(path):
             # a DagNN model (net.layers a struct array) or any other variable called net
             raise MatFormatError(f"'{path}': net.layers is not a cell array of layer structs: not a MatConvNet "
                                  'SimpleNN model file (a DagNN model?).')
-        refs = np.asarray(f['net/layers']).ravel()
-        for ref in refs:
+        for ref in np.asarray(f['net/layers']).ravel():
             g = f[ref]
             if not isinstance(g, h5py.Group):
                 raise MatFormatError(f"'{path}': net.layers holds a {type(g).__name__}, not layer structs: not a "
@@ -93,10 +75,11 @@ def conv_to_torch(layer):
         w = w[..., None]
     kh, kw = w.shape[:2]
     pad = layer.get('pad', [0])
-    if kh != kw or kh % 2 == 0 or any(p != (kh - 1) // 2 for p in pad) or any(s != 1 for s in layer.get('stride', [1])) \
-            or any(d != 1 for d in layer.get('dilate', [1])):
+    same = kh == kw and kh % 2 and all(p == (kh - 1) // 2 for p in pad)
+    if not same or any(s != 1 for s in layer.get('stride', [1])) or any(d != 1 for d in layer.get('dilate', [1])):
         raise MatFormatError(f"conv layer '{layer['name']}': only odd square kernels with 'same' padding, stride 1 "
                              f'and dilation 1 are supported, got kernel {kh}x{kw}, pad {pad}.')
+    # MATLAB (H, W, Cin, Cout) -> (Cout, Cin, H, W); MatConvNet's conv is a correlation, like PyTorch's
     weight = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
     bias = torch.from_numpy(np.ascontiguousarray(b.ravel()))
     if bias.numel() != weight.shape[0]:
@@ -126,13 +109,11 @@ def ffdnet_channel_order(channels):
 
 
 def convert(layers, arch, path='<mat>'):
-    """MatConvNet layers -> (state_dict for ``arch``, network_g option dict)."""
+    """MatConvNet layers -> (state_dict for ``arch``, network_g option dict). DnCNN: conv/ReLU only (BN folded into
+    the biases); FFDNet: SubP (x0.5), concat (noise map), conv/ReLU..., SubP (x2)."""
     if arch == 'DnCNN':
-        convs = _conv_stack(layers, path, {'conv', 'relu'})
-        if 'SubP' in [layer['type'] for layer in layers]:
-            raise MatFormatError(f"'{path}' is an FFDNet file: use --arch FFDNet.")
-        num_in = convs[0][0].shape[1]
-        opt = {'type': 'DnCNN', 'num_in_ch': num_in, 'num_out_ch': convs[-1][0].shape[0],
+        convs = _conv_stack(layers, path, {'conv', 'relu'})  # an FFDNet file's SubP/concat layers are refused here
+        opt = {'type': 'DnCNN', 'num_in_ch': convs[0][0].shape[1], 'num_out_ch': convs[-1][0].shape[0],
                'num_feat': convs[0][0].shape[0], 'num_conv': len(convs)}
     elif arch == 'FFDNet':
         kinds = [layer['type'] for layer in layers]

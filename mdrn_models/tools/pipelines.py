@@ -1,10 +1,5 @@
-"""``basicsr train`` / ``basicsr test``: BasicSR's own train/test pipelines, with the pipeline fixes installed.
-
-``--root`` (default: the current directory) is where ``experiments/``, ``results/`` and ``tb_logger/`` live, and where
-``--auto_resume`` looks for training states. All other flags are BasicSR's own and are passed through unchanged.
-``mdrn_cli`` parses the command line (``--help``, usage errors) and loads the plugins before calling ``run``.
-Ctrl-C and SIGTERM end the run with one line saying what was saved and how to resume (``run_folders`` puts back a run
-folder archived by a launch that never trained).
+"""``basicsr train`` / ``basicsr test``: BasicSR's own pipelines with the pipeline fixes installed, ``--root``, and a
+one-line stop on Ctrl-C/SIGTERM. Flags: docs/cli.md; stopping: docs/robustness.md.
 """
 import argparse
 import os

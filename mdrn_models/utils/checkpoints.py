@@ -1,7 +1,6 @@
-"""Network checkpoints, in one place: reading one without running code (``weights_only`` for ``torch.save`` files;
-``.safetensors`` files, which hold only tensors, read as ``{'params': tensors}``) and once per command, picking the
-state dict BasicSR would read from it, saying in one line why it does not fit a network, and the one loader
-(``load_weights``) that BasicSR's ``load_network``, a distillation teacher and every tool go through."""
+"""Network checkpoints in one place: read once per command without running code (``.safetensors`` as ``{'params':
+tensors}``), the state dict BasicSR would pick, why it does not fit (one line), and ``load_weights``, the one loader
+(BasicSR's ``load_network``, a distillation teacher, every tool)."""
 import json
 import os
 import re
@@ -62,10 +61,8 @@ def drop_kept():
 
 
 def load_weights(net, path, strict=True, param_key='params', net_key='g', net_opt=None, ckpt=None):
-    """The one way the project loads a network's weights (BasicSR's ``BaseModel.load_network``, a teacher, every
-    tool): read once (``ckpt`` if given, else :func:`read_checkpoint`; ``weights_only=True``, finite), pick the state
-    dict as BasicSR does (``param_key``, falling back to ``params``; ``module.`` stripped), check that it fits
-    (:func:`fit_problem`: one line), and load it; a non-strict load skips tensors of another shape, as BasicSR's.
+    """Read (``ckpt``, else :func:`read_checkpoint`), pick the state dict as BasicSR does (:func:`select_state`),
+    check that it fits (:func:`fit_problem`) and load it; non-strict skips tensors of another shape, as BasicSR's.
     Returns (the param key used, the number of the network's tensors loaded)."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     state, used = select_state(ckpt, path, param_key, net_key)

@@ -1,12 +1,5 @@
-"""Decisions and reads that every process of a distributed run must share, in one place.
-
-A decision that stops, skips or changes a training step (a non-finite loss, a non-finite gradient, compiling) is
-taken from values every rank holds after one collective, so all ranks take it together: a rank that decides alone
-leaves the others waiting in their next collective (NCCL: until the timeout). A file the run wrote lives on rank 0's
-disk only (multi-node runs without a shared filesystem), so rank 0 reads it and sends it to the others.
-
-Without an initialised process group (one process) every function is the plain local operation.
-"""
+"""Decisions and reads that every process of a distributed run must share (why and where: docs/training.md,
+Distributed training). Without an initialised process group every function is the plain local operation."""
 import torch
 import torch.distributed as dist
 

@@ -1,11 +1,5 @@
-"""What one input image may cost, judged from its header before any pixel is decoded, and writing an image so that
-a failure names the file and its cause.
-
-A PNG of a few hundred kB can declare 30000x30000 pixels: decoding it takes 2.7 GB as uint8 and 10.8 GB as the float
-tensor a network reads. PIL's own guard (``DecompressionBombError``) fires at 179 MP with a message about an attack,
-and OpenCV decodes up to 1 GP; the commands instead bound the pixels of one input (``MAX_PIXELS`` unless the user
-raises it) and say how to raise the bound.
-"""
+"""What one input image may cost, judged from its header before any pixel is decoded (docs/robustness.md), and
+writing an image so that a failure names the file and its cause."""
 import contextlib
 import errno
 import os
@@ -28,7 +22,8 @@ def list_images(folder, error=ValueError):
 
 @contextlib.contextmanager
 def pil_unbounded():
-    """PIL's ``Image`` with its own pixel limit off: the bound is ours (:func:`too_large`), checked first."""
+    """PIL's ``Image`` with its own pixel limit off (its ``DecompressionBombError`` fires at 179 MP, worded as an
+    attack): the bound is ours (:func:`too_large`), checked first."""
     from PIL import Image
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
