@@ -52,10 +52,24 @@ def stem_key(name):
     return osp.splitext(name)[0].replace('.', '_').replace(' ', '_')
 
 
-def check_unique(keys, folder):
+def unique_keys(names, folder):
+    """``stem_key`` of each of ``folder``'s image ``names``; PrepError when two are the same."""
+    keys = [stem_key(n) for n in names]
     repeated = first_repeat(keys)
     if repeated is not None:
         raise PrepError(f"two images in '{folder}' map to the same key '{repeated}': rename one of them")
+    return keys
+
+
+def image_shape(img):
+    """``(h, w, c)`` of a decoded image, as meta_info lists it."""
+    return (*img.shape[:2], 1 if img.ndim == 2 else img.shape[2])
+
+
+def write_meta_info(folder, shapes):
+    """``folder``/meta_info.txt: a ``name (h,w,c)`` line per ``(name, (h, w, c))`` of ``shapes``."""
+    with open(osp.join(folder, 'meta_info.txt'), 'w') as f:
+        f.writelines(f'{name} ({h},{w},{c})\n' for name, (h, w, c) in shapes)
 
 
 def check_apart(input_folder, outputs):
@@ -147,12 +161,11 @@ def make_lmdb(folder, names, lmdb_path, force, compress_level=1):
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     if not lmdb_path.endswith('.lmdb'):
         raise PrepError(f"LMDB path '{lmdb_path}' must end with .lmdb (BasicSR convention): rename it")
-    keys = [stem_key(n) for n in names]
-    bad = [n for n, k in zip(names, keys) if osp.splitext(n)[0] != k]
+    bad = [n for n in names if osp.splitext(n)[0] != stem_key(n)]
     if bad:
         raise PrepError(f"image names with dots or spaces ({bad[0]!r}, ...) break BasicSR's LMDB keys: "
                         'rename them (datasets_prep.testset writes safe names)')
-    check_unique(keys, folder)
+    keys = unique_keys(names, folder)
     claim_outputs([lmdb_path], force)
     begin_output(lmdb_path)
     # BasicSR's helper writes into a folder that must not exist: built inside the marked output, then moved up

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, begin_output, claim_outputs, finish_output, run_main
+from datasets_prep.common import (PrepError, begin_output, claim_outputs, finish_output, image_shape, run_main,
+                                  write_meta_info)
 
 TRAIN = ('astronaut', 'coffee', 'rocket', 'chelsea', 'immunohistochemistry', 'hubble_deep_field')
 VAL = ('camera', 'motorcycle_left')
@@ -55,16 +56,14 @@ def shrink(img, max_side):
 
 def write_split(names, folder, max_side):
     os.makedirs(folder)
-    lines = []
+    shapes = []
     for name in tqdm(names, unit='image', desc=f'Write {osp.basename(folder)}'):
         img = shrink(load(name), max_side)
         if img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         cv2.imwrite(osp.join(folder, f'{name}.png'), img)
-        c = 1 if img.ndim == 2 else 3
-        lines.append(f'{name}.png ({img.shape[0]},{img.shape[1]},{c})')
-    with open(osp.join(folder, 'meta_info.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+        shapes.append((f'{name}.png', image_shape(img)))
+    write_meta_info(folder, shapes)
 
 
 def build_parser():

@@ -13,6 +13,7 @@ DIV2K is not downloaded by this command: get ``DIV2K_train_HR.zip`` from https:/
 and unzip it under ``datasets/DIV2K/``.
 """
 import argparse
+import itertools
 import os
 import os.path as osp
 from contextlib import nullcontext
@@ -22,18 +23,18 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, check_unique,
-                                  claim_outputs, finish_output, list_images, make_lmdb, run_main, stem_key)
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, claim_outputs,
+                                  finish_output, list_images, make_lmdb, run_main, unique_keys)
 
 
 def crop_starts(size, crop_size, step, thresh_size):
     """Top/left corners along one side, as BasicSR's extract_subimages (plus: sides below crop_size -> [0])."""
     if size <= crop_size:
         return [0]
-    starts = list(np.arange(0, size - crop_size + 1, step))
+    starts = list(range(0, size - crop_size + 1, step))
     if size - (starts[-1] + crop_size) > thresh_size:
         starts.append(size - crop_size)
-    return [int(s) for s in starts]
+    return starts
 
 
 def _crop_one(args):
@@ -41,16 +42,13 @@ def _crop_one(args):
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         return key, None
-    h, w = img.shape[:2]
+    rows, cols = (crop_starts(side, crop_size, step, thresh_size) for side in img.shape[:2])
     names = []
-    idx = 0
-    for x in crop_starts(h, crop_size, step, thresh_size):
-        for y in crop_starts(w, crop_size, step, thresh_size):
-            idx += 1
-            name = f'{key}_s{idx:03d}.png'
-            patch = np.ascontiguousarray(img[x:x + crop_size, y:y + crop_size, ...])
-            cv2.imwrite(osp.join(out_folder, name), patch, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
-            names.append(name)
+    for idx, (x, y) in enumerate(itertools.product(rows, cols), 1):
+        name = f'{key}_s{idx:03d}.png'
+        patch = np.ascontiguousarray(img[x:x + crop_size, y:y + crop_size, ...])
+        cv2.imwrite(osp.join(out_folder, name), patch, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+        names.append(name)
     return key, names
 
 
@@ -58,8 +56,7 @@ def extract_subimages(input_folder, out_folder, crop_size=480, step=240, thresh_
                       compress_level=3):
     """Crop every image of ``input_folder`` into ``out_folder`` (which must not exist). Returns sorted names."""
     names = list_images(input_folder)
-    keys = [stem_key(n) for n in names]
-    check_unique(keys, input_folder)
+    keys = unique_keys(names, input_folder)
     begin_output(out_folder)
     jobs = [(osp.join(input_folder, n), k, out_folder, crop_size, step, thresh_size, compress_level)
             for n, k in zip(names, keys)]

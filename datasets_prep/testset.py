@@ -18,17 +18,16 @@ import os.path as osp
 import cv2
 from tqdm import tqdm
 
-from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, check_unique,
-                                  claim_outputs, finish_output, list_images, run_main, stem_key)
+from datasets_prep.common import (PrepError, begin_output, check_apart, check_decodable_sizes, claim_outputs,
+                                  finish_output, image_shape, list_images, run_main, unique_keys, write_meta_info)
 
 
 def convert_folder(inp, out, channels=None):
     """Write ``inp``'s images as PNG into the new folder ``out``. Returns the written names (sorted)."""
     names = list_images(inp)
-    keys = [stem_key(n) for n in names]
-    check_unique(keys, inp)
+    keys = unique_keys(names, inp)
     begin_output(out)
-    written, renamed = [], []
+    shapes, renamed = [], []
     for name, key in tqdm(list(zip(names, keys)), unit='image', desc=f'Write {osp.basename(out)}'):
         img = cv2.imread(osp.join(inp, name), cv2.IMREAD_UNCHANGED)
         if img is None:
@@ -43,16 +42,12 @@ def convert_folder(inp, out, channels=None):
         if osp.splitext(name)[0] != key:
             renamed.append(f'{name} -> {key}.png')
         cv2.imwrite(osp.join(out, f'{key}.png'), img)
-        h, w = img.shape[:2]
-        c = 1 if img.ndim == 2 else img.shape[2]
-        written.append((f'{key}.png', (h, w, c)))
-    with open(osp.join(out, 'meta_info.txt'), 'w') as f:
-        for name, (h, w, c) in written:
-            f.write(f'{name} ({h},{w},{c})\n')
+        shapes.append((f'{key}.png', image_shape(img)))
+    write_meta_info(out, shapes)
     if renamed:
         print(f'renamed {len(renamed)} images for BasicSR keys, e.g. {renamed[0]}')
     finish_output(out)
-    return [n for n, _ in written]
+    return [n for n, _ in shapes]
 
 
 def write_noisy(clean_folder, noisy_folder, sigma, channels, noise_seed):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.common import PrepError, run_main
+from datasets_prep.common import PrepError, image_shape, run_main
 from mdrn_models.data.awgn_dataset import read_meta_info
 
 
@@ -22,26 +22,24 @@ def verify_lmdb(lmdb_path, meta_info=None):
                         'python -m datasets_prep.div2k')
     meta_path = meta_info or osp.join(lmdb_path, 'meta_info.txt')
     problems = []
-    meta = None
-    if osp.isfile(meta_path):
-        meta = read_meta_info(meta_path)
-    else:
+    meta = read_meta_info(meta_path) if osp.isfile(meta_path) else None
+    if meta is None:
         problems.append(f'meta_info {meta_path} is missing (BasicSR reads the key list from it)')
     env = lmdb.open(lmdb_path, readonly=True, lock=False, readahead=False, meminit=False)
     n_entries = env.stat()['entries']
-    keys, undecodable, shape_mismatch = [], [], []
+    in_lmdb, undecodable, shape_mismatch = set(), [], []
     with env.begin(write=False) as txn:
         for key, value in tqdm(txn.cursor(), total=n_entries, unit='img', desc='Decode'):
             key = key.decode('ascii', errors='replace')
-            keys.append(key)
+            in_lmdb.add(key)
             img = cv2.imdecode(np.frombuffer(value, np.uint8), cv2.IMREAD_UNCHANGED)
             if img is None:
                 undecodable.append(key)
                 continue
             if meta and meta.get(key):
-                c = 1 if img.ndim == 2 else img.shape[2]
-                if (img.shape[0], img.shape[1], c) != meta[key]:
-                    shape_mismatch.append(f'{key} {img.shape[0]}x{img.shape[1]}x{c} != meta {meta[key]}')
+                h, w, c = image_shape(img)
+                if (h, w, c) != meta[key]:
+                    shape_mismatch.append(f'{key} {h}x{w}x{c} != meta {meta[key]}')
     env.close()
     stats = {'entries': n_entries, 'meta_info': len(meta) if meta is not None else None}
     if undecodable:
@@ -49,7 +47,6 @@ def verify_lmdb(lmdb_path, meta_info=None):
     if shape_mismatch:
         problems.append(f'{len(shape_mismatch)} shapes differ from meta_info (first: {shape_mismatch[0]})')
     if meta is not None:
-        in_lmdb = set(keys)
         missing = sorted(set(meta) - in_lmdb)
         extra = sorted(in_lmdb - set(meta))
         if missing:

@@ -8,6 +8,15 @@ from torch import nn
 from .memory_format import caller_format, cpu_channels_last
 
 
+def conv_relu_stack(in_ch, num_feat, out_ch, num_conv):
+    """``num_conv`` 3x3 convs, a ReLU after each but the last: the body of DnCNN and of FFDNet."""
+    layers = [nn.Conv2d(in_ch, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+    for _ in range(num_conv - 2):
+        layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
+    layers.append(nn.Conv2d(num_feat, out_ch, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
 @ARCH_REGISTRY.register()
 class DnCNN(nn.Module):
     """DnCNN with folded batch norm.
@@ -27,11 +36,7 @@ class DnCNN(nn.Module):
         self.num_in_ch = num_in_ch  # the image channels it takes (read by the tools: arch_util.in_channels)
         if num_conv < 2:
             raise ValueError(f'DnCNN needs num_conv >= 2 (first and last conv), got {num_conv}.')
-        layers = [nn.Conv2d(num_in_ch, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(num_conv - 2):
-            layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(num_feat, num_out_ch, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = conv_relu_stack(num_in_ch, num_feat, num_out_ch, num_conv)
 
     def forward(self, x):
         feat = x

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from .dncnn_arch import conv_relu_stack
+
 
 @ARCH_REGISTRY.register()
 class FFDNet(nn.Module):
@@ -34,11 +36,7 @@ class FFDNet(nn.Module):
         if 0 < self.sigma < 1:  # as the dataset's sigma: almost surely a level on the 0..1 scale (25/255 = 0.098)
             raise ValueError(f'FFDNet sigma {sigma!r} is below 1 on the 0..255 pixel scale: give it in grey levels, '
                              f'e.g. 25 for 0.098 on the 0..1 scale ({self.sigma:g} x 255 = {self.sigma * 255:g}).')
-        layers = [nn.Conv2d(4 * num_in_ch + 1, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(num_conv - 2):
-            layers += [nn.Conv2d(num_feat, num_feat, 3, padding=1), nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(num_feat, 4 * num_out_ch, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.body = conv_relu_stack(4 * num_in_ch + 1, num_feat, 4 * num_out_ch, num_conv)
 
     def forward(self, x, sigma=None):
         h, w = x.shape[-2:]

@@ -55,6 +55,11 @@ def parse_sigma(sigma, key='sigma', error=ValueError):
     return low, high
 
 
+def _end_marker(data):
+    """The last bytes of a whole image of the format ``data`` starts as (``IMAGE_BOUNDS``), or None."""
+    return next((ends for starts, ends in IMAGE_BOUNDS if data[:len(starts)] == starts), None)
+
+
 def eval_noise(shape, noise_seed, index):
     """Standard-normal float32 noise for evaluation image ``index``: a pure function of (noise_seed, index, shape)."""
     rng = np.random.default_rng([int(noise_seed), int(index)])
@@ -192,7 +197,7 @@ class AWGNDenoisingDataset(data.Dataset):
                     if value is None:
                         raise ValueError(f"key '{key}' (meta_info) is not in LMDB '{self.gt_folder}': fix meta_info or "
                                          'rebuild the LMDB with python -m datasets_prep.div2k --force.')
-                    kind = next((ends for starts, ends in IMAGE_BOUNDS if value[:len(starts)] == starts), None)
+                    kind = _end_marker(value)
                     whole = value[-len(kind):] == kind if kind else imfrombytes(bytes(value), float32=False) is not None
                     if not whole:
                         raise ValueError(f"'{key}' in LMDB '{self.gt_folder}' is not a whole image (damaged or "
@@ -252,7 +257,7 @@ class AWGNDenoisingDataset(data.Dataset):
                 from err
         if img_bytes is None:
             raise UnreadableImage(f"key '{path}' is not in LMDB '{self.gt_folder}': check meta_info or {hint}")
-        kind = next((ends for starts, ends in IMAGE_BOUNDS if img_bytes[:len(starts)] == starts), None)
+        kind = _end_marker(img_bytes)
         # OpenCV decodes a cut JPEG into grey rows without an error; some writers pad after the end marker
         if kind and kind not in img_bytes[-1024:]:
             raise UnreadableImage(f"'{path}' is cut short (no end marker in its last bytes): {hint}")

@@ -208,20 +208,20 @@ def check_val_options(opt):
     if ignored:
         raise OptionError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
                           'DenoiseModel (SRModel plus tiling and self-ensemble)')
-    check = getattr(model_cls, 'check_val_options', None)
-    if check is not None:
-        try:
-            check(opt)
-        except ValueError as exc:
-            raise OptionError(str(exc)) from None
+    _model_check(model_cls, 'check_val_options', opt)
 
 
 def check_model_options(opt, nets):
     """The model type's ``check_train_options(opt, nets)`` (``nets``: ``build_networks``' result), when training."""
-    check = getattr(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), 'check_train_options', None)
-    if check is not None and opt.get('is_train'):
+    if opt.get('is_train'):
+        _model_check(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), 'check_train_options', opt, nets)
+
+
+def _model_check(model_cls, name, *args):
+    check = getattr(model_cls, name, None)
+    if check is not None:
         try:
-            check(opt, nets)
+            check(*args)
         except ValueError as exc:
             raise OptionError(str(exc)) from None
 
@@ -332,27 +332,23 @@ def check_checkpoints(opt, nets):
             raise OptionError(problem)
 
 
-def _checks(opt):
-    check_types(opt)
-    check_network_args(opt)
-    check_val_options(opt)  # before check_section_keys: its message for val.tile/self_ensemble says more
-    check_distillation_keys(opt)  # likewise for train.kd_opt
-    check_section_keys(opt)
-    check_path_keys(opt)
-    check_checkpoints_outside_run(opt)
-    check_datasets(opt)
-    nets = build_networks(opt)
-    check_model_options(opt, nets)
-    check_checkpoints(opt, nets)
-
-
 def preflight(opt):
     """All checks above, cheapest first. The nets they build draw their random init from a forked RNG, so the run's
     seeded initialisation is the same as without the preflight."""
     fresh = 'basicsr' not in basicsr_logger.initialized_logger
     try:
         with torch.random.fork_rng(devices=[]):
-            _checks(opt)
+            check_types(opt)
+            check_network_args(opt)
+            check_val_options(opt)  # before check_section_keys: its message for val.tile/self_ensemble says more
+            check_distillation_keys(opt)  # likewise for train.kd_opt
+            check_section_keys(opt)
+            check_path_keys(opt)
+            check_checkpoints_outside_run(opt)
+            check_datasets(opt)
+            nets = build_networks(opt)
+            check_model_options(opt, nets)
+            check_checkpoints(opt, nets)
         for msg in unread_top_level_keys(opt) + noise_level_mismatches(opt):
             print(f'warning: {msg}', file=sys.stderr)
     finally:

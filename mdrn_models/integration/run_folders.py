@@ -2,6 +2,7 @@
 undoes BasicSR's archiving of an earlier run (``experiments/NAME``, ``results/NAME``, ``tb_logger/NAME`` renamed to
 ``NAME_archived_TIME``) when the new run never trained, however it ended. How both work: docs/robustness.md.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -107,10 +108,8 @@ def unlock_run():
     fd = _lock.pop('fd', None)
     if fd is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.remove(_lock['path'])  # while holding the lock: a waiting launch re-checks the inode (lock_run)
-    except OSError:
-        pass
     os.close(fd)
     made_parent = _lock.pop('made_parent', None)
     if made_parent and osp.isdir(made_parent) and not os.listdir(made_parent):

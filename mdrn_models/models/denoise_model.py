@@ -2,6 +2,7 @@
 forward as a function, so ``basicsr test``, ``compare`` and ``denoise`` run the same thing. Options: docs/cli.md
 (tiling), docs/training.md (MDRN+)."""
 from collections import OrderedDict
+from functools import partial
 
 import torch
 
@@ -86,14 +87,10 @@ def eval_forward(net, opt, tile=None):
     denoise_model = issubclass(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), DenoiseModel)
     tile = tile or (tile_options(opt) if denoise_model else None)
     if tile:
-        forward = _partial(tiled_forward, forward, *tile)
+        forward = partial(tiled_forward, forward, size=tile[0], overlap=tile[1])
     if denoise_model and (opt.get('val') or {}).get('self_ensemble', False):
-        forward = _partial(self_ensemble, forward)
+        forward = partial(self_ensemble, forward)
     return forward
-
-
-def _partial(fn, net, *args):
-    return lambda x: fn(net, x, *args)
 
 
 class _TestForward(torch.nn.Module):
@@ -111,7 +108,7 @@ def network_forward(net, opt=None):
     it needs no padding (or is such a module already)."""
     if isinstance(net, _TestForward):
         return net
-    forward = eval_forward(net, {'network_g': (opt or {}).get('network_g') or {}})
+    forward = eval_forward(net, {'network_g': (opt or {}).get('network_g')})
     return net if forward is net else _TestForward(net, forward).eval()
 
 

@@ -42,9 +42,8 @@ class FeatureHooks:
         # name -> (output, its version counter at capture: None for inference tensors, which have none), so that
         # pop() can tell an output changed in place after the hook ran
         self._store = {}
-        self.handles = []
-        for name, module in resolve_modules(net, self.names, what).items():
-            self.handles.append(module.register_forward_hook(self._make_hook(name)))
+        self.handles = [module.register_forward_hook(self._make_hook(name))
+                        for name, module in resolve_modules(net, self.names, what).items()]
 
     def _make_hook(self, name):
 

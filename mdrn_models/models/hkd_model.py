@@ -57,16 +57,13 @@ class HKDModel(DenoiseModel):
 
     # ------------------------------------------------------------------ setup
     def init_training_settings(self):
-        kd_opt = deepcopy(self.opt['train'].get('kd_opt') or {})
         self.check_kd_options(self.opt)
+        kd_opt = self.opt['train'].get('kd_opt') or {}
         self.teacher_input = kd_opt.get('teacher_input', 'lq')
-        for key in KD_OPTION_KEYS:  # ours; the rest of kd_opt builds the loss
-            kd_opt.pop(key, None)
         self._setup_teacher()
         self._setup_layers()
-        kd_opt.setdefault('type', 'L1Loss')
-        kd_opt.setdefault('loss_weight', 1.0)
-        self.cri_kd = build_loss(kd_opt).to(self.device)
+        loss_opt = {k: v for k, v in kd_opt.items() if k not in KD_OPTION_KEYS}  # ours; the rest builds the loss
+        self.cri_kd = build_loss({'type': 'L1Loss', 'loss_weight': 1.0, **loss_opt}).to(self.device)
         self._load_adapters()
         super().init_training_settings()  # EMA, pixel loss, optimizers (with adapters), schedulers
 
@@ -187,10 +184,13 @@ class HKDModel(DenoiseModel):
         teacher feats). The hook stores are emptied by the read."""
         self.net_t.eval()
         output, feats_s = self.training_outputs(self.train_forward, self.lq)
+        return output, feats_s, self.teacher_features(self._teacher_batch())
+
+    def teacher_features(self, x):
+        """The frozen teacher's hooked features ``{layer: tensor}`` on ``x`` (no grad)."""
         with torch.no_grad(), self.hooks_t.capturing():
-            self.net_t(self._teacher_batch())
-        feats_t = self.hooks_t.pop()
-        return output, feats_s, feats_t
+            self.net_t(x)
+        return self.hooks_t.pop()
 
     def training_outputs(self, net, x):
         """The student's output and its hooked features ``{layer: tensor}``, as training reads them."""
@@ -220,11 +220,9 @@ class HKDModel(DenoiseModel):
             l_total, loss_dict = self.pixel_losses(self.output.float())
             kd = self.kd_losses({k: v.float() for k, v in feats_s.items()}, {k: v.float() for k, v in feats_t.items()})
         del feats_s, feats_t
-        for k, v in kd.items():
-            l_total = l_total + v
-            loss_dict[k] = v
+        loss_dict.update(kd)
         loss_dict['l_kd'] = sum(kd.values())
-        self.finish_step(l_total, loss_dict, current_iter)
+        self.finish_step(sum(kd.values(), l_total), loss_dict, current_iter)
 
     def before_optimizer_step(self):
         if self.opt.get('dist') and len(self.net_adapter):  # adapters are not DDP-wrapped: average their grads
@@ -241,8 +239,8 @@ class HKDModel(DenoiseModel):
         if self.opt['rank'] != 0 or not hasattr(self, 'kd_probe_batch'):
             return
         probe = self.kd_probe()
-        for key, values in probe.items():
-            if tb_logger is not None:
+        if tb_logger is not None:
+            for key, values in probe.items():
                 for name, value in values.items():
                     tb_logger.add_scalar(f'kd/{key}/{name}', value, current_iter)
         get_root_logger().info(f'KD probe ({len(self.kd_probe_batch[0])} fixed training crops): ' + '; '.join(
@@ -257,12 +255,8 @@ class HKDModel(DenoiseModel):
         was_training = student.training
         student.eval()
         try:
-            with self.hooks_s.capturing():
-                output = student(lq)
-            feats_s = self.hooks_s.pop()
-            with self.hooks_t.capturing():
-                self.net_t(lq_teacher)
-            feats_t = self.hooks_t.pop()
+            output, feats_s = self.training_outputs(student, lq)
+            feats_t = self.teacher_features(lq_teacher)
         finally:
             student.train(was_training)
         probe = OrderedDict()

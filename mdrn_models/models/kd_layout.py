@@ -53,26 +53,26 @@ class KDLayout:
         kd_opt = (opt.get('train') or {}).get('kd_opt') or {}
         g = unwrap(net_g)
         pairs = _layer_pairs(kd_opt.get('layers'), g)
-        resolve_modules(g, [s for s, _ in pairs], 'student network_g')
-        resolve_modules(net_t, [t for _, t in pairs], 'teacher network_t')
-        keys = [adapter_key(s) for s, _ in pairs]
+        students, teachers = [s for s, _ in pairs], [t for _, t in pairs]
+        resolve_modules(g, students, 'student network_g')
+        resolve_modules(net_t, teachers, 'teacher network_t')
+        keys = [adapter_key(s) for s in students]
         if len(set(keys)) != len(keys):
-            raise ValueError(f'train.kd_opt.layers names a student layer twice: {[s for s, _ in pairs]}')
+            raise ValueError(f'train.kd_opt.layers names a student layer twice: {students}')
         self.pairs = [(s, t, k) for (s, t), k in zip(pairs, keys)]
         c_s, c_t = _in_channels(g, opt.get('network_g')), _in_channels(net_t, opt.get('network_t'))
         if c_s != c_t:
             raise ValueError(f'the teacher takes {c_t} input channels and the student {c_s}; set network_t.num_in_ch '
                              'to match')
-        self.hooks_s = FeatureHooks(net_g, [s for s, _ in pairs], 'student network_g')
-        self.hooks_t = FeatureHooks(net_t, [t for _, t in pairs], 'teacher network_t')
+        self.hooks_s = FeatureHooks(net_g, students, 'student network_g')
+        self.hooks_t = FeatureHooks(net_t, teachers, 'teacher network_t')
         try:
-            self.adapters = self._dry_run(net_g, net_t, c_s, kd_opt.get('dry_run_size'), opt)
+            self.adapters = self._dry_run(g, net_t, c_s, kd_opt.get('dry_run_size'), opt)
         except Exception:
             self.remove()
             raise
 
-    def _dry_run(self, net_g, net_t, channels, size, opt):
-        g = unwrap(net_g)
+    def _dry_run(self, g, net_t, channels, size, opt):
         size = int(size or ((opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 32)
         # a large crop is stood in for by one of the same remainder modulo 64, so that nets padding their input to
         # different multiples (e.g. MDRN's 2**num_level) disagree in the dry run as they would in training

@@ -1,6 +1,7 @@
 """``basicsr benchmark``: latency, throughput (GMAC/s) and peak memory of denoisers measured side by side in one run
 (rounds interleave every model), and the training-step time of plain vs HADS vs HMDS. Flags, method and results:
 docs/benchmarks.md."""
+import contextlib
 import os
 import statistics
 import sys
@@ -63,18 +64,15 @@ def count_macs(net, size, device):
 
 def prepare(net, mode, device):
     """-> callable(x) for the mode, and the input memory format."""
+    fmt = torch.channels_last if mode in ('channels_last', 'amp') else torch.contiguous_format
     net = net.to(device)
-    if mode == 'channels_last' or mode == 'amp':
-        net = net.to(memory_format=torch.channels_last)
+    if fmt == torch.channels_last:
+        net = net.to(memory_format=fmt)
     if mode == 'compile':  # static: each size compiles its own graph (the row times that size's graph)
         net = compile_static(net)
-    fmt = torch.channels_last if mode in ('channels_last', 'amp') else torch.contiguous_format
 
     def run(x):
-        with torch.no_grad():
-            if mode == 'amp':
-                with inference_autocast(device.type):
-                    return net(x)
+        with torch.no_grad(), inference_autocast(device.type, mode == 'amp'):
             return net(x)
     return run, fmt
 
@@ -107,64 +105,56 @@ class OnnxRuntimeModels:
             self.folder.cleanup()
 
 
-def bench_inference(names, modes, sizes, repeats, device, log=print, on_rows=None):
+def bench_inference(names, modes, sizes, repeats, device, log, on_rows):
     """The inference rows; ``on_rows(rows so far)`` is called after each size (``--out`` is rewritten then, so a
     benchmark stopped part-way keeps the sizes it finished)."""
-    ort_models = OnnxRuntimeModels() if 'onnxruntime' in modes else None
-    try:
-        return _bench_inference(names, modes, sizes, repeats, device, log, ort_models, on_rows or (lambda rows: None))
-    finally:
-        if ort_models is not None:
-            ort_models.close()
-
-
-def _bench_inference(names, modes, sizes, repeats, device, log, ort_models, on_rows):
     rows = []
-    for size in sizes:
-        n_rep = repeats.get(size, 1)
-        runs = []
-        for name in names:
-            net = build(name)
-            macs = count_macs(net, size, torch.device('cpu')) if size <= 512 else \
-                count_macs(net, 256, torch.device('cpu')) * (size / 256) ** 2  # convs only: MACs scale with pixels
-            for mode in modes:
-                if mode == 'onnxruntime':  # CPU only (check_args)
-                    fn, fmt = ort_models.fn(name), torch.contiguous_format
-                else:
-                    fn, fmt = prepare(build(name), mode, device)
-                x = image(net, size, device).contiguous(memory_format=fmt)
-                # warm-up forward, measuring peak memory
-                if mode == 'onnxruntime':  # its allocations are onnxruntime's own, not torch tensors
-                    fn(x)
-                    peak = None
-                elif device.type == 'cuda':
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
-                    fn(x)
-                    _sync(device)
-                    peak = torch.cuda.max_memory_allocated() - base
-                else:
-                    tracker = PeakLiveTensors()
-                    with tracker:
+    with contextlib.closing(OnnxRuntimeModels()) as ort_models:
+        for size in sizes:
+            n_rep = repeats.get(size, 1)
+            runs = []
+            for name in names:
+                net = build(name)
+                macs = count_macs(net, size, torch.device('cpu')) if size <= 512 else \
+                    count_macs(net, 256, torch.device('cpu')) * (size / 256) ** 2  # convs only: MACs scale with pixels
+                for mode in modes:
+                    if mode == 'onnxruntime':  # CPU only (check_args)
+                        fn, fmt = ort_models.fn(name), torch.contiguous_format
+                    else:
+                        fn, fmt = prepare(build(name), mode, device)
+                    x = image(net, size, device).contiguous(memory_format=fmt)
+                    # warm-up forward, measuring peak memory
+                    if mode == 'onnxruntime':  # its allocations are onnxruntime's own, not torch tensors
                         fn(x)
-                    peak = tracker.peak
-                runs.append({'model': label(name), 'mode': mode, 'size': size, 'fn': fn, 'x': x, 'macs': macs,
-                             'peak': peak, 'times': [], 'params': sum(p.numel() for p in net.parameters())})
-        for r in range(n_rep):
+                        peak = None
+                    elif device.type == 'cuda':
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats()
+                        base = torch.cuda.memory_allocated()
+                        fn(x)
+                        _sync(device)
+                        peak = torch.cuda.max_memory_allocated() - base
+                    else:
+                        tracker = PeakLiveTensors()
+                        with tracker:
+                            fn(x)
+                        peak = tracker.peak
+                    runs.append({'model': label(name), 'mode': mode, 'size': size, 'fn': fn, 'x': x, 'macs': macs,
+                                 'peak': peak, 'times': [], 'params': sum(p.numel() for p in net.parameters())})
+            for r in range(n_rep):
+                for run in runs:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    run['fn'](run['x'])
+                    _sync(device)
+                    run['times'].append(time.perf_counter() - t0)
+                log(f'  {size}x{size}: round {r + 1}/{n_rep} done')
             for run in runs:
-                _sync(device)
-                t0 = time.perf_counter()
-                run['fn'](run['x'])
-                _sync(device)
-                run['times'].append(time.perf_counter() - t0)
-            log(f'  {size}x{size}: round {r + 1}/{n_rep} done')
-        for run in runs:
-            t = min(run['times'])
-            rows.append({k: run[k] for k in ('model', 'mode', 'size', 'macs', 'peak', 'params')} |
-                        {'lat': t, 'median': statistics.median(run['times']), 'n': len(run['times'])})
-            del run['fn'], run['x']
-        on_rows(rows)
+                t = min(run['times'])
+                rows.append({k: run[k] for k in ('model', 'mode', 'size', 'macs', 'peak', 'params')} |
+                            {'lat': t, 'median': statistics.median(run['times']), 'n': len(run['times'])})
+                del run['fn'], run['x']
+            on_rows(rows)
     return rows
 
 
@@ -190,15 +180,13 @@ def bench_train(device, batch, size, repeats, log=print, amp=None, student='MDRN
     """Seconds per training step (min, median over ``repeats`` after a warm-up) of ``student`` alone and distilled
     (HADS: MDRN teacher, HMDS: MDRN-2B teacher), at ``batch`` crops of ``size``, under ``train.amp`` ``amp``."""
     from basicsr.models import build_model
-    student = deepcopy(MODELS[student])
     teachers = {'HADS': MODELS['MDRN'], 'HMDS': MODELS['MDRN-2B']}
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
         for kind in kinds:
             opt = {'name': f'bench_{kind}', 'model_type': 'DenoiseModel' if kind == 'plain' else 'HKDModel',
                    'is_train': True, 'dist': False, 'num_gpu': 1 if device.type == 'cuda' else 0, 'rank': 0,
-                   'world_size': 1, 'network_g': deepcopy(student),
+                   'world_size': 1, 'network_g': deepcopy(MODELS[student]),
                    'path': {'models': tmp, 'training_states': tmp, 'resume_state': None},
                    'datasets': {'train': {'type': 'AWGNDenoisingDataset', 'gt_size': size, 'sigma': 50,
                                           **({'sigma_teacher': 25} if kind == 'HMDS' else {})}},
@@ -230,9 +218,7 @@ def bench_train(device, batch, size, repeats, log=print, amp=None, student='MDRN
                 if it:  # the first step is a warm-up
                     times[kind].append(time.perf_counter() - t0)
             log(f'  train step round {it + 1}/{repeats + 1} done')
-        for kind in models:
-            results[kind] = (min(times[kind]), statistics.median(times[kind]))
-    return results
+    return {kind: (min(t), statistics.median(t)) for kind, t in times.items()}
 
 
 def check_args(args, device):
@@ -253,8 +239,7 @@ def check_args(args, device):
         raise ValueError(f'--sizes must be multiples of 8 and >= 16, got {args.sizes}.')
     for flag in ('sizes', 'models', 'modes'):  # a repeat would only repeat rows (and columns) of the tables
         values = [label(m) for m in args.models] if flag == 'models' else getattr(args, flag)
-        repeated = first_repeat(values)
-        if repeated is not None:
+        if (repeated := first_repeat(values)) is not None:
             raise ValueError(f'--{flag} lists {repeated} twice: give each once.')
     # train_size >= 8: MDRN pads its input to a multiple of 8 (3 levels), a smaller patch would time mostly padding
     for flag, minimum in (('repeats', 1), ('threads', 1), ('train_batch', 1), ('train_size', 8)):

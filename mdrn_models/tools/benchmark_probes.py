@@ -74,7 +74,7 @@ class OpTimer(TorchDispatchMode):
         i_x, i_w, i_stride, i_dil, post = cls.CONVS[name]
         x, w, stride, dilation = args[i_x], args[i_w], args[i_stride], args[i_dil]
         transposed = name == 'aten.convolution.default' and args[6]
-        if post is not None and not isinstance(post, str):
+        if isinstance(post, int):
             post = '' if args[post] == 'none' else f'+{args[post]}'
         # weight: (out, in/groups, kh, kw); transposed (in, out/groups, kh, kw). Each output (input, for a
         # transposed conv) element costs in/groups (out/groups) x kh x kw MACs.

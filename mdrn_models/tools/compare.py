@@ -103,17 +103,13 @@ def check_args(args):
     the figures an earlier run left in --out (--force deletes them)."""
     models = parse_models(args.models)
     sets = parse_sets(args.sets)
-    for sigma in args.sigmas:
-        parse_sigma(sigma, '--sigmas', CompareError)
-    sigmas = [float(s) for s in args.sigmas]
-    repeated = first_repeat(sigmas)
-    if repeated is not None:
+    sigmas = [parse_sigma(s, '--sigmas', CompareError)[0] for s in args.sigmas]
+    if (repeated := first_repeat(sigmas)) is not None:
         raise CompareError(f'--sigmas lists {repeated:g} twice: give each noise level once.')
     if args.noise_seed is not None and args.noise_seeds is not None:
         raise CompareError('give --noise-seed or --noise-seeds, not both.')
     seeds = args.noise_seeds or [0 if args.noise_seed is None else args.noise_seed]
-    bad = next((s for s in seeds if s < 0), None)
-    if bad is not None:
+    if (bad := next((s for s in seeds if s < 0), None)) is not None:
         raise CompareError(f'--noise-seed must be a non-negative integer, got {bad}.')
     if (repeated := first_repeat(seeds)) is not None:
         raise CompareError(f'--noise-seeds lists {repeated} twice: give each seed once.')
@@ -306,7 +302,7 @@ def table_rows(names, sets, sigmas, scores, info, flops_size, baseline=None):
                        'ssim': float(per_image[:, 1].mean()) if draws else None,
                        'psnr_draw_std': spread[0], 'ssim_draw_std': spread[1],
                        'params_M': meta['params'] / 1e6 if meta else None,
-                       'gflops_%d' % flops_size: meta.get('gflops'),
+                       f'gflops_{flops_size}': meta.get('gflops'),
                        'ms_per_MP': ms_mp,
                        'weights': row_weights(meta, sigma, draws)}
                 base = image_means.get((baseline, set_name, sigma))

@@ -13,14 +13,10 @@ def pick_crop(gt_img, size):
     size = min(size, h, w)
     gray = gt_img.astype(np.float32) if gt_img.ndim == 2 else gt_img.astype(np.float32).mean(axis=2)
     detail = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
-    best, best_yx = -1.0, (0, 0)
     step = max(size // 4, 1)
-    for y in range(0, h - size + 1, step):
-        for x in range(0, w - size + 1, step):
-            s = float(detail[y:y + size, x:x + size].mean())
-            if s > best:
-                best, best_yx = s, (y, x)
-    return best_yx + (size,)
+    y, x = max(((y, x) for y in range(0, h - size + 1, step) for x in range(0, w - size + 1, step)),
+               key=lambda yx: float(detail[yx[0]:yx[0] + size, yx[1]:yx[1] + size].mean()))  # ties: the first
+    return y, x, size
 
 
 FONT = dict(fontFace=0, fontScale=0.45, thickness=1)  # cv2.FONT_HERSHEY_SIMPLEX, size of the figure labels

@@ -11,7 +11,7 @@ RESAMPLES = 9999
 MIN_IMAGES = 10
 
 
-def paired_difference(baseline, other, seed=0):
+def paired_difference(baseline, other):
     """Per-image scores of the baseline and of another model (same images, in the same order) ->
     ``{'delta', 'low', 'high', 'improved', 'n'}``: the mean of ``other - baseline``, its CI bounds (NaN for fewer than
     ``MIN_IMAGES`` images), and on how many images ``other`` scores higher."""
@@ -25,7 +25,7 @@ def paired_difference(baseline, other, seed=0):
         low = high = mean  # every resample has this mean (scipy's BCa is undefined on constant data)
     else:
         result = stats.bootstrap((diffs,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
-                                 method='BCa', rng=np.random.default_rng(seed))
+                                 method='BCa', rng=np.random.default_rng(0))
         low, high = (float(v) for v in result.confidence_interval)
     return {'delta': mean, 'low': low, 'high': high, 'improved': int((diffs > 0).sum()), 'n': len(diffs)}
 
@@ -33,11 +33,7 @@ def paired_difference(baseline, other, seed=0):
 def verdict(diff):
     if math.isnan(diff['low']):
         return f'too few images for an interval (fewer than {MIN_IMAGES}): a hint'
-    if diff['low'] > 0:
-        return 'better'
-    if diff['high'] < 0:
-        return 'worse'
-    return 'no difference shown'
+    return 'better' if diff['low'] > 0 else 'worse' if diff['high'] < 0 else 'no difference shown'
 
 
 def interval_text(mean, low, high, digits, missing=''):

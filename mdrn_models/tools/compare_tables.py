@@ -32,9 +32,8 @@ def write_csv(path, rows):
     with open(path, 'w', newline='') as fout:
         writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
         writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ('' if v is None else (f'{v:.6g}' if isinstance(v, float) else v))
-                             for k, v in r.items()})
+        writer.writerows({k: ('' if v is None else (f'{v:.6g}' if isinstance(v, float) else v)) for k, v in r.items()}
+                         for r in rows)
 
 
 def markdown(header, rows, info, figures, flops_size):

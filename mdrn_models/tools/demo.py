@@ -14,6 +14,7 @@ import yaml
 
 from mdrn_cli import parsers
 from mdrn_models.tools.compare_stats import interval_text, verdict
+from mdrn_models.tools.gpu_session import run_basicsr
 
 OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options')  # the repository's
 TEACHERS = ('demo_teacher_big_gray_s70', 'demo_teacher_gray_s50')
@@ -28,13 +29,9 @@ TEST = 'demo_test_gray_s70'
 def basicsr(args, root, log):
     """Run ``basicsr`` as a subprocess (as users do) in ``root`` (the ``--root`` of train/test); exit with the log's
     tail on failure."""
-    cmd = [sys.executable, '-m', 'mdrn_cli', *args, *(['--root', root] if args[0] in ('train', 'test') else [])]
     print(f'  basicsr {args[0]}: log in {log}', flush=True)  # (minutes for a training run: where to look meanwhile)
-    with open(log, 'w') as f:
-        proc = subprocess.run(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
-    with open(log) as f:
-        out = f.read()
-    if proc.returncode:
+    returncode, out = run_basicsr([*args, *(['--root', root] if args[0] in ('train', 'test') else [])], log, root)
+    if returncode:
         sys.exit(f'demo: `basicsr {" ".join(args)}` failed; the end of {log}:\n{out[-3000:]}')
     return out
 
@@ -100,16 +97,16 @@ def main(argv=None):
         rows.append((label, psnr, ssim, osp.join('results', name, 'visualization')))
 
     # the paired differences to the plain student, on the same images and three noise draws (compare --baseline)
-    labels = dict(zip(('plain', 'HADS', 'HMDS'), weights))
+    keys = ('plain', 'HADS', 'HMDS')  # compare's names of the students, in STUDENTS' order
     compare_out = osp.join(root, 'results', 'demo_compare')
-    basicsr(['compare', '--models', *(f'{k}={w}' for k, w in zip(labels, weights.values())), '--baseline', 'plain',
+    basicsr(['compare', '--models', *(f'{k}={w}' for k, w in zip(keys, weights.values())), '--baseline', 'plain',
              '--sets', f"demo_val={osp.join(root, 'datasets', 'demo', 'val')}", '--sigmas', '70', '--noise-seeds',
              '0', '1', '2', '--out', compare_out, '--force'], root, osp.join(logs, 'demo_compare.log'))
     with open(osp.join(compare_out, 'compare.csv')) as f:
         paired = {r['model']: r for r in csv.DictReader(f)}
     print('\n| model | PSNR (dB) | SSIM | ΔPSNR vs plain [95% CI], 3 noise draws | denoised images |\n'
           '| --- | --- | --- | --- | --- |')
-    for (label, psnr, ssim, images), key in zip(rows, labels):
+    for (label, psnr, ssim, images), key in zip(rows, keys):
         r = paired[key]
         low, high = (float(r[k]) if r[k] else math.nan for k in ('d_psnr_low', 'd_psnr_high'))
         delta = '—' if not r['d_psnr'] else (f"{interval_text(float(r['d_psnr']), low, high, 2)}, {r['improved']} "

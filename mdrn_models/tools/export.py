@@ -66,10 +66,10 @@ def export_module(net, opt=None):
     return net if takes_sigma(net) else network_forward(net, opt)
 
 
-def example_inputs(channels, sigma_input, hw=TRACE_HW, sigma=25.0):
+def example_inputs(channels, sigma_input):
     """The inputs the module is traced with: a batch-1 image (and a noise level)."""
-    x = torch.rand(1, channels, *hw, generator=torch.Generator().manual_seed(0))
-    return (x, torch.tensor([float(sigma)])) if sigma_input else (x,)
+    x = torch.rand(1, channels, *TRACE_HW, generator=torch.Generator().manual_seed(0))
+    return (x, torch.tensor([25.0])) if sigma_input else (x,)
 
 
 @contextlib.contextmanager
@@ -143,7 +143,7 @@ def test_only_steps(opt):
     or '': the export leaves them out."""
     from basicsr.utils.registry import MODEL_REGISTRY
     try:
-        if not issubclass(MODEL_REGISTRY.get((opt or {}).get('model_type', 'SRModel')), DenoiseModel):
+        if not issubclass(MODEL_REGISTRY.get(opt.get('model_type', 'SRModel')), DenoiseModel):
             return ''
         tile = tile_options(opt)
     except (KeyError, ValueError):

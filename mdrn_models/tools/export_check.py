@@ -23,7 +23,7 @@ class ExportError(ValueError):
 
 def first_eval_dataset(opt):
     """The options of the option file's first test/val dataset (BasicSR's phase: the key before '_'), or None."""
-    for key, ds in ((opt or {}).get('datasets') or {}).items():
+    for key, ds in (opt.get('datasets') or {}).items():
         if str(key).split('_')[0] in ('test', 'val') and isinstance(ds, dict):
             return ds
     return None

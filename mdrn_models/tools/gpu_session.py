@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import time
-from copy import deepcopy
 
 import yaml
 
@@ -37,6 +36,20 @@ def is_out_of_memory(exc):
     import torch
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY))
+
+
+def run_basicsr(args, log, cwd, env=None, timeout=None, launcher=('-m', 'mdrn_cli'), echo=False):
+    """Run ``basicsr ARGS`` as a subprocess (``launcher``: how Python starts it, e.g. under torchrun) in ``cwd``
+    within ``timeout``, its output (after its command line with ``echo``) in ``log``; returns (exit status, the log's
+    text)."""
+    cmd = [sys.executable, *launcher, *map(str, args)]
+    with open(log, 'w') as f:
+        if echo:
+            f.write(' '.join(cmd) + '\n')
+            f.flush()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+    with open(log) as f:
+        return proc.returncode, f.read()
 
 
 def read_options(name):
@@ -89,31 +102,26 @@ class Session:
         self.deadline = time.time() + 60 * args.minutes
         self.step_deadline = self.deadline
         self.amp = amp_mode(device)
+        self.num_gpu = 1 if device == 'cuda' else 0
         self.steps = []  # (name, status, seconds, detail)
         self.facts = {}
 
     def left(self):
         return self.step_deadline - time.time()
 
-    def basicsr(self, args, log, timeout=None, launcher=()):
+    def basicsr(self, args, log, timeout=None, launcher=('-m', 'mdrn_cli')):
         """Run ``basicsr ARGS`` (under ``launcher``, e.g. torchrun) within ``timeout`` (default: the step's time
         left); raise on failure or timeout."""
         env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
         if self.device == 'cpu':
             env['CUDA_VISIBLE_DEVICES'] = ''
-        cmd = [sys.executable, *(launcher or ['-m', 'mdrn_cli']), *map(str, args)]
-        with open(log, 'w') as f:
-            f.write(' '.join(cmd) + '\n')
-            f.flush()
-            limit = max(timeout or self.left(), 1)
-            try:
-                proc = subprocess.run(cmd, cwd=self.out, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=limit)
-            except subprocess.TimeoutExpired:
-                raise StepTimedOut(f'stopped after its {limit:.0f} s (see {log})') from None
-        with open(log) as f:
-            text = f.read()
-        if proc.returncode:
-            raise RuntimeError(f'exit {proc.returncode}: {text.strip().splitlines()[-1]} (see {log})')
+        limit = max(timeout or self.left(), 1)
+        try:
+            returncode, text = run_basicsr(args, log, self.out, env, limit, launcher, echo=True)
+        except subprocess.TimeoutExpired:
+            raise StepTimedOut(f'stopped after its {limit:.0f} s (see {log})') from None
+        if returncode:
+            raise RuntimeError(f'exit {returncode}: {text.strip().splitlines()[-1]} (see {log})')
         return text
 
     def step(self, name, fn):
@@ -195,9 +203,9 @@ class Session:
         student = {'type': 'MDRN', 'num_in_ch': 1, 'num_out_ch': 1, 'num_feat': 16, 'num_block': 1, 'num_level': 2}
         teacher = {**student, 'num_block': 2}
         torch.manual_seed(0)
-        torch.save({'params': build_network(deepcopy(teacher)).state_dict()}, osp.join(folder, 'teacher.pth'))
+        torch.save({'params': build_network(teacher).state_dict()}, osp.join(folder, 'teacher.pth'))
         iters = self.cfg['ddp_iters']
-        opt = {'name': 'ddp_hkd', 'model_type': 'HKDModel', 'scale': 1, 'num_gpu': 1 if self.device == 'cuda' else 0,
+        opt = {'name': 'ddp_hkd', 'model_type': 'HKDModel', 'scale': 1, 'num_gpu': self.num_gpu,
                'manual_seed': 0, 'datasets': {'train': self._train_set(32, 4, iters * 2)},
                'network_g': student, 'network_t': teacher,
                'path': {'pretrain_network_t': osp.join(folder, 'teacher.pth')},
@@ -208,11 +216,10 @@ class Session:
                'logger': {'print_freq': 1, 'save_checkpoint_freq': iters, 'use_tb_logger': False}}
         yml = write_options(opt, folder, 'hkd_tiny.yml')
         launcher = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1', '-m', 'mdrn_cli']
-        self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder], osp.join(folder, 'train.log'),
-                     launcher=launcher, timeout=0.5 * self.left())
-        log = self.basicsr(['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder, '--auto_resume',
-                            '--force_yml', f'train:total_iter={2 * iters}'], osp.join(folder, 'resume.log'),
-                           launcher=launcher)
+        train_args = ['train', '-opt', yml, '--launcher', 'pytorch', '--root', folder]
+        self.basicsr(train_args, osp.join(folder, 'train.log'), launcher=launcher, timeout=0.5 * self.left())
+        log = self.basicsr([*train_args, '--auto_resume', '--force_yml', f'train:total_iter={2 * iters}'],
+                           osp.join(folder, 'resume.log'), launcher=launcher)
         if f'iter: {iters}.' not in log or not osp.isfile(osp.join(folder, 'experiments', 'ddp_hkd', 'models',
                                                                       f'net_g_{2 * iters}.pth')):
             raise RuntimeError(f'the resumed run did not continue from iteration {iters} to {2 * iters} (see '
@@ -237,8 +244,7 @@ class Session:
         iters = max(1, int(0.8 * budget / seconds))  # 0.8: data loading, logging, the final validation and save
         iters = min(iters, self.cfg['max_iters'] or iters)
         opt = read_options('train_mdrn_gray_s25_train400.yml')
-        opt.update(name='gpu_mdrn_gray_s25_train400', model_type='DenoiseModel',
-                   num_gpu=1 if self.device == 'cuda' else 0)
+        opt.update(name='gpu_mdrn_gray_s25_train400', model_type='DenoiseModel', num_gpu=self.num_gpu)
         opt['datasets']['train'] = self._train_set(crop, batch, iters)
         for ds in opt['datasets'].values():
             if ds is not opt['datasets']['train']:
@@ -267,7 +273,7 @@ class Session:
     def test(self):
         ckpt = self.latest_checkpoint()
         opt = read_options('test_mdrn_gray_s25_train400.yml')
-        opt.update(name='gpu_mdrn_gray_s25', num_gpu=1 if self.device == 'cuda' else 0)
+        opt.update(name='gpu_mdrn_gray_s25', num_gpu=self.num_gpu)
         opt['path']['pretrain_network_g'] = ckpt
         for ds in opt['datasets'].values():
             ds['dataroot_gt'] = osp.join(self.data, ds['name'])
@@ -279,9 +285,10 @@ class Session:
         return ', '.join(f'{n}: {p} dB / {s}' for n, p, s in scores)
 
     def export(self):
-        os.makedirs(osp.join(self.out, 'weights'))
-        out = osp.join(self.out, 'weights', 'mdrn_gray_s25_gpu.pth')
-        self.basicsr(['export-weights', self.latest_checkpoint(), out], osp.join(self.out, 'weights', 'export.log'))
+        folder = osp.join(self.out, 'weights')
+        os.makedirs(folder)
+        out = osp.join(folder, 'mdrn_gray_s25_gpu.pth')
+        self.basicsr(['export-weights', self.latest_checkpoint(), out], osp.join(folder, 'export.log'))
         return out
 
     def summary(self):

@@ -20,11 +20,6 @@ def _text(ds):
     return ''.join(chr(c) for c in np.asarray(ds).ravel())
 
 
-def _matlab_array(ds):
-    """h5py dataset -> numpy array in MATLAB dimension order (h5py reverses MATLAB's column-major dims)."""
-    return np.asarray(ds).T
-
-
 def read_matconvnet(path):
     """Read ``net.layers`` of a MatConvNet v7.3 .mat file -> list of dicts: ``type``, ``name``, ``weights`` (list
     of float32 arrays in MATLAB dim order), and the numeric fields ``pad``, ``stride``, ``dilate``, ``scale``."""
@@ -56,12 +51,9 @@ def read_matconvnet(path):
             for key in ('pad', 'stride', 'dilate', 'scale'):
                 if key in g and g[key].dtype != object:
                     layer[key] = np.asarray(g[key], dtype=np.float64).ravel().tolist()
-            weights = []
-            if 'weights' in g and g['weights'].dtype == object:
-                for wref in np.asarray(g['weights']).ravel():
-                    if wref:  # empty cells are stored as null references
-                        weights.append(_matlab_array(f[wref]).astype(np.float32))
-            layer['weights'] = weights
+            refs = np.asarray(g['weights']).ravel() if 'weights' in g and g['weights'].dtype == object else []
+            # .T: MATLAB's dimension order (h5py reverses it); empty cells are stored as null references
+            layer['weights'] = [np.asarray(f[ref]).T.astype(np.float32) for ref in refs if ref]
             layers.append(layer)
     return layers
 
@@ -137,20 +129,18 @@ def convert(layers, arch, path='<mat>'):
         raise ValueError(f'--arch must be one of {ARCHS}, got {arch!r}.')
     state = {}
     for i, (w, b) in enumerate(convs):
-        state[f'body.{2 * i}.weight'] = w
-        state[f'body.{2 * i}.bias'] = b
+        state.update({f'body.{2 * i}.weight': w, f'body.{2 * i}.bias': b})
     return state, opt
 
 
-def import_mat(mat, arch, strict=True):
+def import_mat(mat, arch):
     """Read ``mat``, convert, build the arch from the inferred options and load the weights (strict). Returns
     (network, network_g option dict, state_dict)."""
     from basicsr.archs import build_network
 
-    layers = read_matconvnet(mat)
-    state, opt = convert(layers, arch, mat)
-    net = build_network(dict(opt))
-    net.load_state_dict(state, strict=strict)
+    state, opt = convert(read_matconvnet(mat), arch, mat)
+    net = build_network(opt)
+    net.load_state_dict(state)
     return net, opt, state
 
 
