@@ -63,9 +63,12 @@ def _kind_problem(value, default):
 
 
 def check_network_args(opt):
+    """Each ``network_*`` block names a registered arch and only its arguments."""
     for key, cfg in opt.items():
-        if key.startswith('network_') and isinstance(cfg, dict) and cfg.get('type') in ARCH_REGISTRY:
-            _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
+        if key.startswith('network_') and isinstance(cfg, dict):
+            _check_type(key, cfg, ARCH_REGISTRY, 'network')
+            if cfg.get('type') is not None:
+                _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
 
 
 # What BasicSR 1.4.2's SRModel (sr_model.py, base_model.py) and train_pipeline read from these sections; the model
@@ -185,9 +188,6 @@ def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
 
 def check_types(opt):
     _check_type('model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY, 'model')
-    for key, cfg in opt.items():
-        if key.startswith('network_') and isinstance(cfg, dict):
-            _check_type(key, cfg, ARCH_REGISTRY, 'network')
     for name, ds in (opt.get('datasets') or {}).items():
         _check_type(f'datasets.{name}', ds, DATASET_REGISTRY, 'dataset')
     for key, cfg in (opt.get('train') or {}).items():

@@ -62,16 +62,7 @@ def build_model(spec_path):
         if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
             raise ModelLoadError(f"'{spec_path}' has no network_g section: pass a BasicSR test/train option file.")
         net_opt = dict(opt['network_g'])
-        try:
-            # the preflight's checks: a misspelt option (did-you-mean) or a constructor's complaint is one line,
-            # not a TypeError traceback from inside the arch
-            check_network_args({'network_g': net_opt})
-            net = build_networks({'network_g': net_opt})['g']
-        except OptionError as err:
-            raise ModelLoadError(f"'{spec_path}': {err}.") from None
-        except KeyError as err:
-            raise ModelLoadError(f"'{spec_path}': network_g type {net_opt.get('type')!r} is not registered "
-                               '(install/import its plugin, or fix the type).') from err
+        net = _build_network(spec_path, net_opt)
         path_opt = opt.get('path') or {}
         weights = path_opt.get('pretrain_network_g')
         if weights:
@@ -104,13 +95,20 @@ def build_model(spec_path):
     if not isinstance(net_opt, dict):
         raise ModelLoadError(f"'{spec_path}': cannot infer the arch from this checkpoint; pass an option file with "
                            'network_g and path.pretrain_network_g instead.')
-    try:
-        net = build_networks({'network_g': dict(net_opt)})['g']
-    except (OptionError, KeyError) as err:
-        raise ModelLoadError(f"'{spec_path}': network_g {net_opt}: {err}") from None
+    net = _build_network(spec_path, net_opt)
     load_weights(net, spec_path, True, 'params_ema', 'g', net_opt, ckpt=ckpt)
     enable_fused_inference(net)
     return net.eval(), spec_path, opt
+
+
+def _build_network(spec_path, net_opt):
+    """``network_g`` checked and built by the preflight's functions: an unregistered type or a misspelt argument
+    (did-you-mean) or a constructor's complaint is one line, not a traceback from inside the registry or the arch."""
+    try:
+        check_network_args({'network_g': net_opt})
+        return build_networks({'network_g': dict(net_opt)})['g']
+    except OptionError as err:
+        raise ModelLoadError(f"'{spec_path}': {err}.") from None
 
 
 def count_flops(forward, channels, size=256, device='cpu'):

@@ -58,6 +58,7 @@ def tiny(tmp_path_factory):
     (root / 'ffdnet.yml').write_text('network_g: {type: FFDNet, num_in_ch: 1, num_out_ch: 1, num_feat: 4, '
                                      'num_conv: 3, sigma: 5}\n')
     (root / 'typo.yml').write_text('network_g: {type: MDRN, num_blocks: 1}\n')
+    (root / 'typo_type.yml').write_text('network_g: {type: MDRNN, num_block: 1}\n')
     # RIDNet's mean shift is RGB only: its constructor fails on a gray mean, its forward on a gray image
     (root / 'ridnet_gray.yml').write_text('network_g: {type: RIDNet, in_channels: 1, mid_channels: 4, '
                                           'out_channels: 1, num_block: 1, rgb_mean: [0.5], rgb_std: [1.0]}\n')
@@ -215,6 +216,8 @@ def test_compare_psnr_equals_basicsr_test(tiny, tmp_path, basicsr_cli, ensemble)
     (['--models', 'nameonly'], 'NAME=PATH'),
     (['--models', 'X@abc=a.yml'], 'is not a number'),
     (['--models', 'X={tiny}/typo.yml'], "MDRN has no argument 'num_blocks' (did you mean 'num_block'?)"),
+    (['--models', 'X={tiny}/typo_type.yml'], "network_g: network type 'MDRNN' is not registered (did you mean "
+                                             "'MDRN'?)"),
     (['--models', 'X={tiny}/wrong.yml'], 'identity.pth does not fit network_g: '),
     (['--models', 'X={tiny}/ridnet_gray.yml'], "out_channels=1, num_block=1, rgb_mean=[0.5], rgb_std=[1.0]): "
                                                "RuntimeError: shape '[3, 1, 1, 1]' is invalid"),
