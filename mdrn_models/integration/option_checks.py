@@ -40,7 +40,7 @@ NUMBERS = (
     (('val', 'metrics', '*', 'crop_border'), 0, None, True),
 )
 # keys the training loop indexes without a default (a KeyError after the run folder was archived)
-TRAIN_NEEDS = (('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'))
+TRAIN_NEEDS = (('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'), ('logger', 'use_tb_logger'))
 PREFETCH_MODES = (None, 'cpu', 'cuda')
 
 
@@ -97,7 +97,7 @@ def check_numbers(opt, source='option file'):
     for section, key in TRAIN_NEEDS:
         if key not in (opt.get(section) or {}):
             raise OptionError(f'{source}: {section}.{key} is required for training (e.g. {section}: {{print_freq: '
-                              '100, save_checkpoint_freq: 5000}})')
+                              '100, save_checkpoint_freq: 5000, use_tb_logger: false})')
     if isinstance(opt.get('val'), dict) and 'val_freq' not in opt['val']:
         raise OptionError(f'{source}: val.val_freq is required when a val section is set (validate every N '
                           'iterations), or remove the val section')

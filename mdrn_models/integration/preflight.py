@@ -23,10 +23,18 @@ from mdrn_models.utils.checkpoints import (arch_desc, check_checkpoint, checkpoi
                                            select_state)
 
 
+TYPE_EXAMPLES = {'network': 'MDRN', 'dataset': 'AWGNDenoisingDataset', 'loss': 'L1Loss',
+                 'metric': 'calculate_psnr'}
+
+
 def _check_type(section, cfg, registry, kind):
-    name = (cfg or {}).get('type')
-    if name is None or name in registry:
+    """``cfg['type']`` is registered: BasicSR looks it up (a KeyError) or pops it (a KeyError when missing) only
+    when it builds the object, after the run folder exists, and metrics only at the first validation."""
+    name = cfg.get('type') if isinstance(cfg, dict) else None
+    if name in registry:
         return
+    if name is None:
+        raise OptionError(f'{section} has no type: name the {kind} to build, e.g. type: {TYPE_EXAMPLES[kind]}')
     hint = did_you_mean(name, registry._obj_map) or 'install/import the plugin that registers it, or fix the name'
     raise OptionError(f"{section}: {kind} type '{name}' is not registered ({hint})")
 
@@ -67,8 +75,7 @@ def check_network_args(opt):
     for key, cfg in opt.items():
         if key.startswith('network_') and isinstance(cfg, dict):
             _check_type(key, cfg, ARCH_REGISTRY, 'network')
-            if cfg.get('type') is not None:
-                _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
+            _check_kwargs(key, cfg, ARCH_REGISTRY.get(cfg['type']))
 
 
 # What BasicSR 1.4.2's SRModel (sr_model.py, base_model.py) and train_pipeline read from these sections; the model
@@ -187,11 +194,15 @@ def _build_on_a_dummy(train, optimizer_cls, scheduler_cls):
 
 
 def check_types(opt):
-    _check_type('model_type', {'type': opt.get('model_type', 'SRModel')}, MODEL_REGISTRY, 'model')
+    if opt.get('model_type') is None:  # BasicSR's build_model indexes it
+        raise OptionError('model_type is missing: set the model to build, e.g. model_type: SRModel (or DenoiseModel, '
+                          'HKDModel)')
+    _check_type('model_type', {'type': opt['model_type']}, MODEL_REGISTRY, 'model')
     for name, ds in (opt.get('datasets') or {}).items():
         _check_type(f'datasets.{name}', ds, DATASET_REGISTRY, 'dataset')
     for key, cfg in (opt.get('train') or {}).items():
-        if key.endswith('_opt') and isinstance(cfg, dict):
+        # SRModel builds its losses by type; kd_opt defaults to L1Loss, another model's *_opt is its own business
+        if key.endswith('_opt') and isinstance(cfg, dict) and ('type' in cfg or key in SRMODEL_KEYS['train']):
             _check_type(f'train.{key}', cfg, LOSS_REGISTRY, 'loss')
     for name, cfg in ((opt.get('val') or {}).get('metrics') or {}).items():
         _check_type(f'val.metrics.{name}', cfg, METRIC_REGISTRY, 'metric')
