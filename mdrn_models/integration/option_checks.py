@@ -39,8 +39,15 @@ NUMBERS = (
     (('datasets', '*', 'num_prefetch_queue'), 1, None, True),
     (('val', 'metrics', '*', 'crop_border'), 0, None, True),
 )
-# keys the training loop indexes without a default (a KeyError after the run folder was archived)
-TRAIN_NEEDS = (('logger', 'print_freq'), ('logger', 'save_checkpoint_freq'), ('logger', 'use_tb_logger'))
+# keys BasicSR indexes without a default, a KeyError after the run folder exists: (key path, '*' for every entry of a
+# section; needed by training only?, an example)
+LOGGER = 'logger: {print_freq: 100, save_checkpoint_freq: 5000, use_tb_logger: false}'
+NEEDED = ((('network_g',), False, 'network_g: {type: MDRN, num_in_ch: 1, num_out_ch: 1}'),
+          (('datasets', '*', 'name'), False, "name: Set12, the set's name in the log and the results folder"),
+          (('datasets', 'train', 'num_worker_per_gpu'), True, 'num_worker_per_gpu: 4, or 0 to read in the main '
+                                                               'process'),
+          (('logger', 'print_freq'), True, LOGGER), (('logger', 'save_checkpoint_freq'), True, LOGGER),
+          (('logger', 'use_tb_logger'), True, LOGGER))
 PREFETCH_MODES = (None, 'cpu', 'cuda')
 
 
@@ -68,20 +75,23 @@ def _yaml_float(text):
     return f'{mantissa if "." in mantissa else mantissa + ".0"}e{exponent}' if exponent else text
 
 
-def _values(node, path, where=()):
-    """``(key path, value)`` for every value at ``path`` under ``node`` ('*' matches every key of a section)."""
+def _values(node, path, where=(), missing=None):
+    """``(key path, value)`` for every value at ``path`` under ``node`` ('*' matches every key of a section); a
+    section that is missing (or None) counts as ``missing`` unless that is None."""
+    if node is None and missing is not None:
+        node = missing
     if not path:
         yield where, node
         return
     if not isinstance(node, dict):
         return
-    keys = node if path[0] == '*' else [path[0]] if path[0] in node else []
+    keys = node if path[0] == '*' else [path[0]] if path[0] in node or missing is not None else []
     for key in keys:
-        yield from _values(node[key], path[1:], (*where, str(key)))
+        yield from _values(node.get(key), path[1:], (*where, str(key)), missing)
 
 
 def check_numbers(opt, source='option file'):
-    """Types and ranges of ``NUMBERS``, the keys training cannot run without, and ``prefetch_mode``."""
+    """Types and ranges of ``NUMBERS``, the keys of ``NEEDED``, and ``prefetch_mode``."""
     for path, low, high, integer in NUMBERS:
         for where, value in _values(opt, path):
             if value is None and path[-1] in ('ema_decay', 'warmup_iter'):  # read with .get: None is the default
@@ -89,15 +99,17 @@ def check_numbers(opt, source='option file'):
             problem = number_problem(value, low, high, integer)
             if problem:
                 raise OptionError(f'{source}: {".".join(where)}: {problem}')
-    if not opt.get('is_train'):
-        return
-    if not isinstance((opt.get('datasets') or {}).get('train'), dict):
+    training = opt.get('is_train')
+    if training and not isinstance((opt.get('datasets') or {}).get('train'), dict):
         raise OptionError(f'{source}: training needs a datasets.train section (the training set), e.g. as in '
                           'options/train_mdrn_gray_s25.yml')
-    for section, key in TRAIN_NEEDS:
-        if key not in (opt.get(section) or {}):
-            raise OptionError(f'{source}: {section}.{key} is required for training (e.g. {section}: {{print_freq: '
-                              '100, save_checkpoint_freq: 5000, use_tb_logger: false})')
+    for path, for_training, example in NEEDED:
+        for where, parent in _values(opt, path[:-1], missing={}):
+            if path[-1] not in parent and (training or not for_training):
+                raise OptionError(f'{source}: {".".join((*where, path[-1]))} is required'
+                                  f'{" for training" if for_training else ""} (e.g. {example})')
+    if not training:
+        return
     if isinstance(opt.get('val'), dict) and 'val_freq' not in opt['val']:
         raise OptionError(f'{source}: val.val_freq is required when a val section is set (validate every N '
                           'iterations), or remove the val section')

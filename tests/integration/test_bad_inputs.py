@@ -221,6 +221,9 @@ NUMBER_CASES = [  # (text in train_yml, replacement, what the one line must say)
     ('dataset_enlarge_ratio: 1', 'dataset_enlarge_ratio: 1\n    prefetch_mode: gpu', "prefetch_mode 'gpu' is not"),
     # keys BasicSR indexes without a default, or pops, only when it builds the object or logs
     (', use_tb_logger: false', '', 'logger.use_tb_logger is required for training'),
+    ('    num_worker_per_gpu: 0\n', '', 'datasets.train.num_worker_per_gpu is required for training'),
+    ('    name: pairs_val\n', '', 'datasets.val.name is required (e.g. name: Set12'),
+    ('network_g: {', 'network_x: {', 'network_g is required (e.g. network_g: {type: MDRN'),
     ('model_type: SRModel\n', '', 'model_type is missing: set the model to build, e.g. model_type: SRModel'),
     ('{type: MDRN, ', '{', 'network_g has no type: name the network to build, e.g. type: MDRN'),
     ('    type: PairedImageDataset\n', '', 'datasets.train has no type: name the dataset to build'),
