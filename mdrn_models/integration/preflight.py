@@ -2,6 +2,7 @@
 experiment or results folder, so a mistake costs neither a run folder nor a traceback. Each failure is an
 ``OptionError`` with one line: where, what, and the fix. What is checked: docs/robustness.md.
 """
+import difflib
 import inspect
 import logging
 import math
@@ -39,22 +40,29 @@ def _check_type(section, cfg, registry, kind):
     raise OptionError(f"{section}: {kind} type '{name}' is not registered ({hint})")
 
 
-def _check_kwargs(where, cfg, fn, own=()):
+def _check_kwargs(where, cfg, fn, own=(), passed=()):
     """Every key of ``cfg`` but ``type`` (and the keys in ``own``, read by the caller) is an argument of ``fn``:
-    BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists. And a value
-    is of the kind of its argument's default (a number, a flag, a list of numbers): ``lr: 1e-3``, which YAML reads
-    as text, would fail only when the optimizer is built."""
+    BasicSR passes them all as keywords, so a typo would be a TypeError after the run folder exists. A value is of
+    the kind of its argument's default (a number, a flag, a list of numbers): ``lr: 1e-3``, which YAML reads as
+    text, would fail only when the optimizer is built. And every argument without a default is given (but those
+    BasicSR passes itself: ``passed``): a metric's ``crop_border`` would be missed at the first validation."""
     signature = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in signature.values()):
-        return
-    params = [name for name in signature if name not in ('self', 'optimizer', 'params')]
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in signature.values())
+    passed = ('self', 'optimizer', 'params', *passed)
+    params = [name for name in signature if name not in passed]
     for arg in cfg:
-        if arg != 'type' and arg not in params and arg not in own:
+        if arg != 'type' and arg not in params and arg not in own and not open_ended:
             hint = did_you_mean(arg, [*params, *own]) or f'its arguments: {", ".join([*params, *own])}'
             raise OptionError(f"{where}: {cfg.get('type', fn.__name__)} has no argument '{arg}' ({hint})")
         problem = arg in signature and _kind_problem(cfg[arg], signature[arg].default)
         if problem:
             raise OptionError(f'{where}.{arg}: {problem}')
+    missing = [name for name in params if signature[name].default is signature[name].empty and name not in cfg
+               and signature[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    if missing:
+        typo = difflib.get_close_matches(missing[0], [arg for arg in cfg if arg not in signature], n=1)
+        raise OptionError(f"{where}: {cfg.get('type', fn.__name__)} needs '{missing[0]}', an argument without a "
+                          f"default: set {where}.{missing[0]}{f' (not {typo[0]!r})' if typo else ''}")
 
 
 def _kind_problem(value, default):
@@ -219,6 +227,8 @@ def check_val_options(opt):
     if ignored:
         raise OptionError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
                           'DenoiseModel (SRModel plus tiling and self-ensemble)')
+    for name, cfg in (val.get('metrics') or {}).items():  # (their types are registered: check_types)
+        _check_kwargs(f'val.metrics.{name}', cfg, METRIC_REGISTRY.get(cfg['type']), passed=('img', 'img2'))
     _model_check(model_cls, 'check_val_options', opt)
 
 

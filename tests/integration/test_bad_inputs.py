@@ -229,6 +229,8 @@ NUMBER_CASES = [  # (text in train_yml, replacement, what the one line must say)
     ('    type: PairedImageDataset\n', '', 'datasets.train has no type: name the dataset to build'),
     ('{type: L1Loss, ', '{', 'train.pixel_opt has no type: name the loss to build, e.g. type: L1Loss'),
     ('{type: calculate_psnr, ', '{', 'val.metrics.psnr has no type: name the metric to build'),
+    ('crop_border: 0,', 'crop_bordr: 0,', "val.metrics.psnr: calculate_psnr needs 'crop_border', an argument without "
+                                         "a default: set val.metrics.psnr.crop_border (not 'crop_bordr')"),
 ]
 
 
