@@ -108,7 +108,7 @@ def _build_network(spec_path, net_opt):
         check_network_args({'network_g': net_opt})
         return build_networks({'network_g': dict(net_opt)})['g']
     except OptionError as err:
-        raise ModelLoadError(f"'{spec_path}': {err}.") from None
+        raise ModelLoadError(f"'{spec_path}': {str(err).rstrip('.')}.") from None
 
 
 def count_flops(forward, channels, size=256, device='cpu'):
