@@ -39,15 +39,17 @@ NUMBERS = (
     (('datasets', '*', 'num_prefetch_queue'), 1, None, True),
     (('val', 'metrics', '*', 'crop_border'), 0, None, True),
 )
-# keys BasicSR indexes without a default, a KeyError after the run folder exists: (key path, '*' for every entry of a
-# section; needed by training only?, an example)
+# keys BasicSR indexes without a default, a KeyError or TypeError after the run folder exists (None counts as missing):
+# (key path, '*' for every entry of a section; needed by training or by testing only (True/False) or both (None), an
+# example)
 LOGGER = 'logger: {print_freq: 100, save_checkpoint_freq: 5000, use_tb_logger: false}'
-NEEDED = ((('network_g',), False, 'network_g: {type: MDRN, num_in_ch: 1, num_out_ch: 1}'),
-          (('datasets', '*', 'name'), False, "name: Set12, the set's name in the log and the results folder"),
+NEEDED = ((('network_g',), None, 'network_g: {type: MDRN, num_in_ch: 1, num_out_ch: 1}'),
+          (('datasets', '*', 'name'), None, "name: Set12, the set's name in the log and the results folder"),
           (('datasets', 'train', 'num_worker_per_gpu'), True, 'num_worker_per_gpu: 4, or 0 to read in the main '
                                                                'process'),
           (('logger', 'print_freq'), True, LOGGER), (('logger', 'save_checkpoint_freq'), True, LOGGER),
-          (('logger', 'use_tb_logger'), True, LOGGER))
+          (('logger', 'use_tb_logger'), True, LOGGER),
+          (('val',), False, 'val: {save_img: true, metrics: {psnr: {type: calculate_psnr, crop_border: 0}}}'))
 PREFETCH_MODES = (None, 'cpu', 'cuda')
 
 
@@ -103,11 +105,11 @@ def check_numbers(opt, source='option file'):
     if training and not isinstance((opt.get('datasets') or {}).get('train'), dict):
         raise OptionError(f'{source}: training needs a datasets.train section (the training set), e.g. as in '
                           'options/train_mdrn_gray_s25.yml')
-    for path, for_training, example in NEEDED:
+    for path, in_training, example in NEEDED:
         for where, parent in _values(opt, path[:-1], missing={}):
-            if path[-1] not in parent and (training or not for_training):
-                raise OptionError(f'{source}: {".".join((*where, path[-1]))} is required'
-                                  f'{" for training" if for_training else ""} (e.g. {example})')
+            if parent.get(path[-1]) is None and in_training in (None, bool(training)):
+                when = {None: '', True: ' for training', False: ' by basicsr test'}[in_training]
+                raise OptionError(f'{source}: {".".join((*where, path[-1]))} is required{when} (e.g. {example})')
     if not training:
         return
     if isinstance(opt.get('val'), dict) and 'val_freq' not in opt['val']:

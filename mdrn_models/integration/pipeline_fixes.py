@@ -97,7 +97,7 @@ def parse_options(root_path, is_train=True):
         preflight(opt)
     except (OptionError, CheckpointError) as exc:
         raise SystemExit(f'error: {args.opt}: {exc}') from None
-    if 'val' in opt:
+    if opt.get('val') is not None:
         opt['val'].setdefault('suffix', None)
         opt['val'].setdefault('save_img', False)
         if not is_train:  # basicsr test: SRModel's per-image progress bar (stderr) on a terminal, not in logs

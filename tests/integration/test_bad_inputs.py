@@ -473,3 +473,20 @@ def test_a_section_basicsr_indexes_in_the_wrong_shape_is_one_line(tmp_path, pair
         pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path)], str(tmp_path))
     assert message in str(exc.value) and '\n' not in str(exc.value), str(exc.value)
     assert not (tmp_path / 'experiments').exists()
+
+
+def test_a_val_section_set_to_nothing(tmp_path, pairs):
+    """``val: ~`` trains without validation, and ``basicsr test`` (BasicSR reads ``val.save_img`` there) refuses it
+    in one line before any folder."""
+    from mdrn_arch import MDRN
+    from mdrn_models.tools import pipelines
+    torch.save({'params': MDRN(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_level=2).state_dict()},
+               tmp_path / 'w.pth')
+    yml = train_yml(tmp_path / 'train.yml', pairs, 'no_val', total_iter=1)
+    pipelines.run('train', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'val=~'], str(tmp_path))
+    assert (tmp_path / 'experiments' / 'no_val' / 'models' / 'net_g_latest.pth').is_file()
+    yml.write_text(yml.read_text().replace('pretrain_network_g: ~', f'pretrain_network_g: {tmp_path / "w.pth"}'))
+    with pytest.raises(SystemExit) as exc:
+        pipelines.run('test', ['-opt', str(yml), '--root', str(tmp_path), '--force_yml', 'val=~'], str(tmp_path))
+    assert str(exc.value).startswith(f'error: {yml}: val is required by basicsr test (e.g. val: {{save_img: true')
+    assert not (tmp_path / 'results').exists()

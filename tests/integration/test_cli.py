@@ -414,7 +414,7 @@ def test_preflight_leaves_the_seeded_init_alone():
 def test_dataset_and_network_channels_must_agree(dataset, net, message):
     from mdrn_models.integration.option_checks import OptionError, check_options
     opt = {'datasets': {'train': {'name': 'set', 'type': 'AWGNDenoisingDataset', **dataset}},
-           'network_g': {'type': 'MDRN', **net}}
+           'network_g': {'type': 'MDRN', **net}, 'val': {}}
     with pytest.raises(OptionError, match=re.escape(message)):
         check_options(opt)
     ch = dataset.get('channels', 3)
