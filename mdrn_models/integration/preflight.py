@@ -212,13 +212,11 @@ def check_types(opt):
         # SRModel builds its losses by type; kd_opt defaults to L1Loss, another model's *_opt is its own business
         if key.endswith('_opt') and isinstance(cfg, dict) and ('type' in cfg or key in SRMODEL_KEYS['train']):
             _check_type(f'train.{key}', cfg, LOSS_REGISTRY, 'loss')
-    for name, cfg in ((opt.get('val') or {}).get('metrics') or {}).items():
-        _check_type(f'val.metrics.{name}', cfg, METRIC_REGISTRY, 'metric')
 
 
 def check_val_options(opt):
-    """``val.tile`` / ``val.self_ensemble`` only under a model type that reads them; then its own
-    ``check_val_options(opt)`` (``DenoiseModel``: the tile size and overlap)."""
+    """``val.tile`` / ``val.self_ensemble`` only under a model type that reads them; each metric's type and
+    arguments; then the model type's own ``check_val_options(opt)`` (``DenoiseModel``: the tile size and overlap)."""
     val = opt.get('val') or {}
     used = [key for key in ('tile', 'self_ensemble') if val.get(key)]
     model_type = opt.get('model_type', 'SRModel')
@@ -227,7 +225,8 @@ def check_val_options(opt):
     if ignored:
         raise OptionError(f'val.{ignored[0]} is set but model_type {model_type} ignores it: set model_type: '
                           'DenoiseModel (SRModel plus tiling and self-ensemble)')
-    for name, cfg in (val.get('metrics') or {}).items():  # (their types are registered: check_types)
+    for name, cfg in (val.get('metrics') or {}).items():
+        _check_type(f'val.metrics.{name}', cfg, METRIC_REGISTRY, 'metric')
         _check_kwargs(f'val.metrics.{name}', cfg, METRIC_REGISTRY.get(cfg['type']), passed=('img', 'img2'))
     _model_check(model_cls, 'check_val_options', opt)
 
